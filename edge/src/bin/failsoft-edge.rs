@@ -1,0 +1,57 @@
+//! `failsoft-edge`: the Data Action facade as a native HTTP server.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use failsoft_edge::config::EdgeConfig;
+use failsoft_edge::facade::Facade;
+use failsoft_edge::native::{LocalQueue, MemoryKv, ReqwestDownstream, SystemClock, router, serve};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+/// The failsoft Data Action facade (native host). Settings come from
+/// `FAILSOFT_*` environment variables; see the README.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, env = "FAILSOFT_LISTEN", default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    /// Capacity of the in-process queue the native host forwards to.
+    #[arg(long, env = "FAILSOFT_LOCAL_QUEUE_CAPACITY", default_value_t = 10_000)]
+    local_queue_capacity: usize,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FAILSOFT_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let config = match EdgeConfig::from_lookup(|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("failsoft-edge: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("failsoft-edge: metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let queue = Arc::new(LocalQueue::new(args.local_queue_capacity));
+    let facade = Facade::new(config, MemoryKv::new(), ReqwestDownstream::new(), queue, SystemClock);
+    match serve(args.listen, router(Arc::new(facade), metrics)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("failsoft-edge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The edge's settings: the shared policy plus what only the facade needs
+//! (where the CRM is, the secrets, the caller's credentials). Read once per
+//! process (per isolate on Workers) through a lookup function and validated.
+
+use failsoft_shared::config::{ConfigError, Policy};
+
+/// Shortest secret accepted: an HMAC key shorter than this is guessable.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// How Genesys authenticates to the facade (its Web Services Data Action
+/// credentials: a bearer token, or Basic user name and password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub bearer_token: Option<String>,
+    pub basic: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<redacted>"))
+            .field("basic", &self.basic.as_ref().map(|(user, _)| (user, "<redacted>")))
+            .finish()
+    }
+}
+
+/// Everything the facade needs.
+#[derive(Clone)]
+pub struct EdgeConfig {
+    pub policy: Policy,
+    /// `FAILSOFT_CRM_URL`: base URL of the downstream REST API.
+    pub crm_url: String,
+    /// `FAILSOFT_CACHE_KEY_SECRET`: HMAC key of cache keys and queue groups.
+    pub cache_key_secret: Vec<u8>,
+    /// `FAILSOFT_WEBHOOK_SECRET`: HMAC key of the CRM's change webhook.
+    pub webhook_secret: Vec<u8>,
+    /// `FAILSOFT_AUTH_TOKEN`, or `FAILSOFT_BASIC_USER` + `FAILSOFT_BASIC_PASSWORD`.
+    pub credentials: Credentials,
+}
+
+impl std::fmt::Debug for EdgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeConfig")
+            .field("policy", &self.policy)
+            .field("crm_url", &self.crm_url)
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secret(lookup: &impl Fn(&str) -> Option<String>, setting: &'static str) -> Result<Vec<u8>, ConfigError> {
+    match lookup(setting) {
+        Some(s) if s.len() >= MIN_SECRET_BYTES => Ok(s.into_bytes()),
+        Some(_) => Err(ConfigError::new(setting, format!("must be at least {MIN_SECRET_BYTES} bytes"))),
+        None => Err(ConfigError::new(
+            setting,
+            "is required (a secret: set it in the environment, never in a file in the repo)",
+        )),
+    }
+}
+
+impl EdgeConfig {
+    /// Reads and validates every setting through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let lookup = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let policy = Policy::from_lookup(lookup)?;
+        let crm_url = lookup("FAILSOFT_CRM_URL").ok_or_else(|| {
+            ConfigError::new("FAILSOFT_CRM_URL", "is required: the base URL of the downstream CRM API")
+        })?;
+        if !(crm_url.starts_with("http://") || crm_url.starts_with("https://")) {
+            return Err(ConfigError::new("FAILSOFT_CRM_URL", "must be an http:// or https:// URL"));
+        }
+        let credentials = Credentials {
+            bearer_token: lookup("FAILSOFT_AUTH_TOKEN"),
+            basic: match (lookup("FAILSOFT_BASIC_USER"), lookup("FAILSOFT_BASIC_PASSWORD")) {
+                (Some(user), Some(password)) => Some((user, password)),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::new(
+                        "FAILSOFT_BASIC_PASSWORD",
+                        "FAILSOFT_BASIC_USER and FAILSOFT_BASIC_PASSWORD must be set together",
+                    ));
+                }
+            },
+        };
+        if credentials.bearer_token.is_none() && credentials.basic.is_none() {
+            return Err(ConfigError::new(
+                "FAILSOFT_AUTH_TOKEN",
+                "set it, or FAILSOFT_BASIC_USER and FAILSOFT_BASIC_PASSWORD: the facade never runs open",
+            ));
+        }
+        Ok(Self {
+            policy,
+            crm_url: crm_url.trim_end_matches('/').to_owned(),
+            cache_key_secret: secret(&lookup, "FAILSOFT_CACHE_KEY_SECRET")?,
+            webhook_secret: secret(&lookup, "FAILSOFT_WEBHOOK_SECRET")?,
+            credentials,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    const BASE: [(&str, &str); 4] = [
+        ("FAILSOFT_CRM_URL", "http://127.0.0.1:9/"),
+        ("FAILSOFT_CACHE_KEY_SECRET", "0123456789abcdef0123"),
+        ("FAILSOFT_WEBHOOK_SECRET", "fedcba9876543210fedc"),
+        ("FAILSOFT_AUTH_TOKEN", "token"),
+    ];
+
+    #[test]
+    fn reads_a_complete_configuration() {
+        let c = EdgeConfig::from_lookup(lookup(&BASE)).unwrap();
+        assert_eq!(c.crm_url, "http://127.0.0.1:9");
+        assert_eq!(c.credentials.bearer_token.as_deref(), Some("token"));
+        assert!(!format!("{c:?}").contains("token\""), "secrets stay out of Debug");
+    }
+
+    #[test]
+    fn names_what_is_missing_or_weak() {
+        for (drop, setting) in [
+            ("FAILSOFT_CRM_URL", "FAILSOFT_CRM_URL"),
+            ("FAILSOFT_CACHE_KEY_SECRET", "FAILSOFT_CACHE_KEY_SECRET"),
+            ("FAILSOFT_AUTH_TOKEN", "FAILSOFT_AUTH_TOKEN"),
+        ] {
+            let pairs: Vec<(&str, &str)> = BASE.iter().copied().filter(|(k, _)| *k != drop).collect();
+            assert_eq!(EdgeConfig::from_lookup(lookup(&pairs)).unwrap_err().setting, setting);
+        }
+        let mut weak = BASE.to_vec();
+        weak[1].1 = "short";
+        assert_eq!(EdgeConfig::from_lookup(lookup(&weak)).unwrap_err().setting, "FAILSOFT_CACHE_KEY_SECRET");
+        let mut half_basic = BASE.to_vec();
+        half_basic.push(("FAILSOFT_BASIC_USER", "genesys"));
+        assert_eq!(EdgeConfig::from_lookup(lookup(&half_basic)).unwrap_err().setting, "FAILSOFT_BASIC_PASSWORD");
+        let mut bad_deadline = BASE.to_vec();
+        bad_deadline.push(("FAILSOFT_CRM_DEADLINE_MS", "9800"));
+        assert_eq!(EdgeConfig::from_lookup(lookup(&bad_deadline)).unwrap_err().setting, "FAILSOFT_CRM_DEADLINE_MS");
+    }
+}

@@ -1,0 +1,12 @@
+//! The native host: the facade on axum + tokio + reqwest, for tests,
+//! benchmarks and container-only deployments.
+
+mod downstream;
+mod kv;
+mod queue;
+mod server;
+
+pub use downstream::ReqwestDownstream;
+pub use kv::MemoryKv;
+pub use queue::LocalQueue;
+pub use server::{NativeFacade, SystemClock, router, serve};

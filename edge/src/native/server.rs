@@ -1,0 +1,113 @@
+//! The axum server: one fallback handler hands every request to the facade,
+//! plus `/metrics` for Prometheus.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::{LocalQueue, MemoryKv, ReqwestDownstream};
+use crate::facade::Facade;
+use crate::http::{MAX_BODY_BYTES, Request, Response, payload_too_large};
+use crate::ports::Clock;
+
+/// Wall clock and operating-system randomness.
+#[derive(Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+
+    fn random_u64(&self) -> u64 {
+        getrandom::u64().unwrap_or_else(|_| self.now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+}
+
+/// The facade with the native ports.
+pub type NativeFacade = Facade<MemoryKv, ReqwestDownstream, Arc<LocalQueue>, SystemClock>;
+
+#[derive(Clone)]
+struct AppState {
+    facade: Arc<NativeFacade>,
+    metrics: PrometheusHandle,
+}
+
+/// The native routes.
+pub fn router(facade: Arc<NativeFacade>, metrics: PrometheusHandle) -> Router {
+    Router::new().route("/metrics", get(render_metrics)).fallback(handle).with_state(AppState { facade, metrics })
+}
+
+async fn render_metrics(State(state): State<AppState>) -> String {
+    state.metrics.render()
+}
+
+async fn handle(State(state): State<AppState>, req: axum::extract::Request) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    // Read one byte past the cap so an oversized body is recognised without
+    // buffering it whole.
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await else {
+        return into_axum(payload_too_large());
+    };
+    let request = Request {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        body: bytes.to_vec(),
+    };
+    let handled = state.facade.handle(request).await;
+    if !handled.after.is_empty() {
+        let facade = state.facade.clone();
+        tokio::spawn(async move { facade.run_after(handled.after).await });
+    }
+    into_axum(handled.response)
+}
+
+fn into_axum(response: Response) -> axum::response::Response {
+    let mut out =
+        (StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Body::from(response.body))
+            .into_response();
+    for (name, value) in response.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.headers_mut().insert(HeaderName::from_static(name), value);
+        }
+    }
+    out
+}
+
+/// Serves until SIGTERM or Ctrl-C, printing the bound address first.
+pub async fn serve(listen: SocketAddr, app: Router) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    // One line on stdout, parsed by tests and the demo to find the port.
+    println!("failsoft-edge listening http://{addr}");
+    tracing::info!(%addr, "failsoft-edge listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

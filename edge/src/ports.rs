@@ -1,0 +1,83 @@
+//! The ports a host implements: key-value store, downstream HTTP, queue
+//! forwarder, clock and randomness.
+//!
+//! The traits use `async fn` without a `Send` bound on purpose: Workers and
+//! Spin run single-threaded, and the native host's concrete types are `Send`,
+//! which the compiler sees through the concrete instantiation.
+#![allow(async_fn_in_trait)]
+
+/// A failure of a port: the facade degrades around it and never surfaces it
+/// to Genesys as an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PortError(pub String);
+
+/// An eventually consistent key-value store with expiry.
+pub trait Kv {
+    async fn get(&self, key: &str) -> Result<Option<String>, PortError>;
+    /// Stores `value` for `ttl_secs` seconds.
+    async fn put(&self, key: &str, value: &str, ttl_secs: u64) -> Result<(), PortError>;
+    async fn delete(&self, key: &str) -> Result<(), PortError>;
+}
+
+/// An outbound HTTP request to the downstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+/// The downstream's response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundResponse {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Why no response arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportError {
+    /// The deadline passed first.
+    Timeout,
+    /// No connection could be made, or it broke.
+    Connect,
+}
+
+/// HTTP to the downstream system, bounded by a deadline the host enforces
+/// (the whole exchange, body included, must finish within it).
+pub trait Downstream {
+    async fn send(&self, request: OutboundRequest, deadline_ms: u64) -> Result<OutboundResponse, TransportError>;
+}
+
+/// A queue message ready to send: the FIFO group, the deduplication id and
+/// the exact body bytes, identical on every host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub group_id: String,
+    pub dedup_id: String,
+    pub body: String,
+}
+
+/// The durable queue toward the origin (SQS FIFO in production).
+pub trait Forwarder {
+    /// Returns once the queue has acknowledged the message, or fails
+    /// within `deadline_ms`.
+    async fn forward(&self, message: &QueueMessage, deadline_ms: u64) -> Result<(), PortError>;
+}
+
+/// Time and randomness, from the host.
+pub trait Clock {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+    /// A uniformly random `u64`.
+    fn random_u64(&self) -> u64;
+}
+
+impl<T: Forwarder> Forwarder for std::sync::Arc<T> {
+    async fn forward(&self, message: &QueueMessage, deadline_ms: u64) -> Result<(), PortError> {
+        (**self).forward(message, deadline_ms).await
+    }
+}

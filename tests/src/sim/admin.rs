@@ -1,0 +1,182 @@
+//! The admin API that tests drive: modes, records, ledger, counters.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::clock;
+use super::control::Control;
+use super::mode::{FailureMode, ModeRequest};
+use super::reply::{ErrorReply, parse_json};
+use super::store::{Customer, IdempotencyPolicy};
+use super::webhook::{self, ChangeEvent, WebhookTarget};
+
+type Reply = Result<Response, ErrorReply>;
+
+pub fn router(control: Arc<Control>) -> Router {
+    Router::new()
+        .route("/admin/health", get(health))
+        .route("/admin/mode", get(mode).post(set_mode))
+        .route("/admin/idempotency", get(idempotency).post(set_idempotency))
+        .route("/admin/customers", post(load_customers))
+        .route("/admin/customers/tier", post(change_tier))
+        .route("/admin/ledger", get(ledger))
+        .route("/admin/stats", get(stats))
+        .route("/admin/reset", post(reset))
+        .with_state(control)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"ok": true}))
+}
+
+/// The mode as the admin API shows it, e.g.
+/// `{"mode":"slow","latencyMs":500,"sinceMs":…,"idempotency":"honour"}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModeView {
+    #[serde(flatten)]
+    mode: FailureMode,
+    since_ms: u64,
+    idempotency: IdempotencyPolicy,
+}
+
+async fn mode_view(control: &Control) -> Json<ModeView> {
+    let state = control.sim.mode();
+    Json(ModeView {
+        mode: state.mode,
+        since_ms: state.since_ms,
+        idempotency: control.sim.store.lock().await.idempotency(),
+    })
+}
+
+async fn mode(State(control): State<Arc<Control>>) -> Json<ModeView> {
+    mode_view(&control).await
+}
+
+/// Answers once the API port matches the new mode (closed for `down`).
+async fn set_mode(State(control): State<Arc<Control>>, body: Bytes) -> Reply {
+    let request: ModeRequest = parse_json(&body)?;
+    let mode = FailureMode::try_from(request)
+        .map_err(|err| ErrorReply::with_message(StatusCode::BAD_REQUEST, err.code(), err.to_string()))?;
+    control
+        .set_mode(mode)
+        .await
+        .map_err(|err| ErrorReply::with_message(StatusCode::INTERNAL_SERVER_ERROR, "rebind_failed", err.to_string()))?;
+    info!(?mode, "mode set");
+    Ok(mode_view(&control).await.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct IdempotencyRequest {
+    mode: IdempotencyPolicy,
+}
+
+async fn idempotency(State(control): State<Arc<Control>>) -> Json<serde_json::Value> {
+    let policy = control.sim.store.lock().await.idempotency();
+    Json(json!({"mode": policy}))
+}
+
+async fn set_idempotency(State(control): State<Arc<Control>>, body: Bytes) -> Reply {
+    let request: IdempotencyRequest = parse_json(&body)?;
+    control.sim.store.lock().await.set_idempotency(request.mode);
+    info!(policy = ?request.mode, "idempotency set");
+    Ok(Json(json!({"mode": request.mode})).into_response())
+}
+
+/// Upserts by phone; `tier`, `name`, `vipFlag` and `status` have defaults.
+async fn load_customers(State(control): State<Arc<Control>>, body: Bytes) -> Reply {
+    let customers: Vec<Customer> = parse_json(&body)?;
+    if let Some(index) = customers.iter().position(|c| c.phone.is_empty() || c.customer_id.is_empty()) {
+        return Err(ErrorReply::bad_request(format!("customer {index}: phone and customerId must not be empty")));
+    }
+    let loaded = control.sim.store.lock().await.upsert_customers(customers);
+    Ok(Json(json!({"loaded": loaded})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct TierRequest {
+    phone: String,
+    tier: String,
+    webhook: Option<WebhookTarget>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TierReply {
+    phone: String,
+    customer_id: String,
+    old_tier: String,
+    tier: String,
+    /// The receiver's status; `null` when no webhook was asked for or it
+    /// could not be delivered (then `webhookError` says why).
+    webhook_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_error: Option<String>,
+}
+
+/// Changes a tier and, when asked, tells failsoft through the signed
+/// webhook. The event is sent after the store is unlocked: the receiver may
+/// well call the API back.
+async fn change_tier(State(control): State<Arc<Control>>, body: Bytes) -> Reply {
+    let request: TierRequest = parse_json(&body)?;
+    let change = control
+        .sim
+        .store
+        .lock()
+        .await
+        .set_tier(&request.phone, &request.tier)
+        .ok_or_else(|| ErrorReply::new(StatusCode::NOT_FOUND, "not_found"))?;
+    let mut reply = TierReply {
+        phone: request.phone,
+        customer_id: change.customer_id,
+        old_tier: change.old_tier,
+        tier: request.tier,
+        webhook_status: None,
+        webhook_error: None,
+    };
+    if let Some(target) = request.webhook {
+        let event = ChangeEvent {
+            phone: reply.phone.clone(),
+            customer_id: reply.customer_id.clone(),
+            field_changed: "tier",
+            old_value: reply.old_tier.clone(),
+            new_value: reply.tier.clone(),
+            changed_at: clock::unix_ms(),
+        };
+        match webhook::deliver(&control.http, &target, &event).await {
+            Ok(status) => reply.webhook_status = Some(status),
+            Err(err) => {
+                warn!(url = %target.url, %err, "change webhook not delivered");
+                reply.webhook_error = Some(err);
+            }
+        }
+    }
+    Ok(Json(reply).into_response())
+}
+
+async fn ledger(State(control): State<Arc<Control>>) -> Response {
+    let store = control.sim.store.lock().await;
+    Json(store.ledger()).into_response()
+}
+
+async fn stats(State(control): State<Arc<Control>>) -> Response {
+    Json(control.sim.stats.snapshot()).into_response()
+}
+
+async fn reset(State(control): State<Arc<Control>>) -> Reply {
+    control
+        .reset()
+        .await
+        .map_err(|err| ErrorReply::with_message(StatusCode::INTERNAL_SERVER_ERROR, "rebind_failed", err.to_string()))?;
+    info!("reset");
+    Ok(Json(json!({"ok": true})).into_response())
+}

@@ -1,0 +1,165 @@
+//! The downstream CRM contract, behind the failure-mode middleware.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, Request, State};
+use axum::http::header::{CONNECTION, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::clock;
+use super::mode::{Failure, FailureMode, ModeState, Verdict};
+use super::reply::ErrorReply;
+use super::route::Route;
+use super::state::Sim;
+use super::store::{CaseCreation, LedgerFull};
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The API router; every request passes through [`apply_mode`] first.
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/customers", get(lookup))
+        .route("/cases", get(find_cases).post(create_case))
+        .layer(middleware::from_fn_with_state(Arc::clone(&sim), apply_mode))
+        .with_state(sim)
+}
+
+/// Counts the request and lets the current mode decide its fate.
+async fn apply_mode(State(sim): State<Arc<Sim>>, request: Request, next: Next) -> Response {
+    let route = Route::of(request.method(), request.uri().path());
+    sim.stats.request(route);
+    let mut mode = sim.watch_mode();
+    let verdict = mode.borrow_and_update().verdict(route, Instant::now());
+    debug!(method = %request.method(), path = %request.uri().path(), ?verdict, "API request");
+    match verdict {
+        Verdict::Pass => next.run(request).await,
+        Verdict::Delay(latency) => {
+            delay(&sim, latency).await;
+            next.run(request).await
+        }
+        Verdict::Hang => {
+            sim.stats.failed();
+            hang(&sim, mode).await;
+            ErrorReply::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable").into_response()
+        }
+        Verdict::Refuse => {
+            sim.stats.failed();
+            let mut response = ErrorReply::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable").into_response();
+            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        Verdict::Fail(failure) => {
+            sim.stats.failed();
+            failure_response(failure)
+        }
+    }
+}
+
+/// Sleeps for a `slow` request, cut short by a stop signal.
+async fn delay(sim: &Sim, latency: Duration) {
+    let mut shutdown = sim.watch_shutdown();
+    tokio::select! {
+        () = tokio::time::sleep(latency) => {}
+        _ = shutdown.wait_for(|stopping| *stopping) => {}
+    }
+}
+
+/// Holds a request until the mode is no longer `hang` or the process stops.
+/// A client that gives up drops the connection, and hyper drops this future.
+async fn hang(sim: &Sim, mut mode: watch::Receiver<ModeState>) {
+    let mut shutdown = sim.watch_shutdown();
+    tokio::select! {
+        _ = mode.wait_for(|state| state.mode != FailureMode::Hang) => {}
+        _ = shutdown.wait_for(|stopping| *stopping) => {}
+    }
+}
+
+fn failure_response(failure: Failure) -> Response {
+    let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = ErrorReply::new(status, failure.error).into_response();
+    if let Some(secs) = failure.retry_after_secs {
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct PhoneQuery {
+    phone: Option<String>,
+}
+
+/// `GET /customers?phone=` — 404 is a real answer (no such customer).
+async fn lookup(State(sim): State<Arc<Sim>>, query: Result<Query<PhoneQuery>, QueryRejection>) -> Response {
+    let phone = match query {
+        Ok(Query(PhoneQuery { phone: Some(phone) })) if !phone.is_empty() => phone,
+        Ok(_) => {
+            return ErrorReply::bad_request("the phone query parameter is required").into_response();
+        }
+        Err(err) => return ErrorReply::bad_request(err.body_text()).into_response(),
+    };
+    match sim.store.lock().await.customer(&phone) {
+        Some(customer) => Json(customer.clone()).into_response(),
+        None => ErrorReply::new(StatusCode::NOT_FOUND, "not_found").into_response(),
+    }
+}
+
+/// `POST /cases` — 201 for a new case, 200 for a key seen before.
+async fn create_case(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let key = match headers.get(IDEMPOTENCY_KEY).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(key)) => Some(key.to_owned()),
+        Some(Err(_)) => {
+            return ErrorReply::bad_request("Idempotency-Key must be visible ASCII").into_response();
+        }
+    };
+    let fields: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(_) => return ErrorReply::bad_request("the body must be a JSON object").into_response(),
+        Err(err) => {
+            return ErrorReply::bad_request(format!("invalid JSON body: {err}")).into_response();
+        }
+    };
+    let creation = sim.store.lock().await.create_case(key, fields, clock::unix_ms());
+    match creation {
+        Ok(CaseCreation::Created(case)) => {
+            sim.stats.case_created();
+            (StatusCode::CREATED, Json(case.response())).into_response()
+        }
+        Ok(CaseCreation::Replayed(case)) => {
+            sim.stats.idempotent_replay();
+            (StatusCode::OK, Json(case.response())).into_response()
+        }
+        Err(LedgerFull) => ErrorReply::new(StatusCode::INSUFFICIENT_STORAGE, "ledger_full").into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefQuery {
+    external_ref: Option<String>,
+}
+
+/// `GET /cases?externalRef=` — lets a client look before it creates.
+async fn find_cases(State(sim): State<Arc<Sim>>, query: Result<Query<RefQuery>, QueryRejection>) -> Response {
+    let external_ref = match query {
+        Ok(Query(RefQuery { external_ref: Some(external_ref) })) => external_ref,
+        Ok(_) => {
+            return ErrorReply::bad_request("the externalRef query parameter is required").into_response();
+        }
+        Err(err) => return ErrorReply::bad_request(err.body_text()).into_response(),
+    };
+    let store = sim.store.lock().await;
+    let cases: Vec<Value> = store.cases_with_ref(&external_ref).into_iter().map(|case| case.response()).collect();
+    Json(cases).into_response()
+}

@@ -1,0 +1,99 @@
+//! Request counters, read by tests through `GET /admin/stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use super::route::Route;
+
+/// Counters of API traffic. Each is counted when the request arrives, so a
+/// hanging request is visible before it is answered.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: AtomicU64,
+    lookups: AtomicU64,
+    creates: AtomicU64,
+    case_queries: AtomicU64,
+    failed: AtomicU64,
+    cases_created: AtomicU64,
+    idempotent_replays: AtomicU64,
+}
+
+/// A copy of the counters as JSON shows them.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    /// Every API request.
+    pub requests: u64,
+    /// `GET /customers` requests, whatever their outcome.
+    pub lookups: u64,
+    /// `POST /cases` requests, whatever their outcome.
+    pub creates: u64,
+    /// `GET /cases?externalRef=` requests.
+    pub case_queries: u64,
+    /// Requests answered by a failure mode (hang, 429, 5xx, reject, down).
+    pub failed: u64,
+    /// `POST /cases` requests that created a case (ledger entries).
+    pub cases_created: u64,
+    /// `POST /cases` requests answered with an existing case for their key.
+    pub idempotent_replays: u64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    /// Counts an arriving request.
+    pub fn request(&self, route: Route) {
+        bump(&self.requests);
+        match route {
+            Route::Lookup => bump(&self.lookups),
+            Route::CreateCase => bump(&self.creates),
+            Route::FindCases => bump(&self.case_queries),
+            Route::Other => {}
+        }
+    }
+
+    /// Counts a request that a failure mode answered.
+    pub fn failed(&self) {
+        bump(&self.failed);
+    }
+
+    /// Counts a new case.
+    pub fn case_created(&self) {
+        bump(&self.cases_created);
+    }
+
+    /// Counts a create answered from the idempotency record.
+    pub fn idempotent_replay(&self) {
+        bump(&self.idempotent_replays);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StatsSnapshot {
+            requests: read(&self.requests),
+            lookups: read(&self.lookups),
+            creates: read(&self.creates),
+            case_queries: read(&self.case_queries),
+            failed: read(&self.failed),
+            cases_created: read(&self.cases_created),
+            idempotent_replays: read(&self.idempotent_replays),
+        }
+    }
+
+    pub fn reset(&self) {
+        for counter in [
+            &self.requests,
+            &self.lookups,
+            &self.creates,
+            &self.case_queries,
+            &self.failed,
+            &self.cases_created,
+            &self.idempotent_replays,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}
