@@ -36,6 +36,12 @@ pub struct EdgeConfig {
     pub webhook_secret: Vec<u8>,
     /// `FAILSOFT_AUTH_TOKEN`, or `FAILSOFT_BASIC_USER` + `FAILSOFT_BASIC_PASSWORD`.
     pub credentials: Credentials,
+    /// `FAILSOFT_INTERNAL_SECRET`: HMAC key of calls between the origin and
+    /// the edge (cache pushes, result reads). Unset: the internal routes are off.
+    pub internal_secret: Option<Vec<u8>>,
+    /// `FAILSOFT_ORIGIN_URL`: where the result route reads write statuses
+    /// (the origin's results API). Unset: the edge's own store answers.
+    pub origin_url: Option<String>,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -83,6 +89,12 @@ impl EdgeConfig {
                 }
             },
         };
+        if lookup("FAILSOFT_ORIGIN_URL").is_some() && lookup("FAILSOFT_INTERNAL_SECRET").is_none() {
+            return Err(ConfigError::new(
+                "FAILSOFT_INTERNAL_SECRET",
+                "is required with FAILSOFT_ORIGIN_URL: calls to the origin are signed",
+            ));
+        }
         if credentials.bearer_token.is_none() && credentials.basic.is_none() {
             return Err(ConfigError::new(
                 "FAILSOFT_AUTH_TOKEN",
@@ -95,6 +107,17 @@ impl EdgeConfig {
             cache_key_secret: secret(&lookup, "FAILSOFT_CACHE_KEY_SECRET")?,
             webhook_secret: secret(&lookup, "FAILSOFT_WEBHOOK_SECRET")?,
             credentials,
+            internal_secret: match lookup("FAILSOFT_INTERNAL_SECRET") {
+                Some(_) => Some(secret(&lookup, "FAILSOFT_INTERNAL_SECRET")?),
+                None => None,
+            },
+            origin_url: match lookup("FAILSOFT_ORIGIN_URL") {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Some(url.trim_end_matches('/').to_owned())
+                }
+                Some(_) => return Err(ConfigError::new("FAILSOFT_ORIGIN_URL", "must be an http:// or https:// URL")),
+                None => None,
+            },
         })
     }
 }

@@ -56,6 +56,32 @@ impl Refusal {
 
 type Checked<T> = Result<T, Refusal>;
 
+/// KV key of the breaker state shared between instances.
+pub const BREAKER_KEY: &str = "breaker:v1";
+/// How long an instance trusts its copy of the shared breaker. Bounds both
+/// the KV reads per request and how late an instance learns of a trip.
+const BREAKER_SYNC_MS: u64 = 1_000;
+/// The shared breaker state outlives any cool-down; KV needs at least 60 s.
+const BREAKER_TTL_SECS: u64 = 3_600;
+
+/// How a host's instances share the CRM breaker through KV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerSharing {
+    /// One long-lived process: the breaker lives in memory only.
+    Off,
+    /// Many isolates (Workers): publish trips and recoveries, adopt a
+    /// peer's trip. Rare writes respect KV's one write per key per second.
+    Transitions,
+    /// A fresh instance per request (Spin): the whole state, window
+    /// included, lives in KV and is written after every outcome.
+    EveryOutcome,
+}
+
+struct BreakerCell {
+    breaker: Breaker,
+    synced_at_ms: Option<u64>,
+}
+
 /// The Data Action facade over a host's ports.
 pub struct Facade<K, D, F, C> {
     config: EdgeConfig,
@@ -63,12 +89,20 @@ pub struct Facade<K, D, F, C> {
     downstream: D,
     forwarder: F,
     clock: C,
-    breaker: Mutex<Breaker>,
+    breaker: Mutex<BreakerCell>,
+    sharing: BreakerSharing,
 }
 
 impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     pub fn new(config: EdgeConfig, kv: K, downstream: D, forwarder: F, clock: C) -> Self {
-        Self { config, kv, downstream, forwarder, clock, breaker: Mutex::new(Breaker::default()) }
+        let breaker = Mutex::new(BreakerCell { breaker: Breaker::default(), synced_at_ms: None });
+        Self { config, kv, downstream, forwarder, clock, breaker, sharing: BreakerSharing::Off }
+    }
+
+    /// Shares the breaker through KV (for hosts with many instances).
+    pub fn with_breaker_sharing(mut self, sharing: BreakerSharing) -> Self {
+        self.sharing = sharing;
+        self
     }
 
     pub fn config(&self) -> &EdgeConfig {
@@ -77,7 +111,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
     /// A copy of the breaker's state.
     pub fn breaker(&self) -> Breaker {
-        *self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner()).breaker
     }
 
     /// Handles one request. Never fails: every outcome is a response.
@@ -97,13 +131,23 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 Ok(()) => self.crm_update(&req).await.map(Handled::from),
                 Err(e) => Err(e),
             },
-            _ => match path.strip_prefix("/v1/results/") {
-                Some(id) => match self.only(&req, "GET") {
-                    Ok(()) => self.result(&req, id).await.map(Handled::from),
-                    Err(e) => Err(e),
-                },
-                None => Err(Refusal::new(404, "NOT_FOUND", "no such route")),
-            },
+            _ => {
+                if let Some(id) = path.strip_prefix("/v1/results/") {
+                    match self.only(&req, "GET") {
+                        Ok(()) => self.result(&req, id).await.map(Handled::from),
+                        Err(e) => Err(e),
+                    }
+                } else if let (Some(entity), Some(secret)) =
+                    (path.strip_prefix("/v1/internal/cache/"), self.config.internal_secret.as_deref())
+                {
+                    match self.only(&req, "PUT") {
+                        Ok(()) => self.push_cache(&req, entity, secret).await.map(Handled::from),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    Err(Refusal::new(404, "NOT_FOUND", "no such route"))
+                }
+            }
         };
         result.unwrap_or_else(|Refusal(response)| response.into())
     }
@@ -206,8 +250,8 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let kv_key = customer_kv_key(&entity);
         let entry = self.read_entry(&kv_key).await;
 
+        let permit = self.permit().await;
         let now = self.clock.now_ms();
-        let permit = self.permit(now);
         let fallback = match first_step(entry.as_ref(), now, &policy.freshness, permit.may_call()) {
             FirstStep::AnswerFresh => {
                 let entry = entry.as_ref().expect("a fresh step has an entry");
@@ -318,12 +362,58 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
     // ── the downstream call, classified and fed to the breaker ───────────
 
-    fn permit(&self, now: u64) -> Permit {
-        let permit = self.breaker.lock().unwrap_or_else(|e| e.into_inner()).permit(now, &self.config.policy.breaker);
+    async fn permit(&self) -> Permit {
+        let now = self.clock.now_ms();
+        if self.sharing != BreakerSharing::Off {
+            let stale = self.lock_breaker().synced_at_ms.is_none_or(|at| now.saturating_sub(at) >= BREAKER_SYNC_MS);
+            if stale {
+                let shared = match self.kv.get(BREAKER_KEY).await {
+                    Ok(text) => text.and_then(|t| serde_json::from_str::<Breaker>(&t).ok()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the shared breaker failed");
+                        None
+                    }
+                };
+                let mut cell = self.lock_breaker();
+                if let Some(shared) = shared {
+                    cell.breaker.adopt(&shared, now);
+                }
+                cell.synced_at_ms = Some(now);
+            }
+        }
+        let permit = self.lock_breaker().breaker.permit(now, &self.config.policy.breaker);
         if permit == Permit::Rejected {
             metrics::counter!("failsoft_edge_breaker_rejections_total").increment(1);
         }
         permit
+    }
+
+    fn lock_breaker(&self) -> std::sync::MutexGuard<'_, BreakerCell> {
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an outcome, and publishes the state when the host shares it.
+    async fn record(&self, healthy: bool, now: u64) {
+        let (before, after) = {
+            let mut cell = self.lock_breaker();
+            let before = cell.breaker.mode;
+            cell.breaker.record(healthy, now, &self.config.policy.breaker);
+            (before, cell.breaker)
+        };
+        let publish = match self.sharing {
+            BreakerSharing::Off => false,
+            BreakerSharing::Transitions => before != after.mode,
+            BreakerSharing::EveryOutcome => true,
+        };
+        if before != after.mode {
+            tracing::info!(from = before.as_str(), to = after.mode.as_str(), "CRM breaker changed");
+        }
+        if publish {
+            let text = serde_json::to_string(&after).unwrap_or_default();
+            if let Err(e) = self.kv.put(BREAKER_KEY, &text, BREAKER_TTL_SECS).await {
+                tracing::warn!(error = %e, "publishing the breaker failed");
+            }
+        }
     }
 
     /// One attempt with the deadline; returns the verdict and a 2xx body.
@@ -349,7 +439,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
             Verdict::Failed(class) => class.as_str(),
         };
         metrics::counter!("failsoft_edge_crm_calls_total", "outcome" => label).increment(1);
-        self.breaker.lock().unwrap_or_else(|e| e.into_inner()).record(healthy, finished, &self.config.policy.breaker);
+        self.record(healthy, finished).await;
         (verdict, body)
     }
 
@@ -385,7 +475,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
             "externalRef": correlation_id,
         });
 
-        let permit = self.permit(self.clock.now_ms());
+        let permit = self.permit().await;
         if permit.may_call() {
             let request = crm::create_case_request(&self.config.crm_url, &correlation_id, &case);
             let (verdict, resp_body) = self.call(request, Operation::Write).await;
@@ -466,6 +556,9 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         if !is_valid_id(id) {
             return Err(Refusal::new(400, "INVALID_CORRELATION_ID", "not a correlationId"));
         }
+        if let Some(answer) = self.origin_result(id).await {
+            return Ok(answer);
+        }
         let key = format!("{RESULT_KEY_PREFIX}{id}");
         let stored = match self.kv.get(&key).await {
             Ok(found) => found.and_then(|text| serde_json::from_str::<StoredResult>(&text).ok()),
@@ -489,6 +582,78 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 warning: None,
             },
         ))
+    }
+
+    /// The origin's answer for a write, when an origin is configured and
+    /// knows the id. Anything else (404, unreachable) falls back to the
+    /// edge's own record: a write the origin has not seen yet is `PENDING`.
+    async fn origin_result(&self, id: &str) -> Option<Response> {
+        let (origin, secret) = (self.config.origin_url.as_deref()?, self.config.internal_secret.as_deref()?);
+        let ts = self.clock.now_ms() / 1000;
+        let request = OutboundRequest {
+            method: "GET",
+            url: format!("{origin}/v1/results/{id}"),
+            headers: vec![
+                (signature::TIMESTAMP_HEADER, ts.to_string()),
+                (signature::SIGNATURE_HEADER, signature::sign(secret, ts, b"")),
+            ],
+            body: None,
+        };
+        match self.downstream.send(request, self.config.policy.deadline_margin_ms).await {
+            Ok(resp) if resp.status == 200 => {
+                let answer: WriteAnswer = serde_json::from_slice(&resp.body).ok()?;
+                Some(Response::json(200, &answer))
+            }
+            Ok(resp) if resp.status == 404 => None,
+            Ok(resp) => {
+                tracing::warn!(status = resp.status, "origin results API failed; answering from the edge");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "origin results API unreachable; answering from the edge");
+                None
+            }
+        }
+    }
+
+    // ── the origin's cache push ──────────────────────────────────────────
+
+    /// `PUT /v1/internal/cache/{entityKey}`: the origin pushes a record it
+    /// refreshed. Signed with the internal secret; an older record never
+    /// replaces a newer one.
+    async fn push_cache(&self, req: &Request, entity: &str, secret: &[u8]) -> Checked<Response> {
+        if req.body.len() > MAX_BODY_BYTES {
+            return Err(Refusal(payload_too_large()).counted("PAYLOAD_TOO_LARGE"));
+        }
+        signature::verify(
+            secret,
+            req.header_value(signature::SIGNATURE_HEADER),
+            req.header_value(signature::TIMESTAMP_HEADER),
+            &req.body,
+            self.clock.now_ms() / 1000,
+            self.config.policy.signature_tolerance_secs,
+        )
+        .map_err(|e| Refusal::new(401, e.code(), "the internal signature is missing, wrong or expired"))?;
+        if entity.len() != 64 || !entity.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Refusal::new(400, "INVALID_ENTITY_KEY", "the key must be 64 hex characters"));
+        }
+        let pushed: CacheEntry = serde_json::from_slice(&req.body)
+            .map_err(|_| Refusal::new(400, "INVALID_BODY", "the body must be a cache entry"))?;
+        let kv_key = customer_kv_key(entity);
+        if let Some(current) = self.read_entry(&kv_key).await
+            && current.fetched_at_ms >= pushed.fetched_at_ms
+        {
+            return Ok(Response::json(200, &json!({"stored": false, "reason": "newer record cached"})));
+        }
+        let ttl = self.config.policy.freshness.last_known_horizon_ms / 1000;
+        let text = serde_json::to_string(&pushed).unwrap_or_default();
+        match self.kv.put(&kv_key, &text, ttl).await {
+            Ok(()) => Ok(Response::json(200, &json!({"stored": true}))),
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a pushed record failed");
+                Ok(Response::error(503, "KV_UNAVAILABLE", "the record could not be stored; retry"))
+            }
+        }
     }
 
     // ── the CRM's change webhook ─────────────────────────────────────────

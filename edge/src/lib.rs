@@ -11,6 +11,7 @@ pub mod crm;
 pub mod facade;
 pub mod http;
 pub mod ports;
+pub mod sqs;
 pub mod wire;
 
 #[cfg(feature = "native")]

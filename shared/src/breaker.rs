@@ -124,6 +124,29 @@ impl Breaker {
         }
     }
 
+    /// Whether nothing has been recorded since the breaker was (re)built:
+    /// a fresh isolate or a per-request instance.
+    pub fn is_pristine(&self) -> bool {
+        self.mode == Mode::Closed && self.window_len == 0
+    }
+
+    /// Merges the state another instance published (through a shared
+    /// store). A pristine breaker takes it whole, so per-request instances
+    /// keep one window between them; a closed breaker adopts an open one that
+    /// has not expired, so one trip stops every instance waiting out the
+    /// deadline. An open breaker is never closed by a peer: it probes itself.
+    pub fn adopt(&mut self, shared: &Breaker, now_ms: u64) {
+        if self.is_pristine() {
+            *self = *shared;
+            return;
+        }
+        if let (Mode::Closed, Mode::Open { until_ms }) = (self.mode, shared.mode)
+            && until_ms > now_ms
+        {
+            *self = Breaker { mode: shared.mode, ..Breaker::default() };
+        }
+    }
+
     fn open(&mut self, now_ms: u64, policy: &BreakerPolicy) {
         self.mode = Mode::Open { until_ms: now_ms.saturating_add(policy.cool_down_ms) };
         self.window_bits = 0;
@@ -180,6 +203,31 @@ mod tests {
         }
         assert_eq!(b.mode, Mode::Closed);
         assert_eq!(b.failures(), 0);
+    }
+
+    #[test]
+    fn adopts_a_peers_trip_but_never_a_peers_recovery() {
+        let open = Breaker { mode: Mode::Open { until_ms: 9_000 }, ..Breaker::default() };
+        let mut pristine = Breaker::default();
+        pristine.adopt(&open, 1_000);
+        assert_eq!(pristine.mode, Mode::Open { until_ms: 9_000 });
+
+        let mut busy = Breaker::default();
+        busy.record(true, 0, &P);
+        busy.adopt(&open, 1_000);
+        assert_eq!(busy.mode, Mode::Open { until_ms: 9_000 });
+
+        let mut expired = Breaker::default();
+        expired.record(true, 0, &P);
+        expired.adopt(&open, 9_000);
+        assert_eq!(expired.mode, Mode::Closed);
+
+        let mut tripped = Breaker::default();
+        for _ in 0..P.failure_threshold {
+            tripped.record(false, 100, &P);
+        }
+        tripped.adopt(&Breaker::default(), 200);
+        assert!(matches!(tripped.mode, Mode::Open { .. }));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use clap::Parser;
 use failsoft_edge::config::EdgeConfig;
 use failsoft_edge::facade::Facade;
-use failsoft_edge::native::{LocalQueue, MemoryKv, ReqwestDownstream, SystemClock, router, serve};
+use failsoft_edge::native::{LocalQueue, MemoryKv, NativeForwarder, ReqwestDownstream, SystemClock, router, serve};
+use failsoft_edge::sqs::{SqsForwarder, SqsSettings};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 /// The failsoft Data Action facade (native host). Settings come from
@@ -31,8 +32,9 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FAILSOFT_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    let config = match EdgeConfig::from_lookup(|name| std::env::var(name).ok()) {
-        Ok(config) => config,
+    let env = |name: &str| std::env::var(name).ok();
+    let (config, sqs) = match EdgeConfig::from_lookup(env).and_then(|c| Ok((c, SqsSettings::from_lookup(env)?))) {
+        Ok(read) => read,
         Err(e) => {
             eprintln!("failsoft-edge: invalid configuration: {e}");
             return ExitCode::from(2);
@@ -45,8 +47,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let queue = Arc::new(LocalQueue::new(args.local_queue_capacity));
-    let facade = Facade::new(config, MemoryKv::new(), ReqwestDownstream::new(), queue, SystemClock);
+    let http = ReqwestDownstream::new();
+    let forwarder = match sqs {
+        Some(settings) => {
+            tracing::info!(queue = %settings.queue_url, "forwarding to SQS");
+            NativeForwarder::Sqs(SqsForwarder::new(settings, http.clone(), SystemClock))
+        }
+        None => NativeForwarder::Local(Arc::new(LocalQueue::new(args.local_queue_capacity))),
+    };
+    let facade = Facade::new(config, MemoryKv::new(), http, forwarder, SystemClock);
     match serve(args.listen, router(Arc::new(facade), metrics)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

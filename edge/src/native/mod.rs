@@ -2,11 +2,13 @@
 //! benchmarks and container-only deployments.
 
 mod downstream;
+mod forwarder;
 mod kv;
 mod queue;
 mod server;
 
 pub use downstream::ReqwestDownstream;
+pub use forwarder::NativeForwarder;
 pub use kv::MemoryKv;
 pub use queue::LocalQueue;
 pub use server::{NativeFacade, SystemClock, router, serve};

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use super::{LocalQueue, MemoryKv, ReqwestDownstream};
+use super::{MemoryKv, NativeForwarder, ReqwestDownstream};
 use crate::facade::Facade;
 use crate::http::{MAX_BODY_BYTES, Request, Response, payload_too_large};
 use crate::ports::Clock;
@@ -33,7 +33,7 @@ impl Clock for SystemClock {
 }
 
 /// The facade with the native ports.
-pub type NativeFacade = Facade<MemoryKv, ReqwestDownstream, Arc<LocalQueue>, SystemClock>;
+pub type NativeFacade = Facade<MemoryKv, ReqwestDownstream, NativeForwarder, SystemClock>;
 
 #[derive(Clone)]
 struct AppState {

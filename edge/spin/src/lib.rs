@@ -1,0 +1,1 @@
+//! failsoft as a Spin component (wasm32-wasip2 only).

@@ -1,0 +1,1 @@
+//! failsoft on Cloudflare Workers (wasm32 only).
