@@ -250,9 +250,15 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let kv_key = customer_kv_key(&entity);
         let entry = self.read_entry(&kv_key).await;
 
-        let permit = self.permit().await;
+        // The breaker is asked only when the cache cannot answer: in half-open
+        // state its permit is the single probe, and a cache hit would spend it
+        // without calling the CRM, leaving the breaker stuck half-open.
         let now = self.clock.now_ms();
-        let fallback = match first_step(entry.as_ref(), now, &policy.freshness, permit.may_call()) {
+        let step = match first_step(entry.as_ref(), now, &policy.freshness, false) {
+            FirstStep::AnswerFresh => FirstStep::AnswerFresh,
+            _ => first_step(entry.as_ref(), now, &policy.freshness, self.permit().await.may_call()),
+        };
+        let fallback = match step {
             FirstStep::AnswerFresh => {
                 let entry = entry.as_ref().expect("a fresh step has an entry");
                 let age = entry.age_secs(now);

@@ -68,7 +68,9 @@ impl Fallback {
     }
 }
 
-/// The first decision of a lookup. `crm_permitted` is the breaker's verdict.
+/// The first decision of a lookup. `crm_permitted` is the breaker's verdict;
+/// ask the breaker only when the entry is not fresh (call with `false`
+/// first): a half-open breaker's permit is its single probe.
 pub fn first_step(entry: Option<&CacheEntry>, now_ms: u64, freshness: &Freshness, crm_permitted: bool) -> FirstStep {
     match entry {
         Some(e) if e.is_fresh(now_ms, freshness) => FirstStep::AnswerFresh,

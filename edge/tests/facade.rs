@@ -1,0 +1,236 @@
+//! The facade core over fake ports: decisions that need no real process.
+//! (The end-to-end behaviour over real processes is in tests/.)
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use failsoft_edge::config::EdgeConfig;
+use failsoft_edge::facade::{BREAKER_KEY, BreakerSharing, Facade};
+use failsoft_edge::http::Request;
+use failsoft_edge::native::{LocalQueue, MemoryKv};
+use failsoft_edge::ports::{Clock, Downstream, Kv, OutboundRequest, OutboundResponse, PortError, TransportError};
+use failsoft_shared::signature::sign;
+use serde_json::{Value, json};
+
+const INTERNAL: &str = "internal-secret-for-tests-0123";
+const CACHE_SECRET: &str = "cache-secret-for-tests-0123";
+
+#[derive(Clone)]
+struct TestClock(Arc<AtomicU64>);
+impl TestClock {
+    fn at(ms: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(ms)))
+    }
+    fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn random_u64(&self) -> u64 {
+        self.0.load(Ordering::SeqCst).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// Answers from a script (a refused connection once it runs out) and
+/// records what was asked.
+#[derive(Clone, Default)]
+struct Scripted {
+    answers: Rc<RefCell<VecDeque<Result<OutboundResponse, TransportError>>>>,
+    asked: Rc<RefCell<Vec<OutboundRequest>>>,
+}
+impl Scripted {
+    fn push(&self, answer: Result<OutboundResponse, TransportError>) {
+        self.answers.borrow_mut().push_back(answer);
+    }
+    fn calls(&self) -> usize {
+        self.asked.borrow().len()
+    }
+}
+impl Downstream for Scripted {
+    async fn send(&self, request: OutboundRequest, _: u64) -> Result<OutboundResponse, TransportError> {
+        self.asked.borrow_mut().push(request);
+        self.answers.borrow_mut().pop_front().unwrap_or(Err(TransportError::Connect))
+    }
+}
+
+fn ok(status: u16, body: Value) -> Result<OutboundResponse, TransportError> {
+    Ok(OutboundResponse { status, retry_after: None, body: serde_json::to_vec(&body).unwrap() })
+}
+
+/// One KV shared by several facades, as isolates share Workers KV.
+#[derive(Clone, Default)]
+struct SharedKv(Rc<MemoryKv>);
+impl Kv for SharedKv {
+    async fn get(&self, key: &str) -> Result<Option<String>, PortError> {
+        self.0.get(key).await
+    }
+    async fn put(&self, key: &str, value: &str, ttl: u64) -> Result<(), PortError> {
+        self.0.put(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.0.delete(key).await
+    }
+}
+
+type TestFacade = Facade<SharedKv, Scripted, Arc<LocalQueue>, TestClock>;
+
+fn facade(kv: &SharedKv, crm: &Scripted, clock: &TestClock, extra: &[(&str, &str)]) -> TestFacade {
+    let mut pairs = vec![
+        ("FAILSOFT_CRM_URL", "http://crm.invalid"),
+        ("FAILSOFT_AUTH_TOKEN", "token"),
+        ("FAILSOFT_CACHE_KEY_SECRET", CACHE_SECRET),
+        ("FAILSOFT_WEBHOOK_SECRET", "webhook-secret-for-tests-0123"),
+        ("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "2"),
+        ("FAILSOFT_BREAKER_COOL_DOWN_MS", "5000"),
+    ];
+    pairs.extend_from_slice(extra);
+    let config = EdgeConfig::from_lookup(|n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())).unwrap();
+    Facade::new(config, kv.clone(), crm.clone(), Arc::new(LocalQueue::new(100)), clock.clone())
+}
+
+fn lookup(ani: &str) -> Request {
+    Request::new("POST", "/v1/customer-lookup")
+        .header("authorization", "Bearer token")
+        .body(json!({"ani": ani}).to_string())
+}
+
+async fn source(f: &TestFacade, ani: &str) -> String {
+    f.handle(lookup(ani)).await.response.json_body()["source"].as_str().unwrap_or("?").to_owned()
+}
+
+#[tokio::test]
+async fn a_peers_trip_stops_this_instance_calling_the_crm() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_000_000));
+    let (crm_a, crm_b) = (Scripted::default(), Scripted::default());
+    let a = facade(&kv, &crm_a, &clock, &[]).with_breaker_sharing(BreakerSharing::Transitions);
+    let b = facade(&kv, &crm_b, &clock, &[]).with_breaker_sharing(BreakerSharing::Transitions);
+
+    // Instance A sees two refused connections and trips; it publishes it.
+    assert_eq!(source(&a, "+442071234567").await, "default");
+    assert_eq!(source(&a, "+442071234567").await, "default");
+    assert!(kv.get(BREAKER_KEY).await.unwrap().unwrap().contains("open"));
+
+    // Instance B has never failed, yet does not call the CRM.
+    assert_eq!(source(&b, "+442071234568").await, "default");
+    assert_eq!(crm_b.calls(), 0, "B called the CRM despite the shared trip");
+}
+
+#[tokio::test]
+async fn without_sharing_instances_trip_on_their_own() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_000_000));
+    let (crm_a, crm_b) = (Scripted::default(), Scripted::default());
+    let a = facade(&kv, &crm_a, &clock, &[]);
+    let b = facade(&kv, &crm_b, &clock, &[]);
+    source(&a, "+442071234567").await;
+    source(&a, "+442071234567").await;
+    source(&b, "+442071234567").await;
+    assert_eq!(crm_b.calls(), 1);
+    assert!(kv.get(BREAKER_KEY).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn per_request_instances_keep_one_window_in_kv() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_000_000));
+    // A fresh facade per request, as Spin builds one: one failure each.
+    for _ in 0..2 {
+        let f = facade(&kv, &Scripted::default(), &clock, &[]).with_breaker_sharing(BreakerSharing::EveryOutcome);
+        source(&f, "+442071234567").await;
+    }
+    let crm = Scripted::default();
+    let f = facade(&kv, &crm, &clock, &[]).with_breaker_sharing(BreakerSharing::EveryOutcome);
+    assert_eq!(source(&f, "+442071234567").await, "default");
+    assert_eq!(crm.calls(), 0, "the third instance should see the open breaker");
+}
+
+#[tokio::test]
+async fn a_cache_hit_does_not_spend_the_half_open_probe() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_000_000));
+    let crm = Scripted::default();
+    let f = facade(&kv, &crm, &clock, &[]);
+    crm.push(ok(200, json!({"customerId": "C-1", "tier": "gold"})));
+    assert_eq!(source(&f, "+442071234567").await, "live");
+    // Two failures on other numbers open the breaker.
+    source(&f, "+442071234501").await;
+    source(&f, "+442071234502").await;
+    clock.advance(5_000);
+    // After the cool-down a cache hit comes first, then a cold number.
+    assert_eq!(source(&f, "+442071234567").await, "cache");
+    crm.push(ok(200, json!({"customerId": "C-3", "tier": "standard"})));
+    assert_eq!(source(&f, "+442071234503").await, "live", "the probe went to the cold number");
+}
+
+#[tokio::test]
+async fn the_origin_push_is_signed_and_never_replaces_a_newer_record() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_800_000_000_000));
+    let crm = Scripted::default();
+    crm.push(ok(200, json!({"customerId": "C-1", "tier": "gold"})));
+    let f = facade(&kv, &crm, &clock, &[("FAILSOFT_INTERNAL_SECRET", INTERNAL)]);
+    assert_eq!(source(&f, "+442071234567").await, "live");
+
+    let phone = failsoft_shared::keys::normalize_phone("+442071234567").unwrap();
+    let entity = failsoft_shared::keys::entity_key(CACHE_SECRET.as_bytes(), &phone);
+    let push = |body: &Value, secret: &str| {
+        let body = body.to_string();
+        let ts = 1_800_000_000u64;
+        Request::new("PUT", &format!("/v1/internal/cache/{entity}"))
+            .header("x-failsoft-timestamp", &ts.to_string())
+            .header("x-failsoft-signature", &sign(secret.as_bytes(), ts, body.as_bytes()))
+            .body(body)
+    };
+    let record = json!({"found": true, "customerId": "C-1", "tier": "vip"});
+    let older = json!({"record": record, "fetchedAtMs": 1_700_000_000_000u64});
+    let newer = json!({"record": record, "fetchedAtMs": 1_800_000_000_500u64});
+
+    assert_eq!(f.handle(push(&newer, "wrong-secret-0123456789")).await.response.status, 401);
+    assert_eq!(f.handle(push(&older, INTERNAL)).await.response.json_body()["stored"], false);
+    assert_eq!(f.handle(lookup("+442071234567")).await.response.json_body()["tier"], "gold");
+    assert_eq!(f.handle(push(&newer, INTERNAL)).await.response.json_body()["stored"], true);
+    clock.advance(600);
+    assert_eq!(f.handle(lookup("+442071234567")).await.response.json_body()["tier"], "vip");
+    let bad_key = Request::new("PUT", "/v1/internal/cache/not-hex");
+    assert_eq!(f.handle(bad_key).await.response.status, 401, "signature first, then the key");
+}
+
+#[tokio::test]
+async fn internal_routes_are_off_without_a_secret() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_000));
+    let f = facade(&kv, &Scripted::default(), &clock, &[]);
+    let resp = f.handle(Request::new("PUT", &format!("/v1/internal/cache/{}", "a".repeat(64)))).await.response;
+    assert_eq!(resp.status, 404);
+}
+
+#[tokio::test]
+async fn results_come_from_the_origin_when_it_knows_them() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_800_000_000_000));
+    let crm = Scripted::default();
+    let extra = [("FAILSOFT_INTERNAL_SECRET", INTERNAL), ("FAILSOFT_ORIGIN_URL", "http://origin.invalid")];
+    let f = facade(&kv, &crm, &clock, &extra);
+    // The CRM refuses the connection, so the case is queued: PENDING.
+    let case = Request::new("POST", "/v1/cases")
+        .header("authorization", "Bearer token")
+        .body(json!({"ani": "+442071234567", "subject": "Callback", "correlationId": "corr-1"}).to_string());
+    assert_eq!(f.handle(case).await.response.json_body()["status"], "PENDING");
+
+    let poll = || Request::new("GET", "/v1/results/corr-1").header("authorization", "Bearer token");
+    // The origin has not seen it yet: the edge's own record answers.
+    crm.push(ok(404, json!({"error": {"code": "RESULT_NOT_FOUND"}})));
+    assert_eq!(f.handle(poll()).await.response.json_body()["status"], "PENDING");
+    // The origin delivered it.
+    crm.push(ok(
+        200,
+        json!({"correlationId": "corr-1", "status": "COMPLETE", "caseId": "CASE-9",
+               "result": {"caseId": "CASE-9"}, "reason": null, "warning": null}),
+    ));
+    let done = f.handle(poll()).await.response.json_body();
+    assert_eq!((done["status"].as_str(), done["caseId"].as_str()), (Some("COMPLETE"), Some("CASE-9")));
+    let asked = crm.asked.borrow();
+    let origin_call = asked.last().unwrap();
+    assert_eq!(origin_call.url, "http://origin.invalid/v1/results/corr-1");
+    assert!(origin_call.headers.iter().any(|(n, v)| *n == "x-failsoft-signature" && v.starts_with("v1=")));
+}
