@@ -9,11 +9,15 @@ DEMO_ARGS ?=
 # The tools scripts/setup.sh installs, for the tests and the demo that spawn them.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 export WRANGLER_SEND_METRICS := false
+# Miniflare would fetch the `Request.cf` placeholder from the internet.
+export CLOUDFLARE_CF_FETCH_ENABLED := false
 ifdef CI
 export CARGO_TERM_COLOR := never
 endif
 
 .PHONY: setup test demo bench fmt lint clean distclean
+.PHONY: spin spin-lint spin-test-component size-spin
+.PHONY: worker worker-lint size-worker size
 
 setup:
 	bash scripts/setup.sh
@@ -24,6 +28,8 @@ test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace --bins
+	$(MAKE) --no-print-directory spin-lint spin-test-component
+	$(MAKE) --no-print-directory worker-lint worker
 	$(CARGO) test --workspace
 	$(CARGO) build -p failsoft-shared --target thumbv7em-none-eabihf
 	$(CARGO) build -p failsoft-shared --target wasm32-unknown-unknown
@@ -44,7 +50,70 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 clean:
-	rm -rf .local
+	rm -rf .local $(WORKER_DIR)
 
 distclean: clean
 	rm -rf .venv node_modules
+
+# ── the Spin component (spin.toml) ─────────────────────────────────────────
+# `spin` builds what spin.toml ships. The tests run it under `wasmtime serve`
+# with a test-only shim (tests/support/spin-kv-shim: the key-value store and
+# the variables Spin would provide) composed on top: `spin-test-component`.
+SPIN_TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+SPIN_WASM := $(SPIN_TARGET_DIR)/wasm32-wasip2/release/failsoft_edge_spin.wasm
+SPIN_TEST_DIR := $(SPIN_TARGET_DIR)/spin
+
+spin: setup
+	$(CARGO) build -p failsoft-edge-spin --target wasm32-wasip2 --release
+
+# On the host the crate is empty, so the workspace's clippy never sees it.
+spin-lint: setup
+	$(CARGO) clippy -p failsoft-edge-spin --target wasm32-wasip2 -- -D warnings
+
+# `wasm-tools compose` names a definition by its file name, which must be
+# kebab-case. It also warns that it is deprecated in favour of `wac`, which is
+# filtered out: `wac` has no PyPI package, and building it from crates.io
+# would take minutes for what compose does in milliseconds.
+spin-test-component: spin
+	$(CARGO) build --manifest-path tests/support/spin-kv-shim/Cargo.toml --locked \
+		--target wasm32-wasip2 --release --target-dir $(SPIN_TARGET_DIR)
+	mkdir -p $(SPIN_TEST_DIR)
+	cp $(SPIN_TARGET_DIR)/wasm32-wasip2/release/spin_kv_shim.wasm $(SPIN_TEST_DIR)/spin-kv-shim.wasm
+	wasm-tools compose $(SPIN_WASM) -d $(SPIN_TEST_DIR)/spin-kv-shim.wasm \
+		-o $(SPIN_TEST_DIR)/failsoft-edge-spin-with-shim.wasm 2>&1 | { grep -v -e deprecated -e wac -e '^$$' || true; }
+
+size-spin: spin
+	@printf '%-32s %9s %9s\n' artifact bytes gzip-9
+	@printf '%-32s %9d %9d\n' 'spin: failsoft_edge_spin.wasm' \
+		"$$(stat -c %s $(SPIN_WASM))" "$$(gzip -9c $(SPIN_WASM) | wc -c)"
+
+# ── the Cloudflare Worker (wrangler.toml) ──────────────────────────────────
+# `worker` runs what wrangler.toml's [build] runs (keep the two in step):
+# worker-build with the wasm-bindgen CLI, wasm-opt and esbuild that
+# scripts/setup.sh and npm installed, so nothing is downloaded. It is redone
+# only when a source of the Worker changed.
+WORKER_DIR := edge/worker/build
+WORKER_WASM := $(WORKER_DIR)/index_bg.wasm
+WORKER_SOURCES := $(shell find shared/src edge/src edge/worker/src -name '*.rs') \
+	Cargo.toml Cargo.lock shared/Cargo.toml edge/Cargo.toml edge/worker/Cargo.toml
+
+worker: setup $(WORKER_WASM)
+
+$(WORKER_WASM): $(WORKER_SOURCES)
+	cd edge/worker && WASM_BINDGEN_BIN=../../.local/bin/wasm-bindgen \
+		WASM_OPT_BIN=../../node_modules/.bin/wasm-opt ESBUILD_BIN=../../node_modules/.bin/esbuild \
+		../../.local/bin/worker-build --release
+	touch $@
+
+# On the host the crate is empty, so the workspace's clippy never sees it.
+worker-lint: setup
+	$(CARGO) clippy -p failsoft-edge-worker --target wasm32-unknown-unknown -- -D warnings
+
+size-worker: worker
+	@printf '%-32s %9s %9s\n' artifact bytes gzip-9
+	@printf '%-32s %9d %9d\n' 'worker: index_bg.wasm' \
+		"$$(stat -c %s $(WORKER_WASM))" "$$(gzip -9c $(WORKER_WASM) | wc -c)"
+
+# The release .wasm of each Wasm host, raw and gzipped (the Worker's target:
+# under 500 KiB gzipped; Cloudflare's free plan allows 3 MiB).
+size: size-worker size-spin

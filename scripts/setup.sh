@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what builds, tests and the demo need, from the pinned files in the
-# repo: Rust targets and components, .venv/ (requirements-dev.txt) and
-# node_modules/ (package-lock.json).
+# repo: Rust targets and components, .venv/ (requirements-dev.txt),
+# node_modules/ (package-lock.json) and the Worker's build tools
+# (worker-build, and the wasm-bindgen CLI matching Cargo.lock).
 #
-#   scripts/setup.sh                  all steps
-#   scripts/setup.sh rust|python|node one or more steps
+#   scripts/setup.sh                               all steps
+#   scripts/setup.sh rust|python|node|wasm_bindgen one or more steps
 #
 # Every step is idempotent and returns at once when done already. The Python
 # and Node steps keep a hash of their inputs in .local/stamps/ and re-install
@@ -18,6 +19,12 @@ STAMPS="$ROOT/.local/stamps"
 PYTHON="${PYTHON:-python3}"
 RUST_TARGETS=(wasm32-unknown-unknown wasm32-wasip2 thumbv7em-none-eabihf)
 RUST_COMPONENTS=(clippy rustfmt)
+# worker-build's minor must match the `worker` crate's (edge/worker/Cargo.toml).
+WORKER_BUILD_VERSION=0.8.7
+# Tools compiled by `cargo install` are kept outside the checkout, one root
+# per version, so every clone on this machine (CI's too) reuses them;
+# .local/bin links the pinned ones in for wrangler.toml and the Makefile.
+TOOLS_CACHE="${FAILSOFT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/failsoft/cargo-tools}"
 
 export WRANGLER_SEND_METRICS=false
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
@@ -137,13 +144,56 @@ setup_node() {
     say "node: ready"
 }
 
+# The version of a package in Cargo.lock (the first, if several).
+lock_version() {
+    awk -v name="name = \"$1\"" '$0 == name { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+# cargo_tool CRATE VERSION BIN: installs CRATE@VERSION into the cache once
+# and links BIN into .local/bin. Without --locked: the tool's own lockfile may
+# name versions the registry index here does not have yet.
+cargo_tool() {
+    local crate="$1" version="$2" bin="$3" root="$TOOLS_CACHE/$1-$2"
+    if [[ ! -x "$root/bin/$bin" ]]; then
+        say "wasm_bindgen: cargo install $crate@$version (once per machine; minutes on 2 cores)"
+        cargo install "$crate" --version "=$version" --root "$root" --quiet ||
+            die "cargo install $crate --version =$version failed"
+        TOOLS_INSTALLED=1
+    fi
+    mkdir -p .local/bin
+    [[ "$(readlink ".local/bin/$bin" 2>/dev/null)" == "$root/bin/$bin" ]] || ln -sfn "$root/bin/$bin" ".local/bin/$bin"
+}
+
+# worker-build would download wasm-bindgen, wasm-opt and esbuild from
+# GitHub; the Worker's build points it at these instead (WASM_BINDGEN_BIN,
+# and WASM_OPT_BIN / ESBUILD_BIN from node_modules).
+TOOLS_INSTALLED=0
+setup_wasm_bindgen() {
+    need cargo "install Rust with rustup (https://rustup.rs)"
+    local bindgen
+    bindgen="$(lock_version wasm-bindgen)"
+    [[ -n "$bindgen" ]] || die "Cargo.lock has no wasm-bindgen (the Worker crate depends on it through worker)"
+    cargo_tool wasm-bindgen-cli "$bindgen" wasm-bindgen
+    cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build
+    local got
+    got="$(.local/bin/wasm-bindgen --version)" # "wasm-bindgen 0.2.130"
+    [[ "$got" == "wasm-bindgen $bindgen" ]] || die ".local/bin/wasm-bindgen is '$got'; Cargo.lock wants $bindgen"
+    got="$(.local/bin/worker-build --version)" # "0.8.7"
+    [[ "${got##* }" == "$WORKER_BUILD_VERSION" ]] || die ".local/bin/worker-build is '$got'; want $WORKER_BUILD_VERSION"
+    if ((TOOLS_INSTALLED)); then
+        say "wasm_bindgen: ready (wasm-bindgen $bindgen, worker-build $WORKER_BUILD_VERSION, in $TOOLS_CACHE)"
+    else
+        say "wasm_bindgen: already set up (wasm-bindgen $bindgen, worker-build $WORKER_BUILD_VERSION)"
+    fi
+}
+
 main() {
     local steps=("$@") s
-    ((${#steps[@]})) || steps=(rust python node)
+    ((${#steps[@]})) || steps=(rust python node wasm_bindgen)
     for s in "${steps[@]}"; do
         case "$s" in
-        rust | python | node) ;;
-        *) die "unknown step '$s' (usage: scripts/setup.sh [rust] [python] [node])" ;;
+        rust | python | node | wasm_bindgen) ;;
+        *) die "unknown step '$s' (usage: scripts/setup.sh [rust] [python] [node] [wasm_bindgen])" ;;
         esac
     done
 

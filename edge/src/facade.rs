@@ -221,7 +221,9 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
     fn correlation_id(&self, body: &Map<String, Value>) -> Checked<String> {
         match body.get("correlationId") {
+            // A Data Action input left blank renders as "": absent, not invalid.
             None | Some(Value::Null) => Ok(self.new_correlation_id()),
+            Some(Value::String(id)) if id.is_empty() => Ok(self.new_correlation_id()),
             Some(Value::String(id)) if is_valid_id(id) => Ok(id.clone()),
             Some(_) => Err(Refusal::new(
                 400,
@@ -402,15 +404,18 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     async fn record(&self, healthy: bool, now: u64) {
         let (before, after) = {
             let mut cell = self.lock_breaker();
-            let before = cell.breaker.mode;
+            let before = cell.breaker;
             cell.breaker.record(healthy, now, &self.config.policy.breaker);
             (before, cell.breaker)
         };
         let publish = match self.sharing {
             BreakerSharing::Off => false,
-            BreakerSharing::Transitions => before != after.mode,
-            BreakerSharing::EveryOutcome => true,
+            BreakerSharing::Transitions => before.mode != after.mode,
+            // A healthy call on a healthy breaker changes nothing a peer
+            // needs: skipping it keeps the normal case free of KV writes.
+            BreakerSharing::EveryOutcome => before.mode != after.mode || before.failures() + after.failures() > 0,
         };
+        let before = before.mode;
         if before != after.mode {
             tracing::info!(from = before.as_str(), to = after.mode.as_str(), "CRM breaker changed");
         }
@@ -518,7 +523,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                     status: WriteStatus::NotAccepted,
                     case_id: None,
                     result: None,
-                    reason: Some("CRM and queue unavailable".to_owned()),
+                    reason: Some("CRM_AND_QUEUE_UNAVAILABLE".to_owned()),
                     warning: Some(WARNING_NOT_ACCEPTED.to_owned()),
                 };
                 Ok(Response::json(200, &answer))
@@ -585,7 +590,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 case_id,
                 result: stored.result,
                 reason: stored.reason,
-                warning: None,
+                warning: (stored.status == WriteStatus::Pending).then(|| WARNING_WRITE_QUEUED.to_owned()),
             },
         ))
     }

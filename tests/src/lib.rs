@@ -3,6 +3,8 @@
 //! facade (`failsoft-edge`) as real processes on loopback through
 //! [`harness::Stack`], and drive them over HTTP.
 
+pub mod cases;
 pub mod harness;
+pub mod moto;
 
 pub use harness::{AUTH_TOKEN, Reply, Stack, WEBHOOK_SECRET, assert_error, metric_sum, metric_value, wait_until};

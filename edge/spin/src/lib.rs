@@ -1,1 +1,141 @@
-//! failsoft as a Spin component (wasm32-wasip2 only).
+//! failsoft as a Spin component (`wasm32-wasip2`, spin-sdk 5.2).
+//!
+//! Each request gets a fresh instance: the settings are read from Spin
+//! variables, the facade is built over the Spin ports, the request is
+//! answered, and only then are the lookup refreshes forwarded: the response
+//! is set and its body finished first, so the client has its answer while
+//! the instance keeps running (Spin has no `wait_until`; a wasi-http handler
+//! may work after its response is complete, which `spin_e2e` checks with a
+//! queue that never answers).
+//!
+//! Nothing outlives the instance but the key-value store: the cache, the
+//! write results and the CRM breaker (`BreakerSharing::EveryOutcome`: read
+//! before a call, written after every outcome), so an open breaker answers
+//! the next request at once although no instance saw it open.
+//!
+//! On any other target the crate is empty, so host builds of the workspace
+//! skip it.
+#![cfg(target_arch = "wasm32")]
+
+mod downstream;
+mod kv;
+mod log;
+mod settings;
+
+use failsoft_edge::facade::{BreakerSharing, Facade};
+use failsoft_edge::http::{MAX_BODY_BYTES, Request, Response, payload_too_large};
+use failsoft_edge::ports::{Forwarder, PortError, QueueMessage};
+use failsoft_edge::sqs::SqsForwarder;
+use futures::{SinkExt, StreamExt};
+use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
+
+pub use downstream::SpinHttp;
+pub use kv::SpinKv;
+pub use settings::{SpinClock, lookup};
+
+/// The facade over the Spin ports.
+pub type SpinFacade = Facade<SpinKv, SpinHttp, SpinForwarder, SpinClock>;
+
+/// SQS when `FAILSOFT_QUEUE_URL` is set; otherwise nothing durable exists
+/// at the edge, so forwarding fails (writes answer `NOT_ACCEPTED`).
+pub enum SpinForwarder {
+    Sqs(SqsForwarder<SpinHttp, SpinClock>),
+    Unconfigured,
+}
+
+impl Forwarder for SpinForwarder {
+    async fn forward(&self, message: &QueueMessage, deadline_ms: u64) -> Result<(), PortError> {
+        match self {
+            Self::Sqs(sqs) => sqs.forward(message, deadline_ms).await,
+            Self::Unconfigured => Err(PortError("FAILSOFT_QUEUE_URL is not set".to_owned())),
+        }
+    }
+}
+
+/// The facade from the Spin variables, or the setting that is wrong.
+pub fn facade() -> Result<SpinFacade, failsoft_shared::config::ConfigError> {
+    let config = failsoft_edge::config::EdgeConfig::from_lookup(lookup)?;
+    let forwarder = match failsoft_edge::sqs::SqsSettings::from_lookup(lookup)? {
+        Some(sqs) => SpinForwarder::Sqs(SqsForwarder::new(sqs, SpinHttp, SpinClock)),
+        None => SpinForwarder::Unconfigured,
+    };
+    let kv = SpinKv::open().map_err(|e| failsoft_shared::config::ConfigError::new("key_value_stores", e.0))?;
+    // An instance lives for one request: the breaker's whole state is in KV.
+    Ok(Facade::new(config, kv, SpinHttp, forwarder, SpinClock).with_breaker_sharing(BreakerSharing::EveryOutcome))
+}
+
+#[spin_sdk::http_component]
+async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+    log::init(lookup("FAILSOFT_LOG"));
+    let request = match read_request(incoming).await {
+        Ok(request) => request,
+        Err(response) => return respond(out, response).await,
+    };
+    let facade = match facade() {
+        Ok(facade) => facade,
+        Err(e) => {
+            eprintln!("failsoft-edge-spin: invalid configuration: {e}");
+            let response = Response::error(500, "MISCONFIGURED", &format!("invalid configuration: {e}"));
+            return respond(out, response).await;
+        }
+    };
+    let handled = facade.handle(request).await;
+    respond(out, handled.response).await;
+    facade.run_after(handled.after).await;
+}
+
+/// The host-neutral request, or the 413 for a body over the cap (read no
+/// further than one chunk past it).
+async fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
+    let method = match incoming.method() {
+        Method::Get => "GET".to_owned(),
+        Method::Head => "HEAD".to_owned(),
+        Method::Post => "POST".to_owned(),
+        Method::Put => "PUT".to_owned(),
+        Method::Delete => "DELETE".to_owned(),
+        Method::Connect => "CONNECT".to_owned(),
+        Method::Options => "OPTIONS".to_owned(),
+        Method::Trace => "TRACE".to_owned(),
+        Method::Patch => "PATCH".to_owned(),
+        Method::Other(other) => other.to_ascii_uppercase(),
+    };
+    let target = incoming.path_with_query().unwrap_or_else(|| "/".to_owned());
+    let path = target.split('?').next().unwrap_or("/").to_owned();
+    let headers: Vec<(String, String)> = incoming
+        .headers()
+        .entries()
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_ascii_lowercase(), String::from_utf8(value).ok()?)))
+        .collect();
+    let declared = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(payload_too_large());
+    }
+    let mut body = Vec::new();
+    let mut stream = incoming.into_body_stream();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_BODY_BYTES {
+            return Err(payload_too_large());
+        }
+    }
+    Ok(Request { method, path, headers, body })
+}
+
+/// Sends the response and finishes its body, so the client has all of it
+/// before anything that runs after this returns.
+async fn respond(out: ResponseOutparam, response: Response) {
+    let headers: Vec<(String, Vec<u8>)> =
+        response.headers.iter().map(|(name, value)| ((*name).to_owned(), value.clone().into_bytes())).collect();
+    let fields = Fields::from_list(&headers).unwrap_or_else(|_| Fields::new());
+    let outgoing = OutgoingResponse::new(fields);
+    outgoing.set_status_code(response.status).ok();
+    let mut body = outgoing.take_body();
+    out.set(outgoing);
+    if let Err(e) = body.send(response.body).await {
+        eprintln!("failsoft-edge-spin: writing the response failed: {e}");
+    }
+    // Dropping the sink finishes the body: the response is complete.
+    drop(body);
+}

@@ -1,1 +1,36 @@
-//! failsoft on Cloudflare Workers (wasm32 only).
+//! failsoft's facade as a Cloudflare Worker (`wasm32-unknown-unknown`,
+//! built by `make worker` with worker-build; `wrangler.toml` names the
+//! bindings).
+//!
+//! The adapter only supplies the core's ports and converts requests
+//! (`handler.rs`): the Workers KV binding (`kv.rs`), `fetch` with a deadline
+//! (`downstream.rs`), `Date.now()` and `crypto.getRandomValues`
+//! (`clock.rs`), and SQS over the same `fetch` (`forwarder.rs`, with the
+//! core's `failsoft_edge::sqs`). Everything else is the core's.
+//!
+//! A Worker has no start-up: the settings are read and validated on the
+//! first request an isolate serves, and the facade is kept for the
+//! isolate's lifetime (isolates serve many requests, interleaved).
+//!
+//! Only [`pacing`] (KV's one-write-per-second rule, pure logic) builds on
+//! the host, where its tests run; the rest is `wasm32-unknown-unknown` only.
+
+pub mod pacing;
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod clock;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod downstream;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod forwarder;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod handler;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod kv;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod log;
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub use self::{
+    clock::JsClock, downstream::FetchDownstream, forwarder::WorkerForwarder, handler::WorkerFacade, kv::WorkersKv,
+};

@@ -1,0 +1,470 @@
+//! End-to-end cases written once and run against every host (native, the
+//! Worker under `wrangler dev`, the Spin component under `wasmtime serve`):
+//! each takes a [`Target`] (the facade's base URL and bearer token, the CRM
+//! simulator's admin API, and the SQS queue in moto the facade forwards to)
+//! and the settings it needs.
+//!
+//! Every lookup a case makes is recorded; after the case, [`Target::
+//! assert_degraded_answers_forwarded`] reads the queue and finds, for every
+//! degraded answer, the refresh envelope with the right group, dedup id and
+//! body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use failsoft_shared::keys::{entity_key, normalize_phone};
+use failsoft_shared::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+
+use crate::harness::CACHE_KEY_SECRET;
+use crate::moto::{Moto, Received};
+use crate::{WEBHOOK_SECRET, assert_error, wait_until};
+use serde_json::{Value, json};
+
+/// A running facade in front of a CRM simulator.
+#[derive(Clone)]
+pub struct Target {
+    /// The facade's base URL, e.g. `http://127.0.0.1:8787`.
+    pub edge: String,
+    /// The bearer token the facade accepts.
+    pub token: String,
+    /// The simulator's admin base URL.
+    pub admin: String,
+    pub http: reqwest::Client,
+    /// The queue the facade forwards to, when the stack has one.
+    pub queue: Option<Queue>,
+    /// Every lookup made through [`Target::lookup`]: the `ani` and the answer.
+    pub seen: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+/// An SQS FIFO queue in moto, with the settings that point a facade at it.
+#[derive(Clone)]
+pub struct Queue {
+    pub moto: Arc<Moto>,
+    pub url: String,
+}
+
+impl Queue {
+    /// Starts moto and creates a FIFO queue.
+    pub async fn start() -> Self {
+        let moto = Moto::start().await;
+        let url = moto.fifo_queue("failsoft-test").await;
+        Self { moto: Arc::new(moto), url }
+    }
+
+    /// The facade settings for this queue (made-up credentials: moto takes any).
+    pub fn settings(&self) -> Vec<(String, String)> {
+        [
+            ("FAILSOFT_QUEUE_URL", self.url.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test-only-key-id"),
+            ("AWS_SECRET_ACCESS_KEY", "test-only-secret-access-key"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+/// A case: the settings it needs on top of the suite's, and its body.
+pub struct Case {
+    pub name: &'static str,
+    pub settings: &'static [(&'static str, &'static str)],
+    pub run: for<'a> fn(&'a Target) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+}
+
+impl Case {
+    /// The freshness window the case runs with (the refresh dedup bucket).
+    pub fn freshness_secs(&self) -> u64 {
+        self.settings
+            .iter()
+            .find(|(k, _)| *k == "FAILSOFT_FRESHNESS_SECS")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(300)
+    }
+
+    /// Runs the case on `target`, then checks the queue behind it.
+    pub async fn run_on(&self, target: &Target) {
+        (self.run)(target).await;
+        target.assert_degraded_answers_forwarded(self.freshness_secs()).await;
+    }
+}
+
+/// Every case of this table.
+pub const ALL: &[Case] = &[
+    HEALTHZ,
+    BAD_INPUT,
+    FRESH_HIT,
+    MISS_IS_LIVE_AND_STORED,
+    CRM_DOWN_STALE,
+    CRM_DOWN_DEFAULT,
+    CRM_HUNG_WITHIN_DEADLINE,
+    BREAKER_OPEN,
+    WEBHOOK_INVALIDATES,
+];
+
+/// Fictional numbers (Ofcom's drama range), E.164 as the simulator stores them.
+const VIP: &str = "+442079460001";
+const GOLD: &str = "+442079460002";
+const NEVER_SEEN: &str = "+442079460999";
+
+/// The CRM deadline the timing cases configure, and what a host may add.
+pub const DEADLINE: Duration = Duration::from_millis(1_000);
+pub const DEADLINE_SLACK: Duration = Duration::from_millis(250);
+const ONE_SECOND_FRESHNESS: &[(&str, &str)] =
+    &[("FAILSOFT_FRESHNESS_SECS", "1"), ("FAILSOFT_NOT_FOUND_FRESHNESS_SECS", "1")];
+
+impl Target {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.edge)
+    }
+
+    /// Sends a request; the status and the JSON body (`Null` when not JSON).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("the facade answers");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("the body arrives");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send(self.http.post(self.url(path)).bearer_auth(&self.token).json(body)).await
+    }
+
+    pub async fn lookup(&self, ani: &str) -> (u16, Value) {
+        let (status, body) = self.post("/v1/customer-lookup", &json!({"ani": ani})).await;
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).push((ani.to_owned(), body.clone()));
+        (status, body)
+    }
+
+    /// For every degraded answer this target gave, the queue holds a refresh
+    /// envelope: group = the customer's entity key, dedup id = entity key and
+    /// freshness bucket, body = the versioned envelope of one of those
+    /// answers. Refreshes are sent after the response, so this waits (bounded).
+    pub async fn assert_degraded_answers_forwarded(&self, freshness_secs: u64) {
+        let Some(queue) = &self.queue else { return };
+        let degraded: Vec<(String, Value)> = {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.iter().filter(|(_, a)| a["source"] == "stale_cache" || a["source"] == "default").cloned().collect()
+        };
+        if degraded.is_empty() {
+            return;
+        }
+        let mut received: Vec<Received> = Vec::new();
+        let expected: Vec<String> = {
+            let mut e: Vec<String> = degraded.iter().map(|(ani, _)| entity_of(ani)).collect();
+            e.sort();
+            e.dedup();
+            e
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !expected.iter().all(|e| received.iter().any(|m| &m.group_id == e)) {
+            assert!(Instant::now() < deadline, "no refresh reached SQS within 15 s for some of {degraded:?}");
+            received.extend(queue.moto.receive_all(&queue.url, 50).await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for (ani, answer) in &degraded {
+            let entity = entity_of(ani);
+            let refreshes: Vec<&Received> = received.iter().filter(|m| m.group_id == entity).collect();
+            let ours = refreshes
+                .iter()
+                .map(|m| (m, serde_json::from_str::<Value>(&m.body).expect("the body is JSON")))
+                .find(|(_, body)| body["kind"] == "refresh");
+            let (message, body) = ours.unwrap_or_else(|| panic!("no refresh envelope for {answer}"));
+            assert_eq!(body["v"], 1, "{body}");
+            assert_eq!(body["entityKey"], entity.as_str(), "{body}");
+            assert_eq!(body["payload"]["phone"], normalize_phone(ani).unwrap().as_str(), "{body}");
+            let submitted = body["submittedAt"].as_u64().expect("submittedAt");
+            let bucket = submitted / (freshness_secs * 1000);
+            assert_eq!(message.dedup_id, format!("r-{entity}-{bucket}"), "{body}");
+            let forwarded_for = body["correlationId"].as_str().unwrap_or_default();
+            let answered: Vec<&str> = degraded
+                .iter()
+                .filter(|(a, _)| entity == entity_of(a))
+                .filter_map(|(_, ans)| ans["correlationId"].as_str())
+                .collect();
+            assert!(answered.contains(&forwarded_for), "the refresh {body} belongs to none of {answered:?}");
+        }
+        // Deduplication: one refresh per customer per freshness window.
+        for e in &expected {
+            let per_bucket = received.iter().filter(|m| &m.group_id == e).count();
+            let buckets: std::collections::BTreeSet<&str> =
+                received.iter().filter(|m| &m.group_id == e).map(|m| m.dedup_id.as_str()).collect();
+            assert_eq!(per_bucket, buckets.len(), "more than one refresh per window for one customer");
+        }
+    }
+
+    pub async fn timed_lookup(&self, ani: &str) -> (u16, Value, Duration) {
+        let started = Instant::now();
+        let (status, body) = self.lookup(ani).await;
+        (status, body, started.elapsed())
+    }
+
+    async fn admin(&self, request: reqwest::RequestBuilder, what: &str) -> Value {
+        let response = request.send().await.unwrap_or_else(|e| panic!("simulator {what}: {e}"));
+        assert_eq!(response.status().as_u16(), 200, "simulator {what}");
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    /// Sets the simulator's mode by name (`up`, `down`, `hang`, …).
+    pub async fn crm(&self, mode: &str) {
+        let url = format!("{}/admin/mode", self.admin);
+        self.admin(self.http.post(url).json(&json!({"mode": mode})), "/admin/mode").await;
+    }
+
+    pub async fn load_customers(&self, customers: Value) {
+        let url = format!("{}/admin/customers", self.admin);
+        self.admin(self.http.post(url).json(&customers), "/admin/customers").await;
+    }
+
+    pub async fn sim_count(&self, counter: &str) -> u64 {
+        let stats = self.admin(self.http.get(format!("{}/admin/stats", self.admin)), "/admin/stats").await;
+        stats[counter].as_u64().unwrap_or_else(|| panic!("no counter {counter} in {stats}"))
+    }
+
+    /// Changes a tier in the simulator, which sends the signed webhook here.
+    pub async fn change_tier(&self, phone: &str, tier: &str) -> Value {
+        let body = json!({"phone": phone, "tier": tier,
+            "webhook": {"url": self.url("/v1/webhooks/crm-update"), "secret": WEBHOOK_SECRET}});
+        let url = format!("{}/admin/customers/tier", self.admin);
+        self.admin(self.http.post(url).json(&body), "/admin/customers/tier").await
+    }
+
+    async fn with_customers(&self) {
+        self.load_customers(json!([
+            {"phone": VIP, "customerId": "C-1001", "tier": "vip", "vipFlag": true},
+            {"phone": GOLD, "customerId": "C-1002", "tier": "gold"},
+        ]))
+        .await;
+    }
+
+    /// Looks `ani` up until it is no longer a cache answer, bounded.
+    async fn first_answer_past_freshness(&self, ani: &str) -> (u16, Value, Duration) {
+        wait_until("the cached record to go stale", Duration::from_secs(10), || async {
+            let (status, body, took) = self.timed_lookup(ani).await;
+            (body["source"] != "cache").then_some((status, body, took))
+        })
+        .await
+    }
+}
+
+fn entity_of(ani: &str) -> String {
+    entity_key(CACHE_KEY_SECRET.as_bytes(), &normalize_phone(ani).expect("a valid test number"))
+}
+
+fn assert_record(context: &str, body: &Value, source: &str, customer_id: &str, tier: &str) {
+    assert_eq!(body["source"], source, "{context}: {body}");
+    assert_eq!(body["found"], true, "{context}: {body}");
+    assert_eq!(body["customerId"], customer_id, "{context}: {body}");
+    assert_eq!(body["tier"], tier, "{context}: {body}");
+}
+
+fn assert_within_deadline(context: &str, took: Duration) {
+    assert!(took >= DEADLINE, "{context}: answered in {took:?}, before the deadline: it did not wait");
+    assert!(
+        took < DEADLINE + DEADLINE_SLACK,
+        "{context}: answered in {took:?}, past {DEADLINE:?} + {DEADLINE_SLACK:?}"
+    );
+}
+
+pub const HEALTHZ: Case = Case { name: "healthz", settings: &[], run: |t| Box::pin(healthz(t)) };
+
+async fn healthz(t: &Target) {
+    let (status, body) = t.send(t.http.get(t.url("/healthz"))).await;
+    assert_eq!((status, &body), (200, &json!({"status": "ok"})));
+}
+
+pub const BAD_INPUT: Case = Case { name: "bad_input", settings: &[], run: |t| Box::pin(bad_input(t)) };
+
+async fn bad_input(t: &Target) {
+    let valid = json!({"ani": VIP});
+    let (status, body) = t.send(t.http.post(t.url("/v1/customer-lookup")).json(&valid)).await;
+    assert_error("no credentials", status, &body, 401, "UNAUTHORIZED");
+    let (status, body) =
+        t.send(t.http.post(t.url("/v1/customer-lookup")).bearer_auth("test-only-wrong-token").json(&valid)).await;
+    assert_error("wrong token", status, &body, 401, "UNAUTHORIZED");
+    let (status, body) = t.post("/v1/customer-lookup", &json!({"correlationId": "no-ani"})).await;
+    assert_error("no ani", status, &body, 400, "MISSING_ANI");
+    let (status, body) = t.post("/v1/customer-lookup", &json!({"ani": "12"})).await;
+    assert_error("short ani", status, &body, 400, "INVALID_ANI");
+    let huge = json!({"ani": VIP, "padding": "x".repeat(17 * 1024)});
+    let (status, body) = t.post("/v1/customer-lookup", &huge).await;
+    assert_error("17 KiB body", status, &body, 413, "PAYLOAD_TOO_LARGE");
+    let (status, body) = t.send(t.http.get(t.url("/v1/customer-lookup")).bearer_auth(&t.token)).await;
+    assert_error("GET on a POST route", status, &body, 405, "METHOD_NOT_ALLOWED");
+    let (status, body) = t.send(t.http.get(t.url("/nowhere"))).await;
+    assert_error("unknown route", status, &body, 404, "NOT_FOUND");
+    assert_eq!(t.sim_count("lookups").await, 0, "bad input never reaches the CRM");
+}
+
+pub const FRESH_HIT: Case = Case { name: "fresh_hit", settings: &[], run: |t| Box::pin(fresh_hit(t)) };
+
+async fn fresh_hit(t: &Target) {
+    t.with_customers().await;
+    let (status, warm) = t.lookup("+44 20 7946 0001").await;
+    assert_eq!(status, 200, "{warm}");
+    assert_record("warming lookup", &warm, "live", "C-1001", "vip");
+    let (status, hit) = t.lookup(VIP).await;
+    assert_eq!(status, 200);
+    assert_record("second lookup", &hit, "cache", "C-1001", "vip");
+    assert!(hit["cacheAgeSeconds"].is_u64(), "a cache answer has an age: {hit}");
+    assert_eq!(hit["warning"], Value::Null, "{hit}");
+    let (status, seed_path) = t.post("/crm/customer-lookup", &json!({"ani": "tel:+442079460001"})).await;
+    assert_eq!(status, 200);
+    assert_record("the seed's path", &seed_path, "cache", "C-1001", "vip");
+    assert_eq!(t.sim_count("lookups").await, 1, "fresh hits must not reach the CRM");
+}
+
+pub const MISS_IS_LIVE_AND_STORED: Case =
+    Case { name: "miss_is_live_and_stored", settings: &[], run: |t| Box::pin(miss_is_live_and_stored(t)) };
+
+async fn miss_is_live_and_stored(t: &Target) {
+    t.with_customers().await;
+    let (status, live) = t.post("/v1/customer-lookup", &json!({"ani": GOLD, "correlationId": "it-live-1"})).await;
+    assert_eq!(status, 200);
+    assert_record("miss", &live, "live", "C-1002", "gold");
+    assert_eq!(live["correlationId"], "it-live-1", "the caller's correlationId is echoed");
+    assert_eq!(live["cacheAgeSeconds"], 0, "{live}");
+    let (_, next) = t.lookup(GOLD).await;
+    assert_record("after the miss", &next, "cache", "C-1002", "gold");
+    // A number the CRM does not know is a real answer, stored too.
+    let (_, unknown) = t.lookup(NEVER_SEEN).await;
+    assert_eq!((&unknown["source"], &unknown["found"]), (&json!("live"), &json!(false)), "{unknown}");
+    assert_eq!(unknown["warning"], Value::Null, "{unknown}");
+    let (_, again) = t.lookup(NEVER_SEEN).await;
+    assert_eq!((&again["source"], &again["found"]), (&json!("cache"), &json!(false)), "{again}");
+    assert_eq!(t.sim_count("lookups").await, 2, "each miss asked the CRM once");
+}
+
+pub const CRM_DOWN_STALE: Case =
+    Case { name: "crm_down_stale", settings: ONE_SECOND_FRESHNESS, run: |t| Box::pin(crm_down_stale(t)) };
+
+async fn crm_down_stale(t: &Target) {
+    t.with_customers().await;
+    let (_, warm) = t.lookup(VIP).await;
+    assert_record("warming lookup", &warm, "live", "C-1001", "vip");
+    t.crm("down").await;
+    let (status, stale, took) = t.first_answer_past_freshness(VIP).await;
+    assert_eq!(status, 200);
+    assert_record("stale answer", &stale, "stale_cache", "C-1001", "vip");
+    assert_eq!(stale["warning"], "CRM_UNAVAILABLE_USING_CACHED_DATA", "{stale}");
+    let age = stale["cacheAgeSeconds"].as_u64().unwrap_or_else(|| panic!("cacheAgeSeconds is a number: {stale}"));
+    assert!(age >= 1, "past a 1 s freshness window the record is at least 1 s old: {stale}");
+    assert!(took < DEADLINE, "a refused connection needs no deadline, took {took:?}");
+}
+
+pub const CRM_DOWN_DEFAULT: Case = Case {
+    name: "crm_down_default",
+    settings: &[("FAILSOFT_DEFAULT_TIER", "bronze")],
+    run: |t| Box::pin(crm_down_default(t)),
+};
+
+async fn crm_down_default(t: &Target) {
+    t.with_customers().await;
+    t.crm("down").await;
+    let (status, body) = t.lookup(VIP).await;
+    assert_eq!(status, 200, "a well-formed request is always answered 200: {body}");
+    assert_eq!(body["source"], "default", "{body}");
+    assert_eq!(body["customerId"], "UNKNOWN", "{body}");
+    assert_eq!(body["tier"], "bronze", "FAILSOFT_DEFAULT_TIER: {body}");
+    assert_eq!(body["found"], Value::Null, "nobody knows: {body}");
+    assert_eq!(body["warning"], "CRM_UNAVAILABLE_NO_CACHE", "{body}");
+    assert_eq!(body["cacheAgeSeconds"], Value::Null, "{body}");
+}
+
+pub const CRM_HUNG_WITHIN_DEADLINE: Case = Case {
+    name: "crm_hung_within_deadline",
+    settings: &[
+        ("FAILSOFT_FRESHNESS_SECS", "1"),
+        ("FAILSOFT_NOT_FOUND_FRESHNESS_SECS", "1"),
+        ("FAILSOFT_CRM_DEADLINE_MS", "1000"),
+    ],
+    run: |t| Box::pin(crm_hung_within_deadline(t)),
+};
+
+async fn crm_hung_within_deadline(t: &Target) {
+    t.with_customers().await;
+    let (_, warm) = t.lookup(VIP).await;
+    assert_record("warming lookup", &warm, "live", "C-1001", "vip");
+    t.crm("hang").await;
+    let (status, stale, took) = t.first_answer_past_freshness(VIP).await;
+    assert_eq!(status, 200);
+    assert_record("hung CRM, stale record", &stale, "stale_cache", "C-1001", "vip");
+    assert_within_deadline("hung CRM, stale record", took);
+    let (status, default, took) = t.timed_lookup(NEVER_SEEN).await;
+    assert_eq!(status, 200);
+    assert_eq!(default["source"], "default", "hung CRM, nothing cached: {default}");
+    assert_within_deadline("hung CRM, nothing cached", took);
+}
+
+pub const BREAKER_OPEN: Case = Case {
+    name: "breaker_open",
+    settings: &[
+        ("FAILSOFT_CRM_DEADLINE_MS", "1000"),
+        ("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "2"),
+        ("FAILSOFT_BREAKER_COOL_DOWN_MS", "2000"),
+    ],
+    run: |t| Box::pin(breaker_open(t)),
+};
+
+async fn breaker_open(t: &Target) {
+    t.with_customers().await;
+    t.crm("hang").await;
+    for attempt in 1..=2 {
+        let (status, body, took) = t.timed_lookup(VIP).await;
+        assert_eq!((status, &body["source"]), (200, &json!("default")), "timeout {attempt}: {body}");
+        assert_within_deadline(&format!("timeout {attempt}"), took);
+    }
+    assert_eq!(t.sim_count("lookups").await, 2);
+    let (status, body, took) = t.timed_lookup(VIP).await;
+    assert_eq!((status, &body["source"]), (200, &json!("default")), "breaker open: {body}");
+    assert_eq!(body["warning"], "CRM_UNAVAILABLE_NO_CACHE", "{body}");
+    assert!(took < DEADLINE_SLACK, "an open breaker answers at once, took {took:?}");
+    assert_eq!(t.sim_count("lookups").await, 2, "an open breaker does not call the CRM");
+
+    t.crm("up").await;
+    let live = wait_until("the probe to close the breaker", Duration::from_secs(10), || async {
+        let (_, body) = t.lookup(VIP).await;
+        (body["source"] == "live").then_some(body)
+    })
+    .await;
+    assert_record("after the cool-down", &live, "live", "C-1001", "vip");
+    let (_, next) = t.lookup(GOLD).await;
+    assert_record("breaker closed", &next, "live", "C-1002", "gold");
+}
+
+pub const WEBHOOK_INVALIDATES: Case =
+    Case { name: "webhook_invalidates", settings: &[], run: |t| Box::pin(webhook_invalidates(t)) };
+
+async fn webhook_invalidates(t: &Target) {
+    t.with_customers().await;
+    let (_, warm) = t.lookup(VIP).await;
+    assert_record("warming lookup", &warm, "live", "C-1001", "vip");
+    let (_, hit) = t.lookup(VIP).await;
+    assert_record("warm", &hit, "cache", "C-1001", "vip");
+
+    let reply = t.change_tier(VIP, "standard").await;
+    assert_eq!(reply["webhookStatus"], 200, "the facade accepted the signed webhook: {reply}");
+    let (status, body) = t.lookup(VIP).await;
+    assert_eq!(status, 200);
+    assert_record("after the webhook", &body, "live", "C-1001", "standard");
+    assert_eq!(t.sim_count("lookups").await, 2, "the invalidated record was fetched again");
+
+    // Unsigned and wrongly signed changes are refused.
+    let change = serde_json::to_vec(&json!({"phone": VIP, "fieldChanged": "tier", "newValue": "vip"})).unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+    let unsigned = t.http.post(t.url("/v1/webhooks/crm-update")).body(change.clone());
+    let (status, body) = t.send(unsigned).await;
+    assert_eq!(status, 401, "unsigned webhook: {body}");
+    let forged = t
+        .http
+        .post(t.url("/v1/webhooks/crm-update"))
+        .header(TIMESTAMP_HEADER, now.to_string())
+        .header(SIGNATURE_HEADER, sign(b"test-only-some-other-secret-000", now, &change))
+        .body(change);
+    let (status, body) = t.send(forged).await;
+    assert_eq!(status, 401, "webhook signed with another secret: {body}");
+    let (_, body) = t.lookup(VIP).await;
+    assert_record("after refused webhooks", &body, "cache", "C-1001", "standard");
+}

@@ -1,0 +1,84 @@
+//! The host-neutral table of `failsoft_tests::cases` against the native
+//! host (`failsoft-edge`), in front of the CRM simulator and forwarding to
+//! an SQS FIFO queue in moto; the same cases run on the Worker
+//! (`worker_e2e`) and the Spin component (`spin_e2e`).
+
+use std::time::Duration;
+
+use failsoft_origin::stack::Service;
+use failsoft_tests::AUTH_TOKEN;
+use failsoft_tests::cases::{self, Case, Queue, Target};
+use failsoft_tests::harness::{base_edge_env, program};
+
+/// The simulator and the native facade (dropped in this order).
+struct NativeStack {
+    target: Target,
+    _edge: Service,
+    _sim: Service,
+}
+
+impl NativeStack {
+    async fn start(settings: &[(&str, &str)], queue: Queue) -> Self {
+        let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let queue_settings = queue.settings();
+        let (sim, edge) = tokio::task::spawn_blocking(move || {
+            let mut sim_cmd = program("crm-sim");
+            sim_cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "warn");
+            let sim = Service::start_command("crm-sim", &mut sim_cmd).expect("crm-sim starts");
+            let mut edge_cmd = program("failsoft-edge");
+            edge_cmd.args(["--listen", "127.0.0.1:0"]);
+            edge_cmd.envs(base_edge_env(sim.url("api")).into_iter().chain(queue_settings).chain(settings));
+            let edge = Service::start_command("failsoft-edge", &mut edge_cmd).expect("failsoft-edge starts");
+            (sim, edge)
+        })
+        .await
+        .expect("the stack starts");
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().expect("a client");
+        let target = Target {
+            edge: edge.url("url").to_owned(),
+            token: AUTH_TOKEN.to_owned(),
+            admin: sim.url("admin").to_owned(),
+            http,
+            queue: Some(queue),
+            seen: Default::default(),
+        };
+        Self { target, _edge: edge, _sim: sim }
+    }
+}
+
+async fn run(case: &Case) {
+    let stack = NativeStack::start(case.settings, Queue::start().await).await;
+    case.run_on(&stack.target).await;
+}
+
+macro_rules! native_cases {
+    ($($test:ident => $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $test() {
+                run(&cases::$case).await;
+            }
+        )*
+
+        /// Every case of the table has a test here.
+        #[test]
+        fn every_case_runs_natively() {
+            let covered = [$(cases::$case.name),*];
+            for case in cases::ALL {
+                assert!(covered.contains(&case.name), "case {} has no native test", case.name);
+            }
+        }
+    };
+}
+
+native_cases! {
+    native_healthz => HEALTHZ,
+    native_bad_input => BAD_INPUT,
+    native_fresh_hit_is_cache => FRESH_HIT,
+    native_miss_is_live_and_stored => MISS_IS_LIVE_AND_STORED,
+    native_crm_down_serves_stale => CRM_DOWN_STALE,
+    native_crm_down_never_seen_is_default => CRM_DOWN_DEFAULT,
+    native_crm_hung_answers_within_deadline => CRM_HUNG_WITHIN_DEADLINE,
+    native_breaker_open_answers_at_once => BREAKER_OPEN,
+    native_webhook_invalidates => WEBHOOK_INVALIDATES,
+}

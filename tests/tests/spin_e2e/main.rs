@@ -1,0 +1,238 @@
+//! The Spin component end to end: the host-neutral cases of
+//! `worker_e2e/cases.rs` (one table for every host), then what only this
+//! host has to prove, each on its own CRM simulator and `wasmtime serve`.
+//!
+//! `wasmtime serve` gives every request a fresh instance, like Spin: the
+//! cache, the write results and the CRM breaker live in the key-value store
+//! (the shim keeps it in files), so the breaker case shows an open breaker
+//! surviving from one instance to the next.
+//!
+//! Needs `make spin-test-component` and `cargo build --workspace --bins`
+//! (crm-sim); `make test` does both before the tests.
+
+mod wasmtime;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use failsoft_origin::stack::Service;
+use failsoft_tests::harness::{base_edge_env, program};
+use failsoft_tests::moto::Moto;
+use failsoft_tests::{AUTH_TOKEN, assert_error, wait_until};
+use serde_json::{Value, json};
+
+use failsoft_tests::cases::{self, Case, DEADLINE, DEADLINE_SLACK, Queue, Target};
+use wasmtime::WasmtimeServe;
+
+/// The simulator and the component in front of it (dropped in this order;
+/// a failed test shows the component's log as the stack drops).
+struct SpinStack {
+    target: Target,
+    _serve: WasmtimeServe,
+    _sim: Service,
+}
+
+impl SpinStack {
+    async fn start(settings: &[(&str, &str)]) -> Self {
+        Self::start_with(settings, None).await
+    }
+
+    async fn start_with(settings: &[(&str, &str)], queue: Option<Queue>) -> Self {
+        let sim = tokio::task::spawn_blocking(|| {
+            let mut command = program("crm-sim");
+            command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "warn");
+            Service::start_command("crm-sim", &mut command).expect("crm-sim starts")
+        })
+        .await
+        .expect("crm-sim starts");
+        let mut env = base_edge_env(sim.url("api"));
+        env.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env.extend(queue.iter().flat_map(Queue::settings));
+        let serve = tokio::task::spawn_blocking(move || WasmtimeServe::start(&env)).await.expect("wasmtime starts");
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().expect("a client");
+        let target = Target {
+            edge: serve.url.clone(),
+            token: AUTH_TOKEN.to_owned(),
+            admin: sim.url("admin").to_owned(),
+            http,
+            queue,
+            seen: Default::default(),
+        };
+        // Listening is not yet answering: the first request instantiates.
+        wait_until("the component to answer /healthz", Duration::from_secs(10), || async {
+            let response = target.http.get(target.url("/healthz")).send().await.ok()?;
+            response.bytes().await.ok().map(|_| ())
+        })
+        .await;
+        Self { target, _serve: serve, _sim: sim }
+    }
+}
+
+async fn run(case: &Case) {
+    let stack = SpinStack::start_with(case.settings, Some(Queue::start().await)).await;
+    case.run_on(&stack.target).await;
+}
+
+macro_rules! spin_cases {
+    ($($test:ident => $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread")]
+            async fn $test() {
+                run(&cases::$case).await;
+            }
+        )*
+
+        /// Every case of the table has a test here.
+        #[test]
+        fn every_case_runs_on_spin() {
+            let covered = [$(cases::$case.name),*];
+            for case in cases::ALL {
+                assert!(covered.contains(&case.name), "case {} has no Spin test", case.name);
+            }
+        }
+    };
+}
+
+spin_cases! {
+    spin_healthz => HEALTHZ,
+    spin_bad_input => BAD_INPUT,
+    spin_fresh_hit_is_cache => FRESH_HIT,
+    spin_miss_is_live_and_stored => MISS_IS_LIVE_AND_STORED,
+    spin_crm_down_serves_stale => CRM_DOWN_STALE,
+    spin_crm_down_never_seen_is_default => CRM_DOWN_DEFAULT,
+    spin_crm_hung_answers_within_deadline => CRM_HUNG_WITHIN_DEADLINE,
+    spin_breaker_open_answers_at_once => BREAKER_OPEN,
+    spin_webhook_invalidates => WEBHOOK_INVALIDATES,
+}
+
+// ── what only the Spin host has to prove ─────────────────────────────────
+
+const VIP: &str = "+442079460001";
+
+async fn with_vip(t: &Target) {
+    t.load_customers(json!([{"phone": VIP, "customerId": "C-1001", "tier": "vip", "vipFlag": true}])).await;
+}
+
+/// An "SQS" that takes connections and never answers: the kernel completes
+/// the handshake from the backlog, so a request hangs until its deadline.
+fn hung_queue() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    (listener, format!("http://127.0.0.1:{port}/000000000000/hung.fifo"))
+}
+
+/// Spin has no `wait_until`: the component sets its response, finishes the
+/// body, and only then forwards the refresh. With a queue that hangs, each
+/// forward waits out its deadline, yet every answer arrives at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_refresh_is_forwarded_after_the_response() {
+    let (_queue, queue_url) = hung_queue();
+    let settings = [
+        ("FAILSOFT_QUEUE_URL", queue_url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test-only-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "test-only-secret-access-key"),
+        ("FAILSOFT_CRM_DEADLINE_MS", "1000"),
+    ];
+    let stack = SpinStack::start(&settings).await;
+    let t = &stack.target;
+    with_vip(t).await;
+    t.crm("down").await;
+    for ani in ["+442079460101", "+442079460102", "+442079460103"] {
+        let (status, body, took) = t.timed_lookup(ani).await;
+        assert_eq!((status, &body["source"]), (200, &json!("default")), "{body}");
+        assert!(took < DEADLINE_SLACK, "the refresh is not on the response path: took {took:?}");
+    }
+    // A write is the opposite: write-ahead, bounded by the margin.
+    let started = Instant::now();
+    let (status, body) = t.post("/v1/cases", &json!({"ani": VIP, "subject": "hung queue"})).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "NOT_ACCEPTED", "no PENDING that nothing backs: {body}");
+    assert!(took < DEADLINE + DEADLINE_SLACK, "the queue's deadline bounds the write: took {took:?}");
+}
+
+/// The refresh forwarded after the response, and the write forwarded
+/// before it, both reach SQS (moto) as the envelopes the origin expects.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_forwards_refreshes_and_writes_to_sqs() {
+    let moto = Moto::start().await;
+    let queue_url = moto.fifo_queue("failsoft-spin").await;
+    let settings =
+        [("FAILSOFT_QUEUE_URL", queue_url.as_str()), ("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")];
+    let stack = SpinStack::start(&settings).await;
+    let target = &stack.target;
+    with_vip(target).await;
+    target.crm("down").await;
+
+    let (_, answer) = target.lookup(VIP).await;
+    assert_eq!(answer["source"], "default", "{answer}");
+    let (status, write) =
+        target.post("/v1/cases", &json!({"ani": VIP, "subject": "CRM down", "correlationId": "spin-case-1"})).await;
+    assert_eq!((status, &write["status"]), (200, &json!("PENDING")), "{write}");
+
+    let messages = wait_until("both messages in SQS", Duration::from_secs(10), || async {
+        let all = moto.receive_all(&queue_url, 10).await;
+        (all.len() >= 2).then_some(all)
+    })
+    .await;
+    let envelope = |kind: &str| {
+        let m = messages
+            .iter()
+            .find(|m| serde_json::from_str::<Value>(&m.body).is_ok_and(|b| b["kind"] == kind))
+            .unwrap_or_else(|| panic!("a {kind} message in {messages:?}"));
+        (m.clone(), serde_json::from_str::<Value>(&m.body).expect("JSON"))
+    };
+    let (refresh, body) = envelope("refresh");
+    assert_eq!(body["correlationId"], answer["correlationId"], "{body}");
+    assert_eq!(body["payload"]["phone"], VIP, "{body}");
+    assert_eq!(refresh.group_id, body["entityKey"].as_str().expect("an entity key"), "group = entity");
+    assert!(refresh.dedup_id.starts_with("r-"), "a refresh is deduplicated per entity and window: {refresh:?}");
+    let (write_message, body) = envelope("write");
+    assert_eq!(write_message.dedup_id, "spin-case-1", "a write is deduplicated by its correlationId");
+    assert_eq!(body["payload"]["case"]["subject"], "CRM down", "{body}");
+    assert_eq!(write_message.group_id, refresh.group_id, "one customer, one FIFO group");
+}
+
+/// Spin KV has no expiry: the adapter stores one with each value, and a
+/// record past the last-known horizon reads as missing, not as stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_kv_entries_expire_with_the_last_known_horizon() {
+    let settings = [
+        ("FAILSOFT_FRESHNESS_SECS", "1"),
+        ("FAILSOFT_NOT_FOUND_FRESHNESS_SECS", "1"),
+        ("FAILSOFT_LAST_KNOWN_HORIZON_SECS", "2"),
+    ];
+    let stack = SpinStack::start(&settings).await;
+    let t = &stack.target;
+    with_vip(t).await;
+    let (_, warm) = t.lookup(VIP).await;
+    assert_eq!(warm["source"], "live", "{warm}");
+    t.crm("down").await;
+    let stale = wait_until("the record to go stale", Duration::from_secs(5), || async {
+        let (_, body) = t.lookup(VIP).await;
+        (body["source"] != "cache").then_some(body)
+    })
+    .await;
+    assert_eq!(stale["source"], "stale_cache", "within the horizon: {stale}");
+    let gone = wait_until("the record to expire", Duration::from_secs(5), || async {
+        let (_, body) = t.lookup(VIP).await;
+        (body["source"] != "stale_cache").then_some(body)
+    })
+    .await;
+    assert_eq!(gone["source"], "default", "past the horizon the record is gone: {gone}");
+}
+
+/// A setting the core refuses: every route answers 500 `MISCONFIGURED`
+/// naming it (a Spin component has no start-up to refuse).
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_misconfiguration_is_named_on_every_route() {
+    let stack = SpinStack::start(&[("FAILSOFT_CACHE_KEY_SECRET", "SECRET-15-BYTES")]).await;
+    let t = &stack.target;
+    let (status, body) = t.send(t.http.get(t.url("/healthz"))).await;
+    assert_error("healthz", status, &body, 500, "MISCONFIGURED");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("FAILSOFT_CACHE_KEY_SECRET"), "names the setting: {body}");
+    assert!(!message.contains("SECRET-15-BYTES"), "never echoes a secret: {body}");
+    let (status, body) = t.lookup(VIP).await;
+    assert_error("lookup", status, &body, 500, "MISCONFIGURED");
+}

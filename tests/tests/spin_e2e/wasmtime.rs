@@ -1,0 +1,121 @@
+//! The Spin component under `wasmtime serve`, one per test: the shipped
+//! component with the test shim composed on top (Spin's key-value store in
+//! files under a temporary directory mounted at `/kv`, Spin variables from
+//! `--env`), on a port the kernel picks, killed by PID when dropped.
+//!
+//! Build it first: `make spin-test-component`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use failsoft_origin::stack::bin_dir;
+
+/// How long wasmtime may take to compile the component and listen (a
+/// second cold on 2 shared cores; its code cache makes later starts ~0.1 s).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// What wasmtime prints on stderr once it listens, then the URL.
+const LISTENING: &str = "Serving HTTP on ";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+/// The composed test component `make spin-test-component` writes.
+pub fn test_component() -> PathBuf {
+    let target = bin_dir().parent().expect("target/debug has a parent").to_path_buf();
+    target.join("spin/failsoft-edge-spin-with-shim.wasm")
+}
+
+/// A running `wasmtime serve`.
+pub struct WasmtimeServe {
+    child: Child,
+    pub url: String,
+    kv_dir: PathBuf,
+    output: Arc<Mutex<String>>,
+}
+
+impl WasmtimeServe {
+    /// Serves the test component with `env` as its Spin variables, and
+    /// waits (bounded) until it listens.
+    pub fn start(env: &[(String, String)]) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let component = test_component();
+        assert!(component.exists(), "{} is missing: run `make spin-test-component`", component.display());
+        let wasmtime = workspace_root().join(".venv/bin/wasmtime");
+        assert!(wasmtime.exists(), "{} is missing: run `scripts/setup.sh python`", wasmtime.display());
+        let kv_dir = std::env::temp_dir().join(format!(
+            "failsoft-spin-kv-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&kv_dir).expect("a directory for the key-value store");
+
+        let mut command = Command::new(&wasmtime);
+        command.args(["serve", "--addr", "127.0.0.1:0", "-S", "cli", "--dir"]);
+        command.arg(format!("{}::/kv", kv_dir.display()));
+        // A later entry wins (wasmtime would keep both); empty means unset,
+        // as in spin.toml.
+        for (i, (key, value)) in env.iter().enumerate() {
+            let overridden = env[i + 1..].iter().any(|(later, _)| later == key);
+            if !overridden && !value.is_empty() {
+                command.arg("--env").arg(format!("{key}={value}"));
+            }
+        }
+        let mut child = command
+            .arg(&component)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", wasmtime.display()));
+
+        let output = Arc::new(Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            stdout.read_to_string(&mut text).ok();
+            sink.lock().unwrap().push_str(&text);
+        });
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.trim().strip_prefix(LISTENING) {
+                    tx.send(url.trim_end_matches('/').to_owned()).ok();
+                }
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let mut serve = Self { child, url: String::new(), kv_dir, output };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => serve.url = url,
+            Err(_) => panic!("wasmtime serve did not listen within {START_TIMEOUT:?}:\n{}", serve.output()),
+        }
+        serve
+    }
+
+    /// Everything wasmtime and the component printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WasmtimeServe {
+    /// Stops wasmtime; when a test failed, shows what the component logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- wasmtime serve {} output ---\n{}", self.url, self.output());
+        }
+        self.child.kill().ok();
+        self.child.wait().ok();
+        std::fs::remove_dir_all(&self.kv_dir).ok();
+    }
+}

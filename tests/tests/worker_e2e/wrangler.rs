@@ -1,0 +1,207 @@
+//! The built Worker under `wrangler dev --local` (workerd with Miniflare's
+//! KV), one per test, on a loopback port wrangler picks (`--port 0`; its
+//! "Ready on" line names it), its state in a temporary directory, stopped
+//! with its whole process group (wrangler runs workerd) when dropped. A
+//! failing test shows what wrangler and the Worker printed.
+//!
+//! Build it first: `make worker` (the tests do not run worker-build: two
+//! tests building at once would race on `edge/worker/build`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// How long wrangler may take to bundle and start workerd (2 cores, shared).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A fresh directory under the system's temporary one; its owner removes it.
+pub fn temp_dir() -> PathBuf {
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let n = RUN.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("failsoft-worker-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+/// A running `wrangler dev`.
+pub struct WranglerDev {
+    child: Child,
+    pub url: String,
+    dir: PathBuf,
+    output: Arc<Mutex<String>>,
+    started: Instant,
+}
+
+/// The root `wrangler.toml` for a test: the build step dropped (the Worker is
+/// built already) and `main` made absolute, since the copy lives elsewhere.
+fn test_config(root: &Path) -> String {
+    let text = std::fs::read_to_string(root.join("wrangler.toml")).expect("wrangler.toml at the workspace root");
+    let mut out = String::new();
+    let mut in_build = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_build = trimmed == "[build]";
+        }
+        if in_build {
+            continue;
+        }
+        if let Some(main) = trimmed.strip_prefix("main = ") {
+            let main = root.join(main.trim().trim_matches('"'));
+            assert!(main.exists(), "{} is missing: run `make worker` first", main.display());
+            out.push_str(&format!("main = {:?}\n", main.display().to_string()));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+impl WranglerDev {
+    /// Starts the Worker with `vars` (given as `--var`, secrets included) and
+    /// waits until `/healthz` answers. Its KV lives in `state` when given
+    /// (so a later Worker can find what this one stored), else in its own
+    /// directory.
+    pub async fn start(vars: &[(String, String)], state: Option<&Path>) -> Self {
+        let mut dev = Self::spawn(vars, state).await;
+        dev.wait_healthy().await;
+        dev
+    }
+
+    /// Starts the Worker and returns once wrangler listens, without asking
+    /// the Worker anything.
+    pub async fn spawn(vars: &[(String, String)], state: Option<&Path>) -> Self {
+        let root = workspace_root();
+        let dir = temp_dir();
+        let config = dir.join("wrangler.toml");
+        std::fs::write(&config, test_config(&root)).expect("the test wrangler.toml is written");
+
+        let mut command = Command::new(root.join("node_modules/.bin/wrangler"));
+        command
+            .current_dir(&dir)
+            .arg("dev")
+            .arg("--config")
+            .arg(&config)
+            .args(["--local", "--ip", "127.0.0.1", "--port", "0", "--inspector-port", "0"])
+            .arg("--persist-to")
+            .arg(state.map_or_else(|| dir.join("state"), Path::to_path_buf))
+            .args(["--show-interactive-dev-session=false", "--log-level", "info"]);
+        for (key, value) in vars {
+            command.arg("--var").arg(format!("{key}:{value}"));
+        }
+        command
+            .env("WRANGLER_SEND_METRICS", "false")
+            // Miniflare would fetch its `Request.cf` placeholder from the internet.
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("WRANGLER_LOG_PATH", dir.join("logs"))
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .env("BROWSER", "none")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so the drop can stop workerd too.
+            .process_group(0);
+        let mut child = command.spawn().expect("wrangler starts (scripts/setup.sh installs it)");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let (output, ready_tx) = (output.clone(), ready_tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(url) = line.split("Ready on ").nth(1) {
+                        ready_tx.send(url.trim().to_owned()).ok();
+                    }
+                    let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
+                    output.push_str(&line);
+                    output.push('\n');
+                }
+            });
+        }
+        let mut dev = Self { child, url: String::new(), dir, output, started: Instant::now() };
+        let started = dev.started;
+        dev.url = loop {
+            if let Ok(url) = ready_rx.try_recv() {
+                break url;
+            }
+            dev.assert_running();
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "wrangler dev was not ready within {START_TIMEOUT:?}:\n{}",
+                dev.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        dev
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("wrangler dev exited ({status}):\n{}", self.output());
+        }
+    }
+
+    /// Polls `/healthz` until it answers 200, within the start timeout.
+    async fn wait_healthy(&mut self) {
+        let started = self.started;
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().expect("a client");
+        let url = format!("{}/healthz", self.url);
+        while started.elapsed() < START_TIMEOUT {
+            if let Ok(response) = http.get(&url).send().await {
+                match response.status().as_u16() {
+                    200 => return,
+                    // The Worker runs but refuses its settings: no use waiting.
+                    500 => panic!("the Worker refused its settings: {}", response.text().await.unwrap_or_default()),
+                    _ => {}
+                }
+            }
+            self.assert_running();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("wrangler dev did not answer {url} within {START_TIMEOUT:?}:\n{}", self.output());
+    }
+
+    /// Everything wrangler and the Worker printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for WranglerDev {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- wrangler dev {} ---\n{}", self.url, self.output());
+        }
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: signalling the process group our own child leads.
+        unsafe { libc::kill(-group, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Whatever is left of the group (workerd outlives a slow wrangler).
+        // SAFETY: as above.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        self.child.wait().ok();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
