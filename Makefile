@@ -37,7 +37,7 @@ test: setup
 
 demo: setup
 	$(CARGO) build --workspace --bins
-	./target/debug/failsoft demo $(DEMO_ARGS)
+	$(or $(CARGO_TARGET_DIR),target)/debug/failsoft demo $(DEMO_ARGS)
 
 bench:
 	$(CARGO) bench -p failsoft-shared
