@@ -82,3 +82,42 @@ native_cases! {
     native_breaker_open_answers_at_once => BREAKER_OPEN,
     native_webhook_invalidates => WEBHOOK_INVALIDATES,
 }
+
+/// SQS unreachable (a port that accepts and never answers): lookups during a
+/// CRM outage answer as before and at once, since refreshes go after the
+/// response; a case creation is `NOT_ACCEPTED` within the margin, never a
+/// `PENDING` that nothing holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn native_unreachable_sqs_changes_no_answer() {
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let queue_url = format!("http://{}/000000000000/hung.fifo", hung.local_addr().expect("its address"));
+    let settings = [
+        ("FAILSOFT_QUEUE_URL", queue_url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test-only-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "test-only-secret-access-key"),
+        ("FAILSOFT_CRM_DEADLINE_MS", "1000"),
+        ("FAILSOFT_DEADLINE_MARGIN_MS", "500"),
+    ];
+    // The stack's own queue is unused: the settings above point elsewhere.
+    let stack = NativeStack::start(&settings, Queue::start().await).await;
+    let t = &stack.target;
+    t.load_customers(serde_json::json!([{"phone": "+442079460001", "customerId": "C-1001", "tier": "vip"}])).await;
+    let (_, warm) = t.lookup("+442079460001").await;
+    assert_eq!(warm["source"], "live", "{warm}");
+    t.crm("down").await;
+    for ani in ["+442079460001", "+442079460101", "+442079460102"] {
+        let (status, body, took) = t.timed_lookup(ani).await;
+        assert_eq!(status, 200, "{body}");
+        let expected = if ani == "+442079460001" { "cache" } else { "default" };
+        assert_eq!(body["source"], expected, "{body}");
+        assert!(took < Duration::from_millis(250), "{ani} took {took:?}: the refresh sat on the response path");
+    }
+    let started = std::time::Instant::now();
+    let (status, case) = t.post("/v1/cases", &serde_json::json!({"ani": "+442079460001", "subject": "Callback"})).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{case}");
+    assert_eq!(case["status"], "NOT_ACCEPTED", "{case}");
+    assert_eq!(case["warning"], "CRM_AND_QUEUE_UNAVAILABLE_RETRY_LATER", "{case}");
+    assert!(took < Duration::from_millis(500 + 250), "the write waited {took:?}, past the margin");
+    drop(hung);
+}
