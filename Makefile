@@ -42,6 +42,13 @@ demo: setup
 bench:
 	$(CARGO) bench -p failsoft-shared
 
+# The origin worker's messages/s and CPU per message on a fast local SQS
+# (fauxqs, with Node 22; both installed under .local/bench) and moto's
+# DynamoDB. BENCH_ARGS: --messages N --groups N --concurrency N.
+.PHONY: bench-worker
+bench-worker: setup
+	bash origin/bench/bench-worker.sh $(BENCH_ARGS)
+
 fmt:
 	$(CARGO) fmt --all
 

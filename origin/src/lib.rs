@@ -1,6 +1,26 @@
-//! failsoft's origin: the operator tool and, with the origin issue, the
-//! queue worker. This crate also owns the local stack: starting failsoft's
-//! processes on loopback for the demo, the drill and the end-to-end tests.
+//! failsoft's origin: the queue worker (`failsoft worker`), its operator
+//! tools (`failsoft init-local`, `failsoft dlq …`) and the local stack
+//! (starting failsoft's processes on loopback for the demo, the drill and
+//! the end-to-end tests).
 
+pub mod alerts;
+pub mod aws;
+pub mod clock;
+pub mod config;
+pub mod consumer;
+pub mod crm;
+pub mod dead_letter;
+pub mod delivery;
 pub mod demo;
+pub mod dlq_cli;
+pub mod edge_push;
+pub mod init_local;
+pub mod leases;
+pub mod moto;
+pub mod rate;
+pub mod received;
+pub mod results;
+pub mod results_api;
 pub mod stack;
+pub mod worker;
+pub mod write_once;

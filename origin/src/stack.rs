@@ -34,11 +34,16 @@ pub enum StackError {
 }
 
 /// The directory holding this workspace's binaries: the one the running
-/// executable is in (or its parent, for test executables in `deps/`).
+/// executable is in (or its parent, for test executables in `deps/` and
+/// examples in `examples/`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") { dir.parent().map(Path::to_path_buf).unwrap_or(dir) } else { dir }
+    if dir.ends_with("deps") || dir.ends_with("examples") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
 }
 
 impl Service {

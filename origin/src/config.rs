@@ -1,0 +1,402 @@
+//! The origin's settings: the shared policy plus what only the origin
+//! needs, read once from the environment and validated before anything
+//! starts. Each command reads the part it needs; a missing or unusable
+//! setting is refused with its name (the process exits with status 2).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use failsoft_shared::config::{ConfigError, Policy, number};
+
+/// DynamoDB's and SQS's naming rules, checked here so a typo fails at start-up.
+const TABLE_NAME_MAX: usize = 255;
+/// One process should not hold more messages than SQS returns in a few
+/// batches; past this the visibility heartbeat itself becomes the load.
+pub const MAX_CONCURRENCY: usize = 256;
+/// SQS's longest long poll.
+pub const MAX_RECEIVE_WAIT_SECS: i32 = 20;
+/// The edge's own bound on a Data Action's downstream deadline; a settle
+/// window longer than that waits for nothing.
+const MAX_WRITE_SETTLE_MS: u64 = 60_000;
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// How a dead-letter alert is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertFormat {
+    /// PagerDuty Events API v2.
+    PagerDuty,
+    /// Opsgenie Alert API.
+    Opsgenie,
+    /// A plain JSON webhook.
+    Webhook,
+}
+
+/// Where dead-letter alerts go.
+#[derive(Debug, Clone)]
+pub struct AlertTarget {
+    pub url: String,
+    pub format: AlertFormat,
+    /// `FAILSOFT_ALERT_ROUTING_KEY`: PagerDuty's routing key, Opsgenie's API
+    /// key, or a webhook's bearer token.
+    pub routing_key: Option<Secret>,
+}
+
+/// What `failsoft worker` needs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub policy: Policy,
+    pub tables: Tables,
+    /// `FAILSOFT_QUEUE_URL`: the FIFO work queue.
+    pub queue_url: String,
+    /// `FAILSOFT_DLQ_URL`: the FIFO dead-letter queue.
+    pub dlq_url: String,
+    /// `FAILSOFT_CRM_URL`: the downstream's base URL, without a trailing `/`.
+    pub crm_url: String,
+    /// `FAILSOFT_INTERNAL_SECRET`: signs edge pushes and authenticates
+    /// result reads (the edge signs them with the same secret).
+    pub internal_secret: Secret,
+    /// `FAILSOFT_EDGE_URL`: where refreshed records are pushed; unset: no push.
+    pub edge_url: Option<String>,
+    /// `FAILSOFT_ALERT_URL` and friends; unset: dead-letters are only logged.
+    pub alert: Option<AlertTarget>,
+    /// `FAILSOFT_WORKER_CONCURRENCY`: messages held at once (default 8).
+    pub concurrency: usize,
+    /// `FAILSOFT_REPLAY_RATE_MAX`: ceiling of downstream deliveries per second.
+    pub replay_rate_max: u32,
+    /// `FAILSOFT_ORIGIN_LISTEN`: the results API and `/healthz`.
+    pub listen: SocketAddr,
+    /// `FAILSOFT_RECEIVE_WAIT_SECS`: the long poll (default 20, SQS's longest).
+    pub receive_wait_secs: i32,
+    /// `FAILSOFT_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for in-flight work.
+    pub shutdown_grace: Duration,
+    /// `FAILSOFT_WRITE_SETTLE_MS`: a queued write is not delivered before
+    /// this long after it was enqueued (default: the CRM deadline), so the
+    /// edge's abandoned first attempt has finished at the CRM before the
+    /// worker looks for it.
+    pub write_settle_ms: u64,
+    /// `FAILSOFT_CRM_LOOKUP_BEFORE_CREATE`: look for the case by its
+    /// `externalRef` before creating it (default true; needed when the CRM
+    /// ignores `Idempotency-Key`).
+    pub lookup_before_create: bool,
+}
+
+/// The DynamoDB tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    /// `FAILSOFT_RESULTS_TABLE` (default `failsoft-results`).
+    pub results: String,
+    /// `FAILSOFT_LAST_KNOWN_TABLE` (default `failsoft-last-known`).
+    pub last_known: String,
+}
+
+/// What `failsoft dlq …` needs.
+#[derive(Debug, Clone)]
+pub struct DlqConfig {
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub tables: Tables,
+}
+
+/// What `failsoft init-local` needs.
+#[derive(Debug, Clone)]
+pub struct InitConfig {
+    pub policy: Policy,
+    pub tables: Tables,
+    /// `FAILSOFT_QUEUE_NAME` (default `failsoft.fifo`).
+    pub queue_name: String,
+    /// `FAILSOFT_DLQ_NAME` (default `failsoft-dlq.fifo`).
+    pub dlq_name: String,
+    /// `FAILSOFT_MAX_RECEIVE_COUNT`: the redrive safety net (default 1000),
+    /// large so it never cuts the retry budget short.
+    pub max_receive_count: u32,
+}
+
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn text(lookup: Lookup<'_>, name: &str) -> Option<String> {
+    lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn required(lookup: Lookup<'_>, name: &'static str) -> Result<String, ConfigError> {
+    text(lookup, name).ok_or_else(|| ConfigError::new(name, "is required"))
+}
+
+fn http_url(name: &'static str, value: String) -> Result<String, ConfigError> {
+    let rest = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(value.trim_end_matches('/').to_owned()),
+        _ => Err(ConfigError::new(name, "must be an http:// or https:// URL")),
+    }
+}
+
+fn fifo_queue_url(lookup: Lookup<'_>, name: &'static str) -> Result<String, ConfigError> {
+    let url = http_url(name, required(lookup, name)?)?;
+    if !url.ends_with(".fifo") {
+        return Err(ConfigError::new(name, "must be a FIFO queue (its name ends in .fifo)"));
+    }
+    Ok(url)
+}
+
+fn table_name(lookup: Lookup<'_>, name: &'static str, default: &str) -> Result<String, ConfigError> {
+    let value = text(lookup, name).unwrap_or_else(|| default.to_owned());
+    let ok = (3..=TABLE_NAME_MAX).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok { Ok(value) } else { Err(ConfigError::new(name, "must be 3-255 letters, digits, '_', '-' or '.'")) }
+}
+
+fn fifo_queue_name(lookup: Lookup<'_>, name: &'static str, default: &str) -> Result<String, ConfigError> {
+    let value = text(lookup, name).unwrap_or_else(|| default.to_owned());
+    let stem = value.strip_suffix(".fifo").unwrap_or("");
+    let ok =
+        (1..=75).contains(&stem.len()) && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(name, "must be 1-75 letters, digits, '_' or '-' followed by .fifo"))
+    }
+}
+
+fn secret(lookup: Lookup<'_>, name: &'static str) -> Result<Secret, ConfigError> {
+    let value = required(lookup, name)?;
+    if value.len() < 16 {
+        return Err(ConfigError::new(name, "must be at least 16 bytes"));
+    }
+    Ok(Secret::new(value.into_bytes()))
+}
+
+fn flag(lookup: Lookup<'_>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match text(lookup, name).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+        Some(_) => Err(ConfigError::new(name, "must be true or false")),
+    }
+}
+
+fn policy(lookup: Lookup<'_>) -> Result<Policy, ConfigError> {
+    Policy::from_lookup(|name| lookup(name))
+}
+
+fn tables(lookup: Lookup<'_>) -> Result<Tables, ConfigError> {
+    Ok(Tables {
+        results: table_name(lookup, "FAILSOFT_RESULTS_TABLE", "failsoft-results")?,
+        last_known: table_name(lookup, "FAILSOFT_LAST_KNOWN_TABLE", "failsoft-last-known")?,
+    })
+}
+
+fn alert(lookup: Lookup<'_>) -> Result<Option<AlertTarget>, ConfigError> {
+    let Some(url) = text(lookup, "FAILSOFT_ALERT_URL") else {
+        return Ok(None);
+    };
+    let url = http_url("FAILSOFT_ALERT_URL", url)?;
+    let format = match text(lookup, "FAILSOFT_ALERT_FORMAT").map(|f| f.to_ascii_lowercase()).as_deref() {
+        None | Some("webhook") => AlertFormat::Webhook,
+        Some("pagerduty") => AlertFormat::PagerDuty,
+        Some("opsgenie") => AlertFormat::Opsgenie,
+        Some(_) => return Err(ConfigError::new("FAILSOFT_ALERT_FORMAT", "must be pagerduty, opsgenie or webhook")),
+    };
+    let routing_key = text(lookup, "FAILSOFT_ALERT_ROUTING_KEY").map(|k| Secret::new(k.into_bytes()));
+    if routing_key.is_none() && format != AlertFormat::Webhook {
+        return Err(ConfigError::new(
+            "FAILSOFT_ALERT_ROUTING_KEY",
+            "is required for the pagerduty and opsgenie formats (the routing key or API key)",
+        ));
+    }
+    Ok(Some(AlertTarget { url, format, routing_key }))
+}
+
+impl WorkerConfig {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let lookup: Lookup<'_> = &lookup;
+        let policy = policy(lookup)?;
+        let concurrency = number(&lookup, "FAILSOFT_WORKER_CONCURRENCY", 8usize)?;
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(ConfigError::new(
+                "FAILSOFT_WORKER_CONCURRENCY",
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
+            ));
+        }
+        let replay_rate_max = number(&lookup, "FAILSOFT_REPLAY_RATE_MAX", 100u32)?;
+        if !(1..=1_000_000).contains(&replay_rate_max) {
+            return Err(ConfigError::new("FAILSOFT_REPLAY_RATE_MAX", "must be between 1 and 1000000 per second"));
+        }
+        let listen = match text(lookup, "FAILSOFT_ORIGIN_LISTEN") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8788)),
+            Some(v) => v
+                .parse()
+                .map_err(|_| ConfigError::new("FAILSOFT_ORIGIN_LISTEN", "must be an address such as 127.0.0.1:8788"))?,
+        };
+        let receive_wait_secs = number(&lookup, "FAILSOFT_RECEIVE_WAIT_SECS", MAX_RECEIVE_WAIT_SECS)?;
+        if !(0..=MAX_RECEIVE_WAIT_SECS).contains(&receive_wait_secs) {
+            return Err(ConfigError::new(
+                "FAILSOFT_RECEIVE_WAIT_SECS",
+                "must be between 0 and 20 (SQS's longest poll)",
+            ));
+        }
+        let grace_secs = number(&lookup, "FAILSOFT_SHUTDOWN_GRACE_SECS", 25u64)?;
+        if grace_secs == 0 || grace_secs > 3_600 {
+            return Err(ConfigError::new("FAILSOFT_SHUTDOWN_GRACE_SECS", "must be between 1 and 3600"));
+        }
+        let write_settle_ms = number(&lookup, "FAILSOFT_WRITE_SETTLE_MS", policy.crm_deadline_ms)?;
+        if write_settle_ms > MAX_WRITE_SETTLE_MS {
+            return Err(ConfigError::new("FAILSOFT_WRITE_SETTLE_MS", format!("must not exceed {MAX_WRITE_SETTLE_MS}")));
+        }
+        let edge_url = text(lookup, "FAILSOFT_EDGE_URL").map(|u| http_url("FAILSOFT_EDGE_URL", u)).transpose()?;
+        Ok(Self {
+            tables: tables(lookup)?,
+            queue_url: fifo_queue_url(lookup, "FAILSOFT_QUEUE_URL")?,
+            dlq_url: fifo_queue_url(lookup, "FAILSOFT_DLQ_URL")?,
+            crm_url: http_url("FAILSOFT_CRM_URL", required(lookup, "FAILSOFT_CRM_URL")?)?,
+            internal_secret: secret(lookup, "FAILSOFT_INTERNAL_SECRET")?,
+            edge_url,
+            alert: alert(lookup)?,
+            concurrency,
+            replay_rate_max,
+            listen,
+            receive_wait_secs,
+            shutdown_grace: Duration::from_secs(grace_secs),
+            write_settle_ms,
+            lookup_before_create: flag(lookup, "FAILSOFT_CRM_LOOKUP_BEFORE_CREATE", true)?,
+            policy,
+        })
+    }
+
+    /// How long a claimed write stays reserved for its worker: the delivery
+    /// itself (at most the processing limit) plus as long again for a
+    /// request the worker abandoned to finish at the CRM. Another worker
+    /// looks for the case only after that, so it sees any create in flight.
+    pub fn lease_ms(&self) -> u64 {
+        self.policy.processing_limit_secs.saturating_mul(2_000)
+    }
+}
+
+impl DlqConfig {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let lookup: Lookup<'_> = &lookup;
+        Ok(Self {
+            queue_url: fifo_queue_url(lookup, "FAILSOFT_QUEUE_URL")?,
+            dlq_url: fifo_queue_url(lookup, "FAILSOFT_DLQ_URL")?,
+            tables: tables(lookup)?,
+        })
+    }
+}
+
+impl InitConfig {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let lookup: Lookup<'_> = &lookup;
+        let max_receive_count = number(&lookup, "FAILSOFT_MAX_RECEIVE_COUNT", 1_000u32)?;
+        if !(1..=1_000).contains(&max_receive_count) {
+            return Err(ConfigError::new("FAILSOFT_MAX_RECEIVE_COUNT", "must be between 1 and 1000 (SQS's limit)"));
+        }
+        Ok(Self {
+            policy: policy(lookup)?,
+            tables: tables(lookup)?,
+            queue_name: fifo_queue_name(lookup, "FAILSOFT_QUEUE_NAME", "failsoft.fifo")?,
+            dlq_name: fifo_queue_name(lookup, "FAILSOFT_DLQ_NAME", "failsoft-dlq.fifo")?,
+            max_receive_count,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(pairs: &[(&str, &str)]) -> Result<WorkerConfig, ConfigError> {
+        let mut all: Vec<(String, String)> = [
+            ("FAILSOFT_QUEUE_URL", "http://127.0.0.1:5000/123456789012/failsoft.fifo"),
+            ("FAILSOFT_DLQ_URL", "http://127.0.0.1:5000/123456789012/failsoft-dlq.fifo"),
+            ("FAILSOFT_CRM_URL", "http://127.0.0.1:6000/"),
+            ("FAILSOFT_INTERNAL_SECRET", "0123456789abcdef-internal"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            all.retain(|(name, _)| name != k);
+            all.push((k.to_string(), v.to_string()));
+        }
+        WorkerConfig::from_lookup(move |name| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_fill_everything_optional() {
+        let c = worker(&[]).unwrap();
+        assert_eq!(c.crm_url, "http://127.0.0.1:6000");
+        assert_eq!(c.tables.results, "failsoft-results");
+        assert_eq!(c.tables.last_known, "failsoft-last-known");
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.receive_wait_secs, 20);
+        assert_eq!(c.listen.port(), 8788);
+        assert_eq!(c.write_settle_ms, c.policy.crm_deadline_ms);
+        assert!(c.lookup_before_create);
+        assert!(c.alert.is_none() && c.edge_url.is_none());
+        assert_eq!(c.lease_ms(), 40_000);
+        assert!(!format!("{c:?}").contains("0123456789abcdef"), "the secret never prints");
+    }
+
+    #[test]
+    fn names_the_setting_that_is_wrong() {
+        let cases: [(&[(&str, &str)], &str); 10] = [
+            (&[("FAILSOFT_QUEUE_URL", "")], "FAILSOFT_QUEUE_URL"),
+            (&[("FAILSOFT_QUEUE_URL", "http://h/1/standard-queue")], "FAILSOFT_QUEUE_URL"),
+            (&[("FAILSOFT_DLQ_URL", "ftp://h/1/q.fifo")], "FAILSOFT_DLQ_URL"),
+            (&[("FAILSOFT_INTERNAL_SECRET", "short")], "FAILSOFT_INTERNAL_SECRET"),
+            (&[("FAILSOFT_WORKER_CONCURRENCY", "0")], "FAILSOFT_WORKER_CONCURRENCY"),
+            (&[("FAILSOFT_RECEIVE_WAIT_SECS", "30")], "FAILSOFT_RECEIVE_WAIT_SECS"),
+            (
+                &[("FAILSOFT_ALERT_URL", "http://a"), ("FAILSOFT_ALERT_FORMAT", "pagerduty")],
+                "FAILSOFT_ALERT_ROUTING_KEY",
+            ),
+            (&[("FAILSOFT_ALERT_URL", "http://a"), ("FAILSOFT_ALERT_FORMAT", "email")], "FAILSOFT_ALERT_FORMAT"),
+            (&[("FAILSOFT_RESULTS_TABLE", "a b")], "FAILSOFT_RESULTS_TABLE"),
+            (&[("FAILSOFT_VISIBILITY_TIMEOUT_SECS", "10")], "FAILSOFT_VISIBILITY_TIMEOUT_SECS"),
+        ];
+        for (pairs, setting) in cases {
+            let err = worker(pairs).unwrap_err();
+            assert_eq!(err.setting, setting, "{err}");
+        }
+    }
+
+    #[test]
+    fn alert_formats_parse() {
+        let c = worker(&[
+            ("FAILSOFT_ALERT_URL", "http://127.0.0.1:9/alerts"),
+            ("FAILSOFT_ALERT_FORMAT", "OpsGenie"),
+            ("FAILSOFT_ALERT_ROUTING_KEY", "key"),
+        ])
+        .unwrap();
+        let alert = c.alert.unwrap();
+        assert_eq!(alert.format, AlertFormat::Opsgenie);
+        assert_eq!(alert.routing_key.unwrap().expose(), b"key");
+    }
+
+    #[test]
+    fn init_names_default_and_validate() {
+        let c = InitConfig::from_lookup(|_| None).unwrap();
+        assert_eq!((c.queue_name.as_str(), c.dlq_name.as_str()), ("failsoft.fifo", "failsoft-dlq.fifo"));
+        assert_eq!(c.max_receive_count, 1_000);
+        let err = InitConfig::from_lookup(|n| (n == "FAILSOFT_QUEUE_NAME").then(|| "plain".to_owned())).unwrap_err();
+        assert_eq!(err.setting, "FAILSOFT_QUEUE_NAME");
+    }
+}

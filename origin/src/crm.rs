@@ -1,0 +1,173 @@
+//! The worker's calls to the downstream CRM (DESIGN.md, "Downstream CRM"),
+//! each classified by the shared [`classify`] so the retry decision, the
+//! breaker and the pacing agree on what a response meant.
+
+use std::time::Duration;
+
+use failsoft_shared::cache::CustomerRecord;
+use failsoft_shared::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
+use serde_json::Value;
+
+/// `externalRef` of the breaker's probe: no case carries it, so the CRM
+/// answers an empty list, cheaply, when it is healthy.
+pub const PROBE_REF: &str = "failsoft-breaker-probe";
+/// `customerId` of a number the CRM does not know (the edge's value).
+pub const UNKNOWN_CUSTOMER: &str = "UNKNOWN";
+
+/// The downstream's HTTP API.
+#[derive(Clone)]
+pub struct Crm {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// What one call came to.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub verdict: Verdict,
+    /// The HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    pub body: Vec<u8>,
+    /// False only when no connection was made, so the CRM cannot have acted
+    /// on the request (what the write-once protocol needs to know).
+    pub maybe_reached: bool,
+}
+
+impl Reply {
+    pub fn failure_class(&self) -> Option<ErrorClass> {
+        match self.verdict {
+            Verdict::Failed(class) => Some(class),
+            _ => None,
+        }
+    }
+
+    /// Whether the outcome says the downstream is healthy (for the breaker).
+    pub fn healthy(&self) -> bool {
+        match self.verdict {
+            Verdict::Success | Verdict::NotFound => true,
+            Verdict::Failed(class) => !class.counts_against_downstream(),
+        }
+    }
+}
+
+impl Crm {
+    pub fn new(http: reqwest::Client, base: &str) -> Self {
+        Self { http, base: base.trim_end_matches('/').to_owned() }
+    }
+
+    /// `GET /customers?phone=` (404: no such customer, a real answer).
+    pub async fn lookup(&self, phone: &str, deadline: Duration) -> Reply {
+        let request = self.http.get(format!("{}/customers", self.base)).query(&[("phone", phone)]);
+        send(request.header("accept", "application/json"), Operation::Lookup, deadline).await
+    }
+
+    /// `GET /cases?externalRef=`: the cases a create with this reference made.
+    /// A 404 here means the route is missing, so it is classified as a write's.
+    pub async fn find_cases(&self, external_ref: &str, deadline: Duration) -> Reply {
+        let request = self.http.get(format!("{}/cases", self.base)).query(&[("externalRef", external_ref)]);
+        send(request.header("accept", "application/json"), Operation::Write, deadline).await
+    }
+
+    /// `POST /cases` with `Idempotency-Key: <correlationId>`.
+    pub async fn create_case(&self, correlation_id: &str, case: &Value, deadline: Duration) -> Reply {
+        let request = self
+            .http
+            .post(format!("{}/cases", self.base))
+            .header("accept", "application/json")
+            .header("idempotency-key", correlation_id)
+            .json(case);
+        send(request, Operation::Write, deadline).await
+    }
+
+    /// The breaker's probe: the lightest read the contract has.
+    pub async fn probe(&self, deadline: Duration) -> Reply {
+        self.find_cases(PROBE_REF, deadline).await
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder, op: Operation, deadline: Duration) -> Reply {
+    let failed = |attempt: Attempt<'_>, maybe_reached| Reply {
+        verdict: classify(op, attempt),
+        status: None,
+        body: Vec::new(),
+        maybe_reached,
+    };
+    let response = match request.timeout(deadline).send().await {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => return failed(Attempt::Connect, false),
+        Err(e) if e.is_timeout() => return failed(Attempt::Timeout, true),
+        Err(_) => return failed(Attempt::Connect, true),
+    };
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = match response.bytes().await {
+        Ok(body) => body.to_vec(),
+        Err(e) if e.is_timeout() => return failed(Attempt::Timeout, true),
+        Err(_) => return failed(Attempt::Connect, true),
+    };
+    let verdict = classify(op, Attempt::Status { code: status, retry_after: retry_after.as_deref() });
+    Reply { verdict, status: Some(status), body, maybe_reached: true }
+}
+
+/// A found customer from a 2xx lookup body; `None` when the body is not the
+/// contract's shape.
+pub fn parse_customer(body: &[u8]) -> Option<CustomerRecord> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let customer_id = value.get("customerId")?.as_str().filter(|s| !s.is_empty())?;
+    let tier = value.get("tier")?.as_str().filter(|s| !s.is_empty())?;
+    Some(CustomerRecord { found: true, customer_id: customer_id.to_owned(), tier: tier.to_owned() })
+}
+
+/// The record kept for a number the CRM does not know.
+pub fn not_found_record(default_tier: &str) -> CustomerRecord {
+    CustomerRecord { found: false, customer_id: UNKNOWN_CUSTOMER.to_owned(), tier: default_tier.to_owned() }
+}
+
+/// The created case from a 2xx create body: it must carry a `caseId`.
+pub fn parse_case(body: &[u8]) -> Option<Value> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    value.get("caseId")?.as_str()?;
+    Some(value)
+}
+
+/// A `GET /cases?externalRef=` body that is not a list of cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the CRM's case search did not answer a list of cases")]
+pub struct NotACaseList;
+
+/// The oldest case in a `GET /cases?externalRef=` body.
+pub fn parse_found_case(body: &[u8]) -> Result<Option<Value>, NotACaseList> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(cases)) => {
+            Ok(cases.into_iter().find(|case| case.get("caseId").and_then(Value::as_str).is_some()))
+        }
+        _ => Err(NotACaseList),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_contract_shaped_bodies_only() {
+        let c = parse_customer(br#"{"customerId":"C-1","tier":"vip","phone":"+1"}"#).unwrap();
+        assert_eq!((c.found, c.customer_id.as_str(), c.tier.as_str()), (true, "C-1", "vip"));
+        assert!(parse_customer(br#"{"customerId":"","tier":"vip"}"#).is_none());
+        assert!(parse_case(br#"{"caseId":"CASE-1"}"#).is_some());
+        assert!(parse_case(br#"{"id":"CASE-1"}"#).is_none());
+        assert_eq!(parse_found_case(b"[]"), Ok(None));
+        let found = parse_found_case(br#"[{"caseId":"CASE-7"},{"caseId":"CASE-9"}]"#).unwrap().unwrap();
+        assert_eq!(found["caseId"], "CASE-7");
+        assert_eq!(parse_found_case(b"{}"), Err(NotACaseList));
+        assert_eq!(not_found_record("standard").customer_id, UNKNOWN_CUSTOMER);
+    }
+
+    #[test]
+    fn health_follows_the_error_class() {
+        let reply = |verdict| Reply { verdict, status: None, body: Vec::new(), maybe_reached: true };
+        assert!(reply(Verdict::NotFound).healthy());
+        assert!(reply(Verdict::Failed(ErrorClass::Permanent { status: 422 })).healthy());
+        assert!(!reply(Verdict::Failed(ErrorClass::Transient)).healthy());
+    }
+}

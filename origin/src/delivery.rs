@@ -1,0 +1,364 @@
+//! Delivering one message: read the envelope, ask the breaker and the
+//! pacer, call the CRM, and turn what happened into an [`Outcome`] the
+//! consumer carries out on the queue. Every decision is the policy core's
+//! (`classify`, `Breaker`, `RetryPolicy::after_failure`); this module only
+//! sequences them.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use failsoft_shared::breaker::{Breaker, Mode, Permit};
+use failsoft_shared::cache::CacheEntry;
+use failsoft_shared::envelope::{ENVELOPE_VERSION, Envelope, Kind};
+use failsoft_shared::error_class::{ErrorClass, Verdict};
+use failsoft_shared::retry::{DeadLetterReason, RetryDecision};
+use serde_json::{Value, json};
+
+use crate::clock;
+use crate::config::WorkerConfig;
+use crate::crm::{self, Crm, Reply};
+use crate::edge_push::EdgePush;
+use crate::rate::ReplayRate;
+use crate::received::Received;
+use crate::results::{Store, StoreError};
+use crate::write_once;
+
+/// What the consumer does with a message after a delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Delivered now or before: delete it.
+    Done,
+    /// The attempt failed: make it visible again after the backoff.
+    Retry { delay_ms: u64, class: ErrorClass, status: Option<u16> },
+    /// Not attempted (breaker open, another worker's claim, settling):
+    /// make it visible again after `delay_ms`, attempts not counted.
+    Defer { delay_ms: u64, why: &'static str },
+    /// Cannot be delivered: to the dead-letter queue.
+    DeadLetter(DeadLetter),
+}
+
+/// Why a message is dead-lettered, for the DLQ attributes and the alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub reason: String,
+    /// `permanent`, `transient`, `throttled` or `invalid` (a bad message).
+    pub error_class: &'static str,
+    pub last_status: Option<u16>,
+    pub correlation_id: Option<String>,
+    pub kind: &'static str,
+}
+
+/// What one attempt at the CRM came to, before the retry decision.
+#[derive(Debug)]
+pub enum Attempted {
+    /// Delivered and recorded.
+    Delivered,
+    /// Another attempt delivered or dead-lettered it already.
+    AlreadyDone,
+    /// Another attempt holds the write's claim.
+    Busy { retry_in_ms: u64 },
+    /// The CRM failed.
+    Crm { class: ErrorClass, status: Option<u16> },
+    /// Our own store failed (not the CRM's fault: the breaker is not told).
+    Store(StoreError),
+    /// The message can never be delivered (bad payload).
+    Invalid(String),
+}
+
+/// Everything a delivery needs, shared by all of the worker's tasks.
+pub struct Delivery {
+    pub config: WorkerConfig,
+    pub crm: Crm,
+    pub store: Store,
+    pub edge: Option<EdgePush>,
+    /// This process, as the owner of write claims.
+    pub owner: String,
+    breaker: Mutex<Breaker>,
+    rate: Mutex<ReplayRate>,
+    epoch: Instant,
+}
+
+/// Where the consumer's receive loop stands with the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Closed: receive.
+    Receive,
+    /// Open (or a probe is out): wait this long and ask again.
+    Wait(Duration),
+    /// The cool-down is over: send the one probe now.
+    Probe,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// While a probe is out, how often the receive loop looks at the breaker.
+const HALF_OPEN_POLL: Duration = Duration::from_millis(100);
+
+impl Delivery {
+    pub fn new(config: WorkerConfig, crm: Crm, store: Store, edge: Option<EdgePush>, owner: String) -> Self {
+        let rate = ReplayRate::new(config.replay_rate_max);
+        Self {
+            config,
+            crm,
+            store,
+            edge,
+            owner,
+            breaker: Mutex::new(Breaker::default()),
+            rate: Mutex::new(rate),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn breaker_mode(&self) -> Mode {
+        lock(&self.breaker).mode
+    }
+
+    pub fn rate(&self) -> f64 {
+        lock(&self.rate).rate()
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Whether the receive loop may receive, must wait, or must probe.
+    pub fn gate(&self) -> Gate {
+        let now = clock::now_ms();
+        let mut breaker = lock(&self.breaker);
+        match breaker.mode {
+            Mode::Closed => Gate::Receive,
+            Mode::Open { until_ms } if now < until_ms => Gate::Wait(Duration::from_millis(until_ms - now)),
+            _ => match breaker.permit(now, &self.config.policy.breaker) {
+                Permit::Probe => Gate::Probe,
+                _ => Gate::Wait(HALF_OPEN_POLL),
+            },
+        }
+    }
+
+    /// Sends the breaker's probe (a cheap read) and records its outcome.
+    pub async fn probe(&self) {
+        let reply = self.crm.probe(self.processing_limit()).await;
+        tracing::info!(healthy = reply.healthy(), status = reply.status, "breaker probe");
+        self.observe(&reply);
+    }
+
+    fn processing_limit(&self) -> Duration {
+        Duration::from_secs(self.config.policy.processing_limit_secs)
+    }
+
+    /// Feeds one CRM reply to the breaker and the pacer.
+    pub fn observe(&self, reply: &Reply) {
+        let now = clock::now_ms();
+        let healthy = reply.healthy();
+        let (before, after) = {
+            let mut breaker = lock(&self.breaker);
+            let before = breaker.mode;
+            breaker.record(healthy, now, &self.config.policy.breaker);
+            (before, breaker.mode)
+        };
+        let mut rate = lock(&self.rate);
+        match (before, after) {
+            (Mode::Closed, Mode::Closed) | (Mode::Open { .. }, Mode::Open { .. }) => {}
+            (_, Mode::Closed) => {
+                tracing::info!("breaker closed: the CRM is back; replay restarts slowly");
+                rate.on_recovery(self.now_us());
+            }
+            (_, Mode::Open { until_ms }) => {
+                tracing::warn!(cool_down_ms = until_ms.saturating_sub(now), "breaker open: deliveries paused");
+            }
+            _ => {}
+        }
+        match reply.verdict {
+            Verdict::Success | Verdict::NotFound => rate.on_success(),
+            Verdict::Failed(class) if class.counts_against_downstream() => rate.on_overload(),
+            Verdict::Failed(_) => {}
+        }
+    }
+
+    /// Delivers one message and says what to do with it.
+    pub async fn deliver(&self, message: &Received) -> Outcome {
+        let envelope = match parse(&message.body) {
+            Ok(envelope) => envelope,
+            Err(reason) => {
+                let correlation_id = serde_json::from_str::<Value>(&message.body)
+                    .ok()
+                    .and_then(|v| v.get("correlationId").and_then(Value::as_str).map(str::to_owned))
+                    .filter(|id| is_valid_id(id));
+                return Outcome::DeadLetter(DeadLetter {
+                    reason: reason.to_owned(),
+                    error_class: "invalid",
+                    last_status: None,
+                    correlation_id,
+                    kind: "unknown",
+                });
+            }
+        };
+        let kind = envelope.kind.as_str();
+        tracing::debug!(
+            message_id = %message.message_id,
+            correlation_id = %envelope.correlation_id,
+            kind,
+            attempt = message.attempt(),
+            "delivering"
+        );
+        let dead = |reason: String, error_class, last_status| {
+            Outcome::DeadLetter(DeadLetter {
+                reason,
+                error_class,
+                last_status,
+                correlation_id: Some(envelope.correlation_id.clone()),
+                kind,
+            })
+        };
+        if envelope.kind == Kind::Event {
+            // The downstream contract has no event route yet: an operator
+            // decides, with the message kept in the DLQ.
+            return dead("UNSUPPORTED_KIND".to_owned(), "invalid", None);
+        }
+
+        let now = clock::now_ms();
+        if envelope.kind == Kind::Write {
+            // SQS's own send time: the edge's clock may be skewed.
+            let enqueued_at = message.sent_ms.unwrap_or(envelope.submitted_at);
+            let settled_at = enqueued_at.saturating_add(self.config.write_settle_ms);
+            if now < settled_at {
+                return Outcome::Defer { delay_ms: settled_at - now, why: "settling" };
+            }
+        }
+
+        let permit = lock(&self.breaker).permit(now, &self.config.policy.breaker);
+        if permit == Permit::Rejected {
+            let delay_ms = match self.breaker_mode() {
+                Mode::Open { until_ms } => until_ms.saturating_sub(now),
+                _ => self.config.policy.breaker.cool_down_ms,
+            };
+            return Outcome::Defer { delay_ms, why: "breaker_open" };
+        }
+        let wait = lock(&self.rate).reserve(self.now_us());
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_micros(wait)).await;
+        }
+
+        let deadline = Instant::now() + self.processing_limit();
+        let attempted = match envelope.kind {
+            Kind::Refresh => self.refresh(&envelope, deadline).await,
+            _ => write_once::deliver(self, &envelope, deadline).await,
+        };
+        let now = clock::now_ms();
+        match attempted {
+            Attempted::Delivered | Attempted::AlreadyDone => Outcome::Done,
+            Attempted::Busy { retry_in_ms } => Outcome::Defer { delay_ms: retry_in_ms, why: "claimed_elsewhere" },
+            Attempted::Invalid(reason) => dead(reason, "invalid", None),
+            Attempted::Store(e) => {
+                tracing::warn!(error = %e, correlation_id = %envelope.correlation_id, "store failed; retrying later");
+                self.retry(ErrorClass::Transient, None, message, &envelope, now, dead)
+            }
+            Attempted::Crm { class, status } => self.retry(class, status, message, &envelope, now, dead),
+        }
+    }
+
+    fn retry(
+        &self,
+        class: ErrorClass,
+        status: Option<u16>,
+        message: &Received,
+        envelope: &Envelope<Value>,
+        now: u64,
+        dead: impl Fn(String, &'static str, Option<u16>) -> Outcome,
+    ) -> Outcome {
+        let decision = self.config.policy.retry.after_failure(
+            class,
+            message.attempt(),
+            envelope.submitted_at,
+            now,
+            clock::random_u64(),
+        );
+        match decision {
+            RetryDecision::RetryAfter { delay_ms } => Outcome::Retry { delay_ms, class, status },
+            RetryDecision::DeadLetter(DeadLetterReason::Permanent { status }) => {
+                dead(format!("CRM_REJECTED_{status}"), class.as_str(), Some(status))
+            }
+            RetryDecision::DeadLetter(DeadLetterReason::BudgetExhausted) => {
+                dead("RETRY_BUDGET_EXHAUSTED".to_owned(), class.as_str(), status)
+            }
+        }
+    }
+
+    /// The time left before `deadline`, at least a millisecond.
+    pub fn remaining(deadline: Instant) -> Duration {
+        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))
+    }
+
+    /// A refresh: fetch the record, keep it as last-known, record the
+    /// result, push it to the edge.
+    async fn refresh(&self, envelope: &Envelope<Value>, deadline: Instant) -> Attempted {
+        let Some(phone) = envelope.payload.get("phone").and_then(Value::as_str) else {
+            return Attempted::Invalid("MISSING_PHONE".to_owned());
+        };
+        let reply = self.crm.lookup(phone, Self::remaining(deadline)).await;
+        self.observe(&reply);
+        let record = match reply.verdict {
+            Verdict::Success => match crm::parse_customer(&reply.body) {
+                Some(record) => record,
+                None => return Attempted::Crm { class: ErrorClass::Transient, status: reply.status },
+            },
+            Verdict::NotFound => crm::not_found_record(&self.config.policy.default_tier),
+            Verdict::Failed(class) => return Attempted::Crm { class, status: reply.status },
+        };
+        let now = clock::now_ms();
+        let entry = CacheEntry { record, fetched_at_ms: now };
+        let horizon = self.config.policy.freshness.last_known_horizon_ms;
+        if let Err(e) = self.store.put_last_known(&envelope.entity_key, &entry, horizon).await {
+            return Attempted::Store(e);
+        }
+        let result = json!({"record": entry.record});
+        if let Err(e) = self.store.complete(&envelope.correlation_id, "refresh", &result, None, now).await {
+            return Attempted::Store(e);
+        }
+        if let Some(edge) = &self.edge {
+            edge.push(&envelope.entity_key, &entry).await;
+        }
+        tracing::info!(correlation_id = %envelope.correlation_id, kind = "refresh", "delivered");
+        Attempted::Delivered
+    }
+}
+
+/// The envelope of a message body, or why it is not one.
+pub fn parse(body: &str) -> Result<Envelope<Value>, &'static str> {
+    let envelope: Envelope<Value> = serde_json::from_str(body).map_err(|_| "MALFORMED_ENVELOPE")?;
+    if envelope.v != ENVELOPE_VERSION {
+        return Err("UNSUPPORTED_ENVELOPE_VERSION");
+    }
+    if !is_valid_id(&envelope.correlation_id) {
+        return Err("INVALID_CORRELATION_ID");
+    }
+    if envelope.entity_key.is_empty() || envelope.entity_key.len() > 128 {
+        return Err("INVALID_ENTITY_KEY");
+    }
+    Ok(envelope)
+}
+
+/// The edge's rule for a correlationId: 1-64 letters, digits, '-' or '_'.
+pub fn is_valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_edges_envelopes_and_refuses_the_rest() {
+        let ok = r#"{"v":1,"kind":"write","correlationId":"c-1","entityKey":"ab","payload":{},"submittedAt":9}"#;
+        assert_eq!(parse(ok).unwrap().kind, Kind::Write);
+        assert_eq!(parse("not json").unwrap_err(), "MALFORMED_ENVELOPE");
+        let v2 = ok.replace(r#""v":1"#, r#""v":2"#);
+        assert_eq!(parse(&v2).unwrap_err(), "UNSUPPORTED_ENVELOPE_VERSION");
+        let bad_id = ok.replace("c-1", "c 1");
+        assert_eq!(parse(&bad_id).unwrap_err(), "INVALID_CORRELATION_ID");
+        let kind = ok.replace("write", "launch");
+        assert_eq!(parse(&kind).unwrap_err(), "MALFORMED_ENVELOPE");
+    }
+}

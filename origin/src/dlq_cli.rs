@@ -1,0 +1,353 @@
+//! `failsoft dlq list | show ID | replay [ID…|--all] [--edit FILE] | purge`.
+//!
+//! SQS has no "peek": reading the DLQ means receiving. The tool receives
+//! with a short visibility timeout, and hands back everything it does not
+//! consume. A FIFO queue returns nothing more of a group while some of it
+//! is held, so a group with more than ten dead letters shows its first ten
+//! in `list`; `replay --all` works in rounds and reaches them all.
+//!
+//! A replay re-enqueues the body with its correlationId unchanged (the
+//! write stays idempotent), in its original group, under the deduplication
+//! id `{correlationId}.replay.{dlqMessageId}`: the original id may still be
+//! in SQS's 5-minute deduplication window (it would be silently dropped),
+//! and a retried replay of the same DLQ message is still deduplicated.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName};
+use failsoft_shared::envelope::Envelope;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::config::DlqConfig;
+use crate::dead_letter::attr;
+use crate::results::Store;
+use crate::{aws, clock};
+
+/// How long the tool holds what it received before handing it back.
+const HOLD_SECS: i32 = 30;
+/// Short polls: an empty answer means the (visible part of the) DLQ is read.
+const POLL_SECS: i32 = 1;
+/// Replays above this count show a progress bar.
+const PROGRESS_FROM: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    #[error("{0}")]
+    Aws(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("not in the dead-letter queue: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Edit(String),
+}
+
+fn aws_error(what: &str, e: impl std::error::Error) -> DlqError {
+    DlqError::Aws(format!("{what}: {}", DisplayErrorContext(e)))
+}
+
+/// What the subcommand asks.
+#[derive(Debug, Clone)]
+pub enum DlqCommand {
+    List { max: usize },
+    Show { id: String },
+    Replay { ids: Vec<String>, all: bool, edit: Option<PathBuf> },
+    Purge { yes: bool },
+}
+
+/// One dead letter as read.
+#[derive(Debug, Clone)]
+pub struct DeadLetterMessage {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    pub group_id: String,
+    pub attributes: HashMap<String, String>,
+}
+
+impl DeadLetterMessage {
+    fn from_sdk(m: Message) -> Option<Self> {
+        let attributes = m
+            .message_attributes()
+            .map(|a| a.iter().filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned()))).collect())
+            .unwrap_or_default();
+        let group_id = m
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            .cloned()
+            .unwrap_or_default();
+        Some(Self {
+            message_id: m.message_id?,
+            receipt: m.receipt_handle?,
+            body: m.body.unwrap_or_default(),
+            group_id,
+            attributes,
+        })
+    }
+
+    /// The correlationId: the attribute, else the envelope's.
+    pub fn correlation_id(&self) -> Option<String> {
+        self.attributes.get(attr::CORRELATION_ID).cloned().or_else(|| {
+            serde_json::from_str::<Value>(&self.body).ok()?.get("correlationId")?.as_str().map(str::to_owned)
+        })
+    }
+
+    fn matches(&self, id: &str) -> bool {
+        self.message_id == id || self.correlation_id().as_deref() == Some(id)
+    }
+
+    fn attr(&self, name: &str) -> &str {
+        self.attributes.get(name).map_or("-", String::as_str)
+    }
+}
+
+struct Dlq {
+    sqs: Client,
+    config: DlqConfig,
+    store: Store,
+}
+
+pub async fn run(config: DlqConfig, command: DlqCommand) -> Result<(), DlqError> {
+    let sdk = aws::sdk_config(Duration::from_secs(30)).await;
+    let dlq = Dlq {
+        sqs: Client::new(&sdk),
+        store: Store::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone()),
+        config,
+    };
+    match command {
+        DlqCommand::List { max } => dlq.list(max).await,
+        DlqCommand::Show { id } => dlq.show(&id).await,
+        DlqCommand::Replay { ids, all, edit } => dlq.replay(ids, all, edit).await,
+        DlqCommand::Purge { yes } => dlq.purge(yes).await,
+    }
+}
+
+impl Dlq {
+    /// Receives everything visible (up to `max`), holding it.
+    async fn read(&self, max: usize) -> Result<Vec<DeadLetterMessage>, DlqError> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let batch = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.config.dlq_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(POLL_SECS)
+                .visibility_timeout(HOLD_SECS)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .map_err(|e| aws_error("ReceiveMessage (DLQ)", e))?
+                .messages
+                .unwrap_or_default();
+            if batch.is_empty() {
+                break;
+            }
+            out.extend(batch.into_iter().filter_map(DeadLetterMessage::from_sdk));
+        }
+        Ok(out)
+    }
+
+    /// Makes held messages visible again at once.
+    async fn hand_back(&self, messages: &[DeadLetterMessage]) {
+        for chunk in messages.chunks(10) {
+            let entries: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(&m.receipt)
+                        .visibility_timeout(0)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            if let Err(e) = self
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(&self.config.dlq_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                eprintln!(
+                    "warning: could not hand messages back ({}); they reappear within {HOLD_SECS} s",
+                    DisplayErrorContext(&e)
+                );
+            }
+        }
+    }
+
+    async fn list(&self, max: usize) -> Result<(), DlqError> {
+        let messages = self.read(max).await?;
+        self.hand_back(&messages).await;
+        println!(
+            "{:<38} {:<38} {:<8} {:<24} {:<10} {:>6} {:>8}  last attempt",
+            "message id", "correlationId", "kind", "reason", "class", "status", "attempts"
+        );
+        for m in &messages {
+            let last = m
+                .attr(attr::LAST_ATTEMPT_AT)
+                .parse::<u64>()
+                .map_or("-".to_owned(), |ms| format!("{}s ago", clock::now_ms().saturating_sub(ms) / 1000));
+            println!(
+                "{:<38} {:<38} {:<8} {:<24} {:<10} {:>6} {:>8}  {last}",
+                m.message_id,
+                m.correlation_id().unwrap_or_else(|| "-".to_owned()),
+                m.attr(attr::KIND),
+                m.attr(attr::REASON),
+                m.attr(attr::ERROR_CLASS),
+                m.attr(attr::LAST_STATUS),
+                m.attr(attr::ATTEMPTS),
+            );
+        }
+        println!("{} dead letter(s)", messages.len());
+        Ok(())
+    }
+
+    async fn show(&self, id: &str) -> Result<(), DlqError> {
+        let messages = self.read(usize::MAX).await?;
+        self.hand_back(&messages).await;
+        let Some(m) = messages.iter().find(|m| m.matches(id)) else {
+            return Err(DlqError::NotFound(id.to_owned()));
+        };
+        let body = serde_json::from_str::<Value>(&m.body).unwrap_or_else(|_| Value::String(m.body.clone()));
+        let shown = json!({
+            "messageId": m.message_id,
+            "correlationId": m.correlation_id(),
+            "groupId": m.group_id,
+            "attributes": m.attributes,
+            "body": body,
+        });
+        println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
+        Ok(())
+    }
+
+    async fn replay(&self, ids: Vec<String>, all: bool, edit: Option<PathBuf>) -> Result<(), DlqError> {
+        if all != ids.is_empty() {
+            return Err(DlqError::Usage("name the messages to replay, or --all".into()));
+        }
+        if edit.is_some() && (all || ids.len() != 1) {
+            return Err(DlqError::Usage("--edit replays exactly one message".into()));
+        }
+        let edited = match &edit {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).map_err(|e| DlqError::Edit(format!("{}: {e}", path.display())))?)
+            }
+            None => None,
+        };
+        let mut wanted: Vec<String> = ids;
+        let mut replayed = 0usize;
+        let mut bar: Option<ProgressBar> = None;
+        // Rounds: replaying deletes, which frees the group's next messages.
+        loop {
+            let messages = self.read(usize::MAX).await?;
+            let (mine, others): (Vec<_>, Vec<_>) =
+                messages.into_iter().partition(|m| all || wanted.iter().any(|id| m.matches(id)));
+            self.hand_back(&others).await;
+            if mine.is_empty() {
+                break;
+            }
+            let bar = bar.get_or_insert_with(|| {
+                if mine.len() > PROGRESS_FROM {
+                    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} replayed")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar());
+                    ProgressBar::new(0).with_style(style)
+                } else {
+                    ProgressBar::hidden()
+                }
+            });
+            bar.inc_length(mine.len() as u64);
+            for m in &mine {
+                if let Err(e) = self.replay_one(m, edited.as_deref()).await {
+                    bar.abandon();
+                    self.hand_back(std::slice::from_ref(m)).await;
+                    return Err(e);
+                }
+                let id = m.correlation_id().unwrap_or_else(|| m.message_id.clone());
+                let line = format!("replayed {id} (dead letter {})", m.message_id);
+                if bar.is_hidden() {
+                    println!("{line}");
+                } else {
+                    bar.println(line);
+                }
+                bar.inc(1);
+                replayed += 1;
+                wanted.retain(|w| !m.matches(w));
+            }
+            if !all && wanted.is_empty() {
+                break;
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        println!("replayed {replayed} message(s) to the work queue");
+        if !all && !wanted.is_empty() {
+            return Err(DlqError::NotFound(wanted.join(", ")));
+        }
+        Ok(())
+    }
+
+    async fn replay_one(&self, m: &DeadLetterMessage, edited: Option<&str>) -> Result<(), DlqError> {
+        let correlation_id = m.correlation_id();
+        let (body, group) = match edited {
+            Some(text) => {
+                let envelope: Envelope<Value> = serde_json::from_str(text)
+                    .map_err(|e| DlqError::Edit(format!("the edited file is not a message envelope: {e}")))?;
+                if Some(&envelope.correlation_id) != correlation_id.as_ref() {
+                    return Err(DlqError::Edit(
+                        "the edited envelope must keep its correlationId (it is the CRM's idempotency key)".into(),
+                    ));
+                }
+                (text.trim().to_owned(), envelope.entity_key)
+            }
+            None => (m.body.clone(), m.group_id.clone()),
+        };
+        if let Some(c) = &correlation_id {
+            self.store.reset_for_replay(c, clock::now_ms()).await.map_err(|e| DlqError::Aws(e.to_string()))?;
+        }
+        let dedup: String = format!("{}.replay.{}", correlation_id.as_deref().unwrap_or("message"), m.message_id)
+            .chars()
+            .take(128)
+            .collect();
+        self.sqs
+            .send_message()
+            .queue_url(&self.config.queue_url)
+            .message_body(body)
+            .message_group_id(if group.is_empty() { "unknown".to_owned() } else { group })
+            .message_deduplication_id(dedup)
+            .send()
+            .await
+            .map_err(|e| aws_error("SendMessage (work queue)", e))?;
+        self.sqs
+            .delete_message()
+            .queue_url(&self.config.dlq_url)
+            .receipt_handle(&m.receipt)
+            .send()
+            .await
+            .map_err(|e| aws_error("DeleteMessage (DLQ)", e))?;
+        Ok(())
+    }
+
+    async fn purge(&self, yes: bool) -> Result<(), DlqError> {
+        if !yes {
+            return Err(DlqError::Usage("purge deletes every dead letter for good; add --yes to confirm".into()));
+        }
+        self.sqs
+            .purge_queue()
+            .queue_url(&self.config.dlq_url)
+            .send()
+            .await
+            .map_err(|e| aws_error("PurgeQueue (DLQ)", e))?;
+        println!("purged the dead-letter queue");
+        Ok(())
+    }
+}

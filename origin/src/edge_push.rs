@@ -1,0 +1,70 @@
+//! Pushes a refreshed record into the edge's KV through the edge's signed
+//! internal route, so the next lookup there is answered fresh without
+//! waiting for the CRM.
+//!
+//! Best effort: the last-known table is the durable copy, and an edge that
+//! misses a push refreshes on its own. A failure is logged, never retried.
+
+use std::time::Duration;
+
+use failsoft_shared::cache::CacheEntry;
+use failsoft_shared::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+
+use crate::clock;
+use crate::config::Secret;
+
+/// Bound on one push: it runs after the delivery, inside its time.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The edge's cache-push route.
+#[derive(Clone)]
+pub struct EdgePush {
+    http: reqwest::Client,
+    base: String,
+    secret: Secret,
+}
+
+/// What came of one push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Stored,
+    /// The edge has no such route (an edge older than the push).
+    NoRoute,
+    Failed,
+}
+
+impl EdgePush {
+    pub fn new(http: reqwest::Client, base: &str, secret: Secret) -> Self {
+        Self { http, base: base.trim_end_matches('/').to_owned(), secret }
+    }
+
+    /// `PUT {edge}/v1/internal/cache/{entityKey}`, body the entry, signed.
+    pub async fn push(&self, entity_key: &str, entry: &CacheEntry) -> Pushed {
+        let body = serde_json::to_vec(entry).unwrap_or_default();
+        let ts = clock::now_ms() / 1000;
+        let sig = signature::sign(self.secret.expose(), ts, &body);
+        let request = self
+            .http
+            .put(format!("{}/v1/internal/cache/{entity_key}", self.base))
+            .timeout(PUSH_TIMEOUT)
+            .header("content-type", "application/json")
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(SIGNATURE_HEADER, sig)
+            .body(body);
+        match request.send().await {
+            Ok(resp) if resp.status().is_success() => Pushed::Stored,
+            Ok(resp) if resp.status().as_u16() == 404 => {
+                tracing::info!("the edge has no cache-push route; skipping the push");
+                Pushed::NoRoute
+            }
+            Ok(resp) => {
+                tracing::warn!(status = resp.status().as_u16(), "the edge refused a cache push");
+                Pushed::Failed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cache push to the edge failed");
+                Pushed::Failed
+            }
+        }
+    }
+}

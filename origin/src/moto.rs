@@ -1,0 +1,124 @@
+//! moto's server (SQS and DynamoDB on loopback) as a child process, for the
+//! tests, the demo and the benchmark: started on a free port, killed by PID
+//! when dropped, even when a test panics.
+//!
+//! It runs through `moto_fifo.py`, which fixes one race in moto's FIFO
+//! receive that could hand out a group's messages out of order (see there);
+//! the worker's per-customer order tests would otherwise test moto.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::stack::bin_dir;
+
+/// The launcher that fixes moto's FIFO receive (run with `python -c`).
+const MOTO_FIFO: &str = include_str!("moto_fifo.py");
+
+/// How long moto may take to import and listen (a few seconds on 2 cores).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MotoError {
+    #[error(
+        "moto_server not found: run scripts/setup.sh (it installs .venv/bin/moto_server) or set FAILSOFT_MOTO_SERVER"
+    )]
+    Missing,
+    #[error("moto_server could not start: {0}")]
+    Spawn(std::io::Error),
+    #[error("moto_server did not listen within {0:?}")]
+    NotListening(Duration),
+}
+
+/// A running moto server.
+pub struct MotoServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub endpoint: String,
+}
+
+/// `FAILSOFT_MOTO_SERVER`, else `.venv/bin/moto_server` of the workspace the
+/// binaries were built in, else the one on `PATH`.
+pub fn moto_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("FAILSOFT_MOTO_SERVER") {
+        return Some(PathBuf::from(path));
+    }
+    // target/debug (or target/debug/deps) → the workspace root.
+    let mut dir = bin_dir();
+    for _ in 0..4 {
+        let candidate = dir.join(".venv/bin/moto_server");
+        if candidate.exists() {
+            return Some(candidate);
+        }
+        if !dir.pop() {
+            break;
+        }
+    }
+    // A target directory outside the clone (CI's): this crate's workspace.
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    if workspace.exists() {
+        return Some(workspace);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("moto_server")).find(|p| p.exists()))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl MotoServer {
+    /// Starts moto on a free loopback port and waits until it accepts
+    /// connections.
+    pub fn start() -> Result<Self, MotoError> {
+        let binary = moto_binary().ok_or(MotoError::Missing)?;
+        let port = free_port().map_err(MotoError::Spawn)?;
+        let python = binary.with_file_name("python");
+        let mut command = if python.exists() {
+            let mut c = Command::new(python);
+            c.args(["-c", MOTO_FIFO]);
+            c
+        } else {
+            Command::new(binary)
+        };
+        let child = command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(MotoError::Spawn)?;
+        let mut server = Self { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = server.child.try_wait() {
+                return Err(MotoError::NotListening(START_TIMEOUT));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server.kill();
+        Err(MotoError::NotListening(START_TIMEOUT))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

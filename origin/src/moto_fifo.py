@@ -1,0 +1,97 @@
+"""moto's server, with its SQS FIFO receive made to keep per-group order.
+
+moto 5.2.5 decides whether a message group is locked from a snapshot of the
+groups with messages in flight, and refreshes that snapshot in the middle of
+a receive pass. When a delete lands during a pass, the pass can skip a
+group's earlier message (locked by the snapshot) and then hand out a later
+one of the same group (unlocked by the refresh). Real SQS never returns a
+later message of a group before an earlier one. This launcher keeps a group
+skipped for the rest of a pass once one of its messages was skipped, and
+otherwise runs moto's own code unchanged.
+
+Run as: python -c "<this file>" -H 127.0.0.1 -p PORT
+"""
+
+import sys
+from copy import deepcopy
+
+import moto
+from moto.sqs import models
+from moto.core.utils import unix_time
+
+if moto.__version__ != "5.2.5":
+    sys.stderr.write(f"moto_fifo: written for moto 5.2.5, found {moto.__version__}\n")
+
+
+def receive_message(self, queue_name, count, wait_seconds_timeout, visibility_timeout, message_attribute_names=None):
+    if message_attribute_names is None:
+        message_attribute_names = []
+    queue = self.get_queue(queue_name)
+    result = []
+    previous_result_count = len(result)
+
+    polling_end = unix_time() + wait_seconds_timeout
+    currently_pending_groups = deepcopy(queue.pending_message_groups)
+
+    while True:
+        if result or (wait_seconds_timeout and unix_time() > polling_end):
+            break
+
+        messages_to_dlq = []
+        # The fix: a group skipped once in this pass stays skipped.
+        skipped_groups = set()
+
+        for message in queue.messages:
+            if not message.visible:
+                if message.group_id:
+                    skipped_groups.add(message.group_id)
+                continue
+
+            if message in queue.pending_messages:
+                queue.pending_messages.remove(message)
+                currently_pending_groups = deepcopy(queue.pending_message_groups)
+
+            if message.group_id and queue.fifo_queue:
+                if message.group_id in currently_pending_groups or message.group_id in skipped_groups:
+                    skipped_groups.add(message.group_id)
+                    continue
+
+            if (
+                queue.dead_letter_queue is not None
+                and queue.redrive_policy
+                and message.approximate_receive_count >= queue.redrive_policy["maxReceiveCount"]
+            ):
+                messages_to_dlq.append(message)
+                continue
+
+            queue.pending_messages.add(message)
+            message.mark_received(visibility_timeout=visibility_timeout)
+            message_copy = deepcopy(message)
+            models._filter_message_attributes(message_copy, message_attribute_names)
+            if not self.is_message_valid_based_on_retention_period(queue_name, message):
+                break
+            result.append(message_copy)
+            if len(result) >= count:
+                break
+
+        for message in messages_to_dlq:
+            queue._messages.remove(message)
+            queue.dead_letter_queue.add_message(message)
+
+        if previous_result_count == len(result):
+            if wait_seconds_timeout == 0:
+                break
+            queue.wait_for_messages(1)
+            continue
+
+        previous_result_count = len(result)
+
+    return result
+
+
+models.SQSBackend.receive_message = receive_message
+
+from moto.server import main  # noqa: E402
+
+sys.argv = ["moto_server", *sys.argv[1:]]
+main()

@@ -1,0 +1,97 @@
+//! The origin's HTTP surface: `GET /v1/results/{correlationId}` (what the
+//! edge's result route proxies to) and `GET /healthz`.
+//!
+//! Result reads are authenticated with the internal signature the edge
+//! already uses for its calls to the origin: `X-Failsoft-Timestamp` and
+//! `X-Failsoft-Signature` over the empty body, under `FAILSOFT_INTERNAL_SECRET`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use failsoft_shared::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::clock;
+use crate::config::Secret;
+use crate::delivery::{Delivery, is_valid_id};
+use crate::results::{Status, Store};
+
+/// What the handlers read.
+pub struct ApiState {
+    pub store: Store,
+    pub secret: Secret,
+    pub tolerance_secs: u64,
+    /// The worker, for `/healthz` (absent in a results-only process).
+    pub delivery: Option<Arc<Delivery>>,
+    pub in_flight: Arc<dyn Fn() -> usize + Send + Sync>,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new().route("/healthz", get(health)).route("/v1/results/{id}", get(result)).with_state(state)
+}
+
+/// Binds `addr` (port 0 picks one) and prints the one stdout line the local
+/// stack waits for.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    println!("failsoft-origin listening http://{local}");
+    Ok(listener)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let (breaker, rate) = match &state.delivery {
+        Some(d) => (Value::from(d.breaker_mode().as_str()), Value::from(d.rate())),
+        None => (Value::Null, Value::Null),
+    };
+    Json(json!({"status": "ok", "breaker": breaker, "replayRate": rate, "inFlight": (state.in_flight)()}))
+}
+
+async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Err(e) = signature::verify(
+        state.secret.expose(),
+        header(SIGNATURE_HEADER),
+        header(TIMESTAMP_HEADER),
+        b"",
+        clock::now_ms() / 1000,
+        state.tolerance_secs,
+    ) {
+        return error(StatusCode::UNAUTHORIZED, e.code(), "the internal signature is missing, wrong or expired");
+    }
+    if !is_valid_id(&id) {
+        return error(StatusCode::BAD_REQUEST, "INVALID_CORRELATION_ID", "not a correlationId");
+    }
+    match state.store.get(&id, clock::now_ms()).await {
+        Ok(Some(stored)) => {
+            let case_id = stored.case_id.clone().or_else(|| {
+                stored.result.as_ref().and_then(|r| r.get("caseId")).and_then(Value::as_str).map(str::to_owned)
+            });
+            let complete = stored.status == Status::Complete;
+            Json(json!({
+                "correlationId": id,
+                "status": stored.status.public(),
+                "caseId": case_id,
+                "result": if complete { stored.result } else { None },
+                "reason": if stored.status == Status::Failed { stored.reason } else { None },
+                "warning": null,
+            }))
+            .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "RESULT_NOT_FOUND", "no write with this correlationId"),
+        Err(e) => {
+            tracing::warn!(error = %e, "result read failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "RESULT_STORE_UNAVAILABLE", "try again shortly")
+        }
+    }
+}

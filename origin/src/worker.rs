@@ -1,0 +1,122 @@
+//! `failsoft worker`: wires the consumer, the heartbeat, the alert sender
+//! and the results API together, and stops them in order on SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::alerts::Alerts;
+use crate::config::WorkerConfig;
+use crate::consumer::Consumer;
+use crate::crm::Crm;
+use crate::dead_letter::DeadLetters;
+use crate::delivery::Delivery;
+use crate::edge_push::EdgePush;
+use crate::leases::Leases;
+use crate::results::Store;
+use crate::results_api::{self, ApiState};
+use crate::{aws, clock};
+
+/// How long pending alerts may still be sent after the consumer stopped.
+const ALERT_FLUSH: Duration = Duration::from_secs(3);
+/// Slack on top of the long poll for one SQS call.
+const SQS_CALL_SLACK: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, std::io::Error),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Runs until SIGTERM or SIGINT, then drains and returns.
+pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
+    let wait = Duration::from_secs(config.receive_wait_secs as u64);
+    let sdk = aws::sdk_config(wait + SQS_CALL_SLACK).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone());
+    let http = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(30)).build()?;
+
+    let crm = Crm::new(http.clone(), &config.crm_url);
+    let edge = config.edge_url.as_deref().map(|url| EdgePush::new(http.clone(), url, config.internal_secret.clone()));
+    let (alerts, alert_task) = match &config.alert {
+        Some(target) => {
+            let (alerts, task) = Alerts::start(target.clone(), http.clone());
+            (alerts, Some(task))
+        }
+        None => (Alerts::disabled(), None),
+    };
+    let owner = format!("worker-{}-{:08x}", std::process::id(), clock::random_u64() as u32);
+    let delivery = Arc::new(Delivery::new(config.clone(), crm, store.clone(), edge, owner.clone()));
+    let leases = Leases::new(config.policy.visibility_timeout_secs);
+    let dead_letters = DeadLetters {
+        sqs: sqs.clone(),
+        queue_url: config.queue_url.clone(),
+        dlq_url: config.dlq_url.clone(),
+        store: store.clone(),
+        alerts,
+    };
+    let consumer =
+        Consumer::new(sqs.clone(), config.queue_url.clone(), Arc::clone(&delivery), dead_letters, Arc::clone(&leases));
+
+    let listener = results_api::bind(config.listen).await.map_err(|e| WorkerError::Listen(config.listen, e))?;
+    let state = Arc::new(ApiState {
+        store,
+        secret: config.internal_secret.clone(),
+        tolerance_secs: config.policy.signature_tolerance_secs,
+        delivery: Some(Arc::clone(&delivery)),
+        in_flight: {
+            let consumer = consumer.clone();
+            Arc::new(move || consumer.in_flight())
+        },
+    });
+    let (api_stop, mut api_stopped) = watch::channel(false);
+    let api = tokio::spawn(
+        axum::serve(listener, results_api::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = api_stopped.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+    let (beat_stop, beat_stopped) = watch::channel(false);
+    let heartbeat = tokio::spawn(Arc::clone(&leases).heartbeat(sqs, config.queue_url.clone(), beat_stopped));
+    let (stop, stopped) = watch::channel(false);
+    tracing::info!(%owner, concurrency = config.concurrency, "worker started");
+    let consuming = tokio::spawn(consumer.run(stopped, config.shutdown_grace));
+
+    stop_signal().await;
+    tracing::info!("stop signal: no more receives");
+    stop.send_replace(true);
+    consuming.await.ok();
+    beat_stop.send_replace(true);
+    heartbeat.await.ok();
+    api_stop.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
+    drop(delivery);
+    if let Some(task) = alert_task
+        && tokio::time::timeout(ALERT_FLUSH, task).await.is_err()
+    {
+        tracing::warn!("alerts still unsent at exit");
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the worker");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

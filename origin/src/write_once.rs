@@ -1,0 +1,116 @@
+//! Delivering a case creation exactly once, even to a CRM that ignores
+//! `Idempotency-Key`, and even when a worker is killed at any instant.
+//!
+//! The protocol, per correlationId (the case's `externalRef`):
+//!
+//! 1. **Claim**: a conditional write to the results table makes this worker
+//!    the only one allowed to act until a lease ends. The lease covers the
+//!    delivery (at most the processing limit) and as long again for a
+//!    request an abandoned worker left at the CRM to finish, so nobody
+//!    looks at the CRM while a create may still be landing there.
+//! 2. **Look**: `GET /cases?externalRef=`. A case found means an earlier
+//!    attempt (this worker's, a killed one's, or the edge's own first try)
+//!    created it: record that case, create nothing.
+//! 3. **Create** with `Idempotency-Key`, only when nothing was found.
+//! 4. **Record** `COMPLETE` with the case, then the consumer deletes the
+//!    message.
+//!
+//! A kill before 3 creates nothing; a kill between 3 and 4 leaves a case
+//! that the next attempt's look (after the lease) finds; a kill after 4
+//! leaves a `COMPLETE` claim that the next attempt reads and stops at. The
+//! claim is given back early when the CRM is done with this attempt's
+//! requests (it answered, or nothing connected): the next attempt's look
+//! then sees whatever they did. After a timeout it runs its lease out.
+
+use std::time::Instant;
+
+use failsoft_shared::envelope::Envelope;
+use failsoft_shared::error_class::{ErrorClass, Verdict};
+use serde_json::Value;
+
+use crate::clock;
+use crate::crm::{self, Reply};
+use crate::delivery::{Attempted, Delivery};
+use crate::results::Claim;
+
+const KIND: &str = "write";
+
+/// Delivers a write envelope (`{"operation":"create_case","case":{…}}`).
+pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant) -> Attempted {
+    let correlation_id = envelope.correlation_id.as_str();
+    let case = match (envelope.payload.get("operation").and_then(Value::as_str), envelope.payload.get("case")) {
+        (Some("create_case"), Some(case @ Value::Object(_))) => case,
+        (Some("create_case"), _) => return Attempted::Invalid("MISSING_CASE".to_owned()),
+        _ => return Attempted::Invalid("UNSUPPORTED_OPERATION".to_owned()),
+    };
+
+    let now = clock::now_ms();
+    let lease_until = now.saturating_add(d.config.lease_ms());
+    match d.store.claim(correlation_id, KIND, &d.owner, now, lease_until).await {
+        Ok(Claim::Claimed) => {}
+        Ok(Claim::Complete) | Ok(Claim::Failed) => return Attempted::AlreadyDone,
+        Ok(Claim::Busy { retry_in_ms }) => return Attempted::Busy { retry_in_ms },
+        Err(e) => return Attempted::Store(e),
+    }
+
+    if d.config.lookup_before_create {
+        let found = d.crm.find_cases(correlation_id, Delivery::remaining(deadline)).await;
+        d.observe(&found);
+        match found.verdict {
+            Verdict::Success => match crm::parse_found_case(&found.body) {
+                Ok(Some(case)) => {
+                    tracing::info!(correlation_id, "case found by externalRef; not creating another");
+                    return record(d, correlation_id, &case).await;
+                }
+                Ok(None) => {}
+                Err(_) => return give_back(d, correlation_id, ErrorClass::Transient, found.status).await,
+            },
+            Verdict::NotFound => {}
+            Verdict::Failed(class) => return give_back(d, correlation_id, class, found.status).await,
+        }
+    }
+
+    let created = d.crm.create_case(correlation_id, case, Delivery::remaining(deadline)).await;
+    d.observe(&created);
+    let class = match created.verdict {
+        Verdict::Success | Verdict::NotFound => match crm::parse_case(&created.body) {
+            Some(case) => return record(d, correlation_id, &case).await,
+            // A 2xx without a case id may still have created one; the next
+            // attempt's look settles it.
+            None => ErrorClass::Transient,
+        },
+        Verdict::Failed(class) => class,
+    };
+    if finished_at_crm(&created) {
+        give_back(d, correlation_id, class, created.status).await
+    } else {
+        Attempted::Crm { class, status: created.status }
+    }
+}
+
+/// Whether the CRM is done with a request: it answered, or no connection
+/// was ever made. Only a timeout or a broken connection leaves a create
+/// that may still land, and only then must the claim run its lease out.
+fn finished_at_crm(reply: &Reply) -> bool {
+    !reply.maybe_reached || reply.status.is_some()
+}
+
+async fn record(d: &Delivery, correlation_id: &str, case: &Value) -> Attempted {
+    let case_id = case.get("caseId").and_then(Value::as_str);
+    match d.store.complete(correlation_id, KIND, case, case_id, clock::now_ms()).await {
+        Ok(()) => {
+            tracing::info!(correlation_id, kind = KIND, case_id, "delivered");
+            Attempted::Delivered
+        }
+        Err(e) => Attempted::Store(e),
+    }
+}
+
+/// Gives the claim back (this attempt created nothing) and reports the failure.
+async fn give_back(d: &Delivery, correlation_id: &str, class: ErrorClass, status: Option<u16>) -> Attempted {
+    if let Err(e) = d.store.release(correlation_id, &d.owner, clock::now_ms()).await {
+        // Harmless: the lease runs out by itself.
+        tracing::warn!(error = %e, correlation_id, "could not give a claim back early");
+    }
+    Attempted::Crm { class, status }
+}

@@ -1,0 +1,216 @@
+//! The origin worker delivering queued writes through CRM failures: an
+//! outage, a breaker that stops the hammering, throttling, an expiring
+//! retry budget, per-customer order, and slow deliveries kept invisible.
+//! Real processes: moto's server, the CRM simulator, `failsoft worker`.
+
+mod origin_support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use origin_support::{OriginStack, refs, wait_for};
+use serde_json::{Value, json};
+
+const PHONES: [&str; 4] = ["+44 20 7946 0101", "+44 20 7946 0102", "+44 20 7946 0103", "+44 20 7946 0104"];
+
+/// Asserts the ledger holds exactly one case per id, and for each phone
+/// (FIFO group) the cases in the order they were enqueued.
+fn assert_once_each_in_order(ledger: &[Value], enqueued: &[(String, &str)]) {
+    let refs = refs(ledger);
+    let unique: HashSet<&String> = refs.iter().collect();
+    assert_eq!(unique.len(), refs.len(), "a duplicated create: {refs:?}");
+    let expected: HashSet<&String> = enqueued.iter().map(|(id, _)| id).collect();
+    assert_eq!(unique, expected, "the ledger holds exactly the enqueued writes");
+    let mut by_group: HashMap<&str, Vec<&String>> = HashMap::new();
+    for (id, phone) in enqueued {
+        by_group.entry(phone).or_default().push(id);
+    }
+    for (phone, ids) in by_group {
+        let delivered: Vec<&String> = refs.iter().filter(|r| ids.contains(r)).collect();
+        assert_eq!(delivered, ids, "per-customer order for {phone}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_a_crm_outage_ends_with_every_write_delivered_once_in_order() {
+    let stack = OriginStack::start().await;
+    let worker = stack.worker(&[]).await;
+    stack.crm(json!({"mode": "down"})).await;
+    let outage = Instant::now();
+
+    let mut enqueued = Vec::new();
+    for round in 0..4 {
+        for phone in PHONES {
+            let id = format!("outage-{}-{round}", &phone[phone.len() - 4..]);
+            stack.enqueue_write(&id, phone, &format!("round {round}")).await;
+            enqueued.push((id, phone));
+        }
+    }
+    // The breaker opens: the worker stops receiving and only probes.
+    wait_for("the breaker to open", Duration::from_secs(30), || async {
+        let health: Value = stack.http.get(format!("{}/healthz", worker.url())).send().await.ok()?.json().await.ok()?;
+        (health["breaker"] == "open" || health["breaker"] == "half_open").then_some(())
+    })
+    .await;
+    let outage_for = Duration::from_secs(20);
+    tokio::time::sleep(outage_for.saturating_sub(outage.elapsed())).await;
+    assert!(stack.ledger().await.is_empty(), "nothing reached a CRM that is down");
+    stack.crm(json!({"mode": "up"})).await;
+
+    let ledger = stack.ledger_with(enqueued.len(), Duration::from_secs(60)).await;
+    // Let any straggler (a duplicate would be one) arrive, then look again.
+    wait_for("the work queue to drain", Duration::from_secs(30), || async {
+        (stack.depth(&stack.queue_url).await == 0).then_some(())
+    })
+    .await;
+    let ledger_after = stack.ledger().await;
+    assert_eq!(ledger_after.len(), ledger.len(), "no create after the queue drained");
+    assert_once_each_in_order(&ledger_after, &enqueued);
+    assert_eq!(stack.depth(&stack.dlq_url).await, 0, "nothing dead-lettered");
+    for (id, _) in &enqueued {
+        let (status, body) = stack.result(&worker, id).await;
+        assert_eq!(status, 200, "{id}: {body}");
+        assert_eq!(body["status"], "COMPLETE", "{id}: {body}");
+        assert!(body["caseId"].as_str().is_some_and(|c| c.starts_with("CASE-")), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_the_breaker_stops_hammering_a_failing_crm_and_the_replay_ramps_up() {
+    let stack = OriginStack::start().await;
+    stack.crm(json!({"mode": "error", "status": 503})).await;
+    let _worker = stack.worker(&[("FAILSOFT_REPLAY_RATE_MAX", "10")]).await;
+    let mut enqueued = Vec::new();
+    for i in 0..30 {
+        let phone = PHONES[i % PHONES.len()];
+        let id = format!("breaker-{i}");
+        stack.enqueue_write(&id, phone, "breaker").await;
+        enqueued.push((id, phone));
+    }
+    wait_for("the first failures", Duration::from_secs(20), || async {
+        (stack.sim_count("failed").await >= 5).then_some(())
+    })
+    .await;
+    let before = stack.sim_count("requests").await;
+    let window = Duration::from_secs(8);
+    tokio::time::sleep(window).await;
+    let during = stack.sim_count("requests").await - before;
+    // Open: one probe per 1 s cool-down, and nothing else. Without the
+    // breaker, 30 messages retrying every 0-2 s make well over 100 calls.
+    assert!(during <= 12, "{during} calls reached a failing CRM in {window:?}");
+
+    stack.crm(json!({"mode": "up"})).await;
+    let ledger = stack.ledger_with(enqueued.len(), Duration::from_secs(90)).await;
+    assert_once_each_in_order(&ledger, &enqueued);
+    // The ceiling is 10 deliveries a second, and after the outage the rate
+    // starts again from its floor: 30 creates cannot land in under 3 s.
+    let created: Vec<u64> = ledger.iter().filter_map(|c| c["createdAt"].as_u64()).collect();
+    let span = created.iter().max().unwrap() - created.iter().min().unwrap();
+    assert!(span >= 2_900, "30 creates within {span} ms: the replay was not paced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_a_429_with_retry_after_is_not_retried_sooner() {
+    let stack = OriginStack::start().await;
+    stack.crm(json!({"mode": "throttle", "retryAfterSecs": 5})).await;
+    let _worker = stack.worker(&[]).await;
+    stack.enqueue_write("throttled-1", PHONES[0], "throttled").await;
+    wait_for("the first (throttled) attempt", Duration::from_secs(20), || async {
+        (stack.sim_count("requests").await >= 1).then_some(())
+    })
+    .await;
+    let first_seen = Instant::now();
+    let first_seen_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    // Still throttling for 4.5 s: any earlier retry would show as a request.
+    tokio::time::sleep(Duration::from_millis(4_500).saturating_sub(first_seen.elapsed())).await;
+    assert_eq!(stack.sim_count("requests").await, 1, "retried before Retry-After: 5");
+    stack.crm(json!({"mode": "up"})).await;
+    let ledger = stack.ledger_with(1, Duration::from_secs(30)).await;
+    let created = ledger[0]["createdAt"].as_u64().unwrap();
+    // `first_seen_ms` is no earlier than the 429 itself.
+    assert!(created >= first_seen_ms + 4_800, "created {} ms after the 429", created - first_seen_ms);
+    assert_eq!(refs(&ledger), ["throttled-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_an_expired_retry_budget_dead_letters() {
+    let stack = OriginStack::start().await;
+    stack.crm(json!({"mode": "error", "status": 500})).await;
+    // A breaker that never opens here, so every retry is an attempt.
+    let worker = stack
+        .worker(&[
+            ("FAILSOFT_RETRY_BUDGET_SECS", "3"),
+            ("FAILSOFT_BREAKER_WINDOW", "64"),
+            ("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "64"),
+        ])
+        .await;
+    stack.enqueue_write("budget-1", PHONES[1], "budget").await;
+    let dead = wait_for("the dead letter", Duration::from_secs(30), || async {
+        stack.dead_letters().await.into_iter().next()
+    })
+    .await;
+    assert_eq!(dead.attributes["reason"], "RETRY_BUDGET_EXHAUSTED");
+    assert_eq!(dead.attributes["errorClass"], "transient");
+    assert_eq!(dead.attributes["lastStatus"], "500");
+    assert!(dead.attributes["attempts"].parse::<u32>().unwrap() >= 2, "{:?}", dead.attributes);
+    let first: u64 = dead.attributes["firstAttemptAt"].parse().unwrap();
+    let last: u64 = dead.attributes["lastAttemptAt"].parse().unwrap();
+    let submitted = dead.body["submittedAt"].as_u64().unwrap();
+    // Dead-lettered once the next retry would pass the 3 s budget: not
+    // sooner, and not much later (a 2 s backoff cap, a 1 s poll).
+    assert!(last >= first, "{first}..{last}");
+    assert!(last - submitted <= 3_000 + 2_000 + 2_000, "dead-lettered {} ms after submission", last - submitted);
+    assert_eq!(dead.body["correlationId"], "budget-1");
+    let (_, body) = stack.result(&worker, "budget-1").await;
+    assert_eq!(body["status"], "FAILED");
+    assert_eq!(body["reason"], "RETRY_BUDGET_EXHAUSTED");
+    assert!(stack.ledger().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_per_customer_order_holds_through_a_flapping_crm() {
+    let stack = OriginStack::start().await;
+    stack.crm(json!({"mode": "flap", "periodMs": 700})).await;
+    let _worker = stack.worker(&[("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "20")]).await;
+    let mut enqueued = Vec::new();
+    for i in 0..10 {
+        for phone in &PHONES[..3] {
+            let id = format!("order-{}-{i:02}", &phone[phone.len() - 4..]);
+            stack.enqueue_write(&id, phone, &format!("step {i}")).await;
+            enqueued.push((id, *phone));
+        }
+    }
+    let ledger = stack.ledger_with(enqueued.len(), Duration::from_secs(120)).await;
+    assert!(stack.sim_count("failed").await > 0, "the flapping CRM failed some calls");
+    assert_once_each_in_order(&ledger, &enqueued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_the_heartbeat_keeps_slow_deliveries_from_being_redelivered() {
+    let stack = OriginStack::start().await;
+    // 10 writes of one customer, 2 calls each at 0.8 s: 16 s of work for one
+    // FIFO group, all received in one batch, against a 12 s visibility timeout.
+    stack.crm(json!({"mode": "slow", "latencyMs": 800})).await;
+    let mut enqueued = Vec::new();
+    for i in 0..10 {
+        let id = format!("slow-{i}");
+        stack.enqueue_write(&id, PHONES[2], "slow").await;
+        enqueued.push((id, PHONES[2]));
+    }
+    let _worker = stack
+        .worker(&[
+            ("FAILSOFT_PROCESSING_LIMIT_SECS", "2"),
+            ("FAILSOFT_VISIBILITY_TIMEOUT_SECS", "12"),
+            ("FAILSOFT_WORKER_CONCURRENCY", "10"),
+        ])
+        .await;
+    let ledger = stack.ledger_with(enqueued.len(), Duration::from_secs(60)).await;
+    assert_once_each_in_order(&ledger, &enqueued);
+    wait_for("the work queue to drain", Duration::from_secs(20), || async {
+        (stack.depth(&stack.queue_url).await == 0).then_some(())
+    })
+    .await;
+    // Each write was looked up and created once: no second consumer.
+    assert_eq!(stack.sim_count("creates").await, 10, "a write was delivered twice");
+    assert_eq!(stack.sim_count("caseQueries").await, 10, "a write was picked up twice");
+}

@@ -1,0 +1,247 @@
+//! The worker's life and surroundings: `init-local` is idempotent, bad
+//! settings exit 2 naming the setting, SIGTERM finishes the deliveries in
+//! flight and exits 0, refreshes update the last-known table and the edge,
+//! the results API authenticates and hides expired items, and a message
+//! that is not an envelope is dead-lettered instead of retried forever.
+
+mod origin_support;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::QueueAttributeName;
+use failsoft_shared::cache::CacheEntry;
+use failsoft_shared::signature;
+use origin_support::{
+    AlertReceiver, INTERNAL_SECRET, OriginStack, entity_for, parse_assignments, refresh_envelope, refs, wait_for,
+};
+use serde_json::{Value, json};
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_init_local_is_idempotent_and_bad_settings_exit_2() {
+    let stack = OriginStack::start().await;
+    let (code, out, err) = stack.failsoft(&["init-local"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let printed = parse_assignments(&out);
+    assert_eq!(printed["FAILSOFT_QUEUE_URL"], stack.queue_url, "a second run finds the same queue");
+    assert_eq!(printed["FAILSOFT_DLQ_URL"], stack.dlq_url);
+
+    let attrs = stack
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&stack.queue_url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(attrs[&QueueAttributeName::FifoQueue], "true");
+    assert_eq!(attrs[&QueueAttributeName::ContentBasedDeduplication], "false");
+    assert_eq!(
+        attrs[&QueueAttributeName::VisibilityTimeout],
+        "12",
+        "converged to this run's FAILSOFT_VISIBILITY_TIMEOUT_SECS"
+    );
+    let redrive: Value = serde_json::from_str(&attrs[&QueueAttributeName::RedrivePolicy]).unwrap();
+    assert_eq!(redrive["maxReceiveCount"], 1000, "a safety net, not a retry limit");
+    assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with("failsoft-dlq.fifo"));
+    for table in ["failsoft-results", "failsoft-last-known"] {
+        let ttl = stack.ddb.describe_time_to_live().table_name(table).send().await.unwrap();
+        let ttl = ttl.time_to_live_description.unwrap();
+        assert_eq!(ttl.attribute_name.as_deref(), Some("expiresAt"), "{table}");
+        assert_eq!(ttl.time_to_live_status.unwrap().as_str(), "ENABLED", "{table}");
+    }
+
+    let cases: [(&str, &str, &str); 4] = [
+        ("FAILSOFT_QUEUE_URL", "", "FAILSOFT_QUEUE_URL"),
+        ("FAILSOFT_VISIBILITY_TIMEOUT_SECS", "5", "FAILSOFT_VISIBILITY_TIMEOUT_SECS"),
+        ("FAILSOFT_INTERNAL_SECRET", "short", "FAILSOFT_INTERNAL_SECRET"),
+        ("FAILSOFT_ALERT_FORMAT", "pagerduty", "FAILSOFT_ALERT_ROUTING_KEY"),
+    ];
+    for (name, value, named) in cases {
+        let (code, _, err) =
+            stack.failsoft(&["worker"], &[(name, value), ("FAILSOFT_ALERT_URL", "http://127.0.0.1:9/a")]).await;
+        assert_eq!(code, 2, "{name}={value}: {err}");
+        assert!(err.contains(named), "{name}={value}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_sigterm_finishes_deliveries_in_flight_and_exits_0() {
+    let stack = OriginStack::start().await;
+    // Each write: a look-up and a create at 600 ms each.
+    stack.crm(json!({"mode": "slow", "latencyMs": 600})).await;
+    for i in 0..10 {
+        stack.enqueue_write(&format!("term-{i}"), &format!("+44 20 7946 {:04}", 4000 + i), "term").await;
+    }
+    let mut worker = stack.worker(&[("FAILSOFT_WORKER_CONCURRENCY", "2")]).await;
+    wait_for("deliveries in flight", Duration::from_secs(30), || async {
+        (stack.sim_count("caseQueries").await >= 3).then_some(())
+    })
+    .await;
+    let asked = Instant::now();
+    let exited_0 = tokio::task::spawn_blocking(move || {
+        let ok = worker.service.stop(Duration::from_secs(15));
+        (ok, worker)
+    })
+    .await
+    .unwrap();
+    let took = asked.elapsed();
+    assert!(exited_0.0, "exit status 0 after SIGTERM");
+    assert!(took < Duration::from_secs(6), "stopped in {took:?}");
+    // Every delivery that had started was finished: each look-up has its create.
+    let started = stack.sim_count("caseQueries").await;
+    let ledger = stack.ledger().await;
+    assert_eq!(ledger.len() as u64, started, "a delivery was cut short");
+    assert!(ledger.len() < 10, "it stopped receiving");
+    for id in refs(&ledger) {
+        assert_eq!(stack.result_status(&id).await.as_deref(), Some("COMPLETE"), "{id}");
+    }
+    // The rest is still queued, and a new worker delivers it, once each.
+    stack.crm(json!({"mode": "up"})).await;
+    let _worker = stack.worker(&[]).await;
+    let ledger = stack.ledger_with(10, Duration::from_secs(60)).await;
+    let mut delivered = refs(&ledger);
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(delivered.len(), 10, "once each: {:?}", refs(&ledger));
+    assert_eq!(ledger.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_refreshes_update_last_known_and_push_signed_entries_to_the_edge() {
+    let stack = OriginStack::start().await;
+    stack.admin("/admin/customers", json!([{"phone": "+442079460301", "customerId": "C-301", "tier": "gold"}])).await;
+    let edge = AlertReceiver::start(200).await;
+    let worker = stack.worker(&[("FAILSOFT_EDGE_URL", edge.url.as_str())]).await;
+    stack.enqueue(&refresh_envelope("refresh-known", "+44 20 7946 0301")).await;
+    stack.enqueue(&refresh_envelope("refresh-unknown", "+44 20 7946 0399")).await;
+
+    let pushes = wait_for("two cache pushes", Duration::from_secs(30), || async {
+        let all = edge.all();
+        (all.len() >= 2).then_some(all)
+    })
+    .await;
+    for push in &pushes {
+        assert_eq!(push.method, "PUT");
+        let verified = signature::verify(
+            INTERNAL_SECRET.as_bytes(),
+            push.headers.get(signature::SIGNATURE_HEADER).map(String::as_str),
+            push.headers.get(signature::TIMESTAMP_HEADER).map(String::as_str),
+            &push.raw,
+            now_secs(),
+            300,
+        );
+        assert_eq!(verified, Ok(()), "the push is signed with the internal secret");
+        let text = String::from_utf8_lossy(&push.raw);
+        assert!(!text.contains("7946"), "no phone number in a push: {text}");
+    }
+    let known_key = entity_for("+44 20 7946 0301");
+    let known = pushes.iter().find(|p| p.path == format!("/v1/internal/cache/{known_key}")).expect("the known push");
+    let entry: CacheEntry = serde_json::from_slice(&known.raw).unwrap();
+    assert_eq!(
+        (entry.record.found, entry.record.customer_id.as_str(), entry.record.tier.as_str()),
+        (true, "C-301", "gold")
+    );
+    let unknown_key = entity_for("+44 20 7946 0399");
+    let unknown = pushes.iter().find(|p| p.path.ends_with(&unknown_key)).expect("the unknown push");
+    assert_eq!(unknown.body["record"]["found"], false);
+    assert_eq!(unknown.body["record"]["customerId"], "UNKNOWN");
+
+    let item = stack
+        .ddb
+        .get_item()
+        .table_name("failsoft-last-known")
+        .key("entityKey", AttributeValue::S(known_key.clone()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("a last-known item");
+    let stored: CacheEntry = serde_json::from_str(item["entry"].as_s().unwrap()).unwrap();
+    assert_eq!(stored, entry);
+    let expires: u64 = item["expiresAt"].as_n().unwrap().parse().unwrap();
+    let horizon = 7 * 86_400;
+    assert!(expires.abs_diff(entry.fetched_at_ms / 1000 + horizon) <= 1, "TTL = the last-known horizon");
+
+    let (status, body) = stack.result(&worker, "refresh-known").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "COMPLETE");
+    assert_eq!(body["result"]["record"]["customerId"], "C-301");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_results_api_authenticates_hides_expired_and_poison_is_dead_lettered() {
+    let stack = OriginStack::start().await;
+    let worker = stack.worker(&[]).await;
+    let health: Value = stack.http.get(format!("{}/healthz", worker.url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["breaker"], "closed");
+
+    let url = format!("{}/v1/results/anything", worker.url());
+    let unsigned = stack.http.get(&url).send().await.unwrap();
+    assert_eq!(unsigned.status().as_u16(), 401);
+    let ts = now_secs();
+    let forged = stack
+        .http
+        .get(&url)
+        .header(signature::TIMESTAMP_HEADER, ts.to_string())
+        .header(signature::SIGNATURE_HEADER, signature::sign(b"some-other-secret-0000", ts, b""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    let (status, body) = stack.result(&worker, "never-seen").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "RESULT_NOT_FOUND");
+
+    let put = |id: &str, status: &str, expires: u64| {
+        stack
+            .ddb
+            .put_item()
+            .table_name("failsoft-results")
+            .item("correlationId", AttributeValue::S(id.to_owned()))
+            .item("status", AttributeValue::S(status.to_owned()))
+            .item("result", AttributeValue::S(r#"{"caseId":"CASE-9"}"#.to_owned()))
+            .item("caseId", AttributeValue::S("CASE-9".to_owned()))
+            .item("expiresAt", AttributeValue::N(expires.to_string()))
+            .send()
+    };
+    put("expired-1", "COMPLETE", now_secs() - 10).await.unwrap();
+    put("claimed-1", "IN_FLIGHT", now_secs() + 3_600).await.unwrap();
+    put("done-1", "COMPLETE", now_secs() + 3_600).await.unwrap();
+    assert_eq!(stack.result(&worker, "expired-1").await.0, 404, "TTL-expired items are not served");
+    let (_, claimed) = stack.result(&worker, "claimed-1").await;
+    assert_eq!(claimed["status"], "PENDING", "a claim reads as pending");
+    assert_eq!(claimed["result"], Value::Null);
+    let (_, done) = stack.result(&worker, "done-1").await;
+    assert_eq!(
+        done,
+        json!({"correlationId": "done-1", "status": "COMPLETE", "caseId": "CASE-9",
+               "result": {"caseId": "CASE-9"}, "reason": null, "warning": null})
+    );
+
+    // A body that is not an envelope can never succeed: dead-letter it.
+    stack
+        .sqs
+        .send_message()
+        .queue_url(&stack.queue_url)
+        .message_body("this is not JSON")
+        .message_group_id("poison")
+        .message_deduplication_id("poison-1")
+        .send()
+        .await
+        .unwrap();
+    let dead = wait_for("the poison message in the DLQ", Duration::from_secs(30), || async {
+        stack.dead_letters().await.into_iter().next()
+    })
+    .await;
+    assert_eq!(dead.attributes["reason"], "MALFORMED_ENVELOPE");
+    assert_eq!(dead.attributes["errorClass"], "invalid");
+    assert_eq!(dead.attributes["attempts"], "1");
+}
