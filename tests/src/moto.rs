@@ -1,28 +1,16 @@
 //! moto's server (SQS and DynamoDB wire protocol) on an ephemeral loopback
-//! port, for the tests that follow a message into the queue. Stopped by PID
-//! when dropped.
+//! port, started by the origin's [`MotoServer`] (with its FIFO fix) and
+//! stopped by PID when dropped, plus an SQS client for the tests that follow
+//! a message into the queue.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use failsoft_origin::moto::MotoServer;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
-/// Where the set-up installs moto: `.venv/bin/moto_server` at the root.
-pub fn moto_server_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server")
-}
-
-/// A free loopback port: bound, read and released. The window between
-/// release and reuse is tiny, and the child's bind fails loudly if lost.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
-}
-
 pub struct Moto {
-    child: Child,
+    _server: MotoServer,
     pub endpoint: String,
     pub sqs: aws_sdk_sqs::Client,
 }
@@ -38,24 +26,18 @@ pub struct Received {
 impl Moto {
     /// Starts moto and waits (bounded) until it answers.
     pub async fn start() -> Self {
-        let path = moto_server_path();
-        assert!(path.exists(), "{} is missing: run `scripts/setup.sh python`", path.display());
-        let port = free_port();
-        let child = Command::new(&path)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let server = tokio::task::spawn_blocking(MotoServer::start)
+            .await
+            .expect("the start task")
+            .expect("moto_server starts (run `scripts/setup.sh python`)");
+        let endpoint = server.endpoint.clone();
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&endpoint)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "moto"))
             .load()
             .await;
-        let moto = Self { child, endpoint, sqs: aws_sdk_sqs::Client::new(&config) };
+        let moto = Self { _server: server, endpoint, sqs: aws_sdk_sqs::Client::new(&config) };
         let deadline = Instant::now() + Duration::from_secs(30);
         while moto.sqs.list_queues().send().await.is_err() {
             assert!(Instant::now() < deadline, "moto_server did not answer within 30 s");
@@ -110,9 +92,11 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
+/// An "SQS" that takes connections and never answers: the kernel completes
+/// the handshake from the backlog, so a request hangs until its deadline.
+/// Keep the listener alive for as long as the queue should hang.
+pub fn hung_queue() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    (listener, format!("http://127.0.0.1:{port}/000000000000/hung.fifo"))
 }

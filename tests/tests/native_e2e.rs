@@ -89,8 +89,7 @@ native_cases! {
 /// `PENDING` that nothing holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn native_unreachable_sqs_changes_no_answer() {
-    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    let queue_url = format!("http://{}/000000000000/hung.fifo", hung.local_addr().expect("its address"));
+    let (hung, queue_url) = failsoft_tests::moto::hung_queue();
     let settings = [
         ("FAILSOFT_QUEUE_URL", queue_url.as_str()),
         ("AWS_ACCESS_KEY_ID", "test-only-key-id"),

@@ -12,12 +12,11 @@
 
 mod wasmtime;
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use failsoft_origin::stack::Service;
 use failsoft_tests::harness::{base_edge_env, program};
-use failsoft_tests::moto::Moto;
+use failsoft_tests::moto::{Moto, hung_queue};
 use failsoft_tests::{AUTH_TOKEN, assert_error, wait_until};
 use serde_json::{Value, json};
 
@@ -111,14 +110,6 @@ const VIP: &str = "+442079460001";
 
 async fn with_vip(t: &Target) {
     t.load_customers(json!([{"phone": VIP, "customerId": "C-1001", "tier": "vip", "vipFlag": true}])).await;
-}
-
-/// An "SQS" that takes connections and never answers: the kernel completes
-/// the handshake from the backlog, so a request hangs until its deadline.
-fn hung_queue() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    let port = listener.local_addr().expect("its address").port();
-    (listener, format!("http://127.0.0.1:{port}/000000000000/hung.fifo"))
 }
 
 /// Spin has no `wait_until`: the component sets its response, finishes the
