@@ -24,6 +24,7 @@ use crate::dead_letter::DeadLetters;
 use crate::delivery::{Delivery, Gate, Outcome};
 use crate::leases::Leases;
 use crate::received::Received;
+use crate::telemetry;
 
 /// SQS's largest receive batch.
 const MAX_BATCH: i32 = 10;
@@ -226,6 +227,7 @@ impl Consumer {
     /// Carries out an outcome on the queue.
     async fn finish(&self, message: &Received, outcome: Outcome) {
         self.leases.release(&message.message_id).await;
+        count(&outcome);
         match outcome {
             Outcome::Done => {
                 if let Err(e) =
@@ -250,11 +252,12 @@ impl Consumer {
                 tracing::debug!(message_id = %message.message_id, delay_ms, why, "handed back");
                 self.change_visibility(message, clock::ceil_secs(delay_ms).max(MIN_HEAD_DELAY_SECS)).await;
             }
-            Outcome::DeadLetter(why) => {
-                if let Err(e) = self.dead_letters.send(message, &why).await {
+            Outcome::DeadLetter(why) => match self.dead_letters.send(message, &why).await {
+                Ok(()) => metrics::counter!(telemetry::DEAD_LETTERS, "error_class" => why.error_class).increment(1),
+                Err(e) => {
                     tracing::error!(error = %e, message_id = %message.message_id, "dead-lettering failed; it returns to the queue");
                 }
-            }
+            },
         }
     }
 
@@ -273,5 +276,21 @@ impl Consumer {
             // visibility ends instead.
             tracing::warn!(error = %DisplayErrorContext(&e), message_id = %message.message_id, "visibility change failed");
         }
+    }
+}
+
+/// Counts a delivery's outcome: `deliveries_total` by outcome (`delivered`
+/// or the failure's error class), retries, deferrals.
+fn count(outcome: &Outcome) {
+    match outcome {
+        Outcome::Done => metrics::counter!(telemetry::DELIVERIES, "outcome" => "delivered").increment(1),
+        Outcome::Retry { class, .. } => {
+            metrics::counter!(telemetry::DELIVERIES, "outcome" => class.as_str()).increment(1);
+            metrics::counter!(telemetry::RETRIES, "error_class" => class.as_str()).increment(1);
+        }
+        Outcome::DeadLetter(why) => {
+            metrics::counter!(telemetry::DELIVERIES, "outcome" => why.error_class).increment(1);
+        }
+        Outcome::Defer { why, .. } => metrics::counter!(telemetry::DEFERRED, "why" => *why).increment(1),
     }
 }

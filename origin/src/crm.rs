@@ -86,6 +86,13 @@ impl Crm {
 }
 
 async fn send(request: reqwest::RequestBuilder, op: Operation, deadline: Duration) -> Reply {
+    let started = std::time::Instant::now();
+    let reply = exchange(request, op, deadline).await;
+    crate::telemetry::crm_call(op, started.elapsed());
+    reply
+}
+
+async fn exchange(request: reqwest::RequestBuilder, op: Operation, deadline: Duration) -> Reply {
     let failed = |attempt: Attempt<'_>, maybe_reached| Reply {
         verdict: classify(op, attempt),
         status: None,

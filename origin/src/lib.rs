@@ -22,5 +22,6 @@ pub mod received;
 pub mod results;
 pub mod results_api;
 pub mod stack;
+pub mod telemetry;
 pub mod worker;
 pub mod write_once;

@@ -1,5 +1,10 @@
 //! The origin's HTTP surface: `GET /v1/results/{correlationId}` (what the
-//! edge's result route proxies to) and `GET /healthz`.
+//! edge's result route proxies to), `GET /healthz` (the process's own
+//! liveness), `GET /v1/health` (the five operational signals, classified)
+//! and `GET /metrics` (Prometheus).
+//!
+//! `/healthz`, `/v1/health` and `/metrics` need no credentials: they carry
+//! counts, levels and states, never a phone number, payload or secret.
 //!
 //! Result reads are authenticated with the internal signature the edge
 //! already uses for its calls to the origin: `X-Failsoft-Timestamp` and
@@ -14,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use failsoft_shared::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -21,6 +27,7 @@ use crate::clock;
 use crate::config::Secret;
 use crate::delivery::{Delivery, is_valid_id};
 use crate::results::{Status, Store};
+use crate::telemetry;
 
 /// What the handlers read.
 pub struct ApiState {
@@ -30,10 +37,17 @@ pub struct ApiState {
     /// The worker, for `/healthz` (absent in a results-only process).
     pub delivery: Option<Arc<Delivery>>,
     pub in_flight: Arc<dyn Fn() -> usize + Send + Sync>,
+    /// The Prometheus recorder's handle; `None`: `/metrics` answers 503.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new().route("/healthz", get(health)).route("/v1/results/{id}", get(result)).with_state(state)
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/health", get(signals))
+        .route("/metrics", get(render_metrics))
+        .route("/v1/results/{id}", get(result))
+        .with_state(state)
 }
 
 /// Binds `addr` (port 0 picks one) and prints the one stdout line the local
@@ -55,6 +69,20 @@ async fn health(State(state): State<Arc<ApiState>>) -> Json<Value> {
         None => (Value::Null, Value::Null),
     };
     Json(json!({"status": "ok", "breaker": breaker, "replayRate": rate, "inFlight": (state.in_flight)()}))
+}
+
+async fn signals(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    Json(telemetry::health(state.delivery.as_ref().map(|d| d.breaker_mode())))
+}
+
+async fn render_metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "METRICS_UNAVAILABLE", "no metrics recorder in this process");
+    };
+    if let Some(d) = &state.delivery {
+        telemetry::set_worker_gauges(d.breaker_mode(), d.rate(), (state.in_flight)());
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
 async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {

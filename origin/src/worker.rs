@@ -1,5 +1,5 @@
-//! `failsoft worker`: wires the consumer, the heartbeat, the alert sender
-//! and the results API together, and stops them in order on SIGTERM.
+//! `failsoft worker`: wires the consumer, the heartbeat, the alert sender,
+//! the queue-depth sampler and the results API together, and stops them in order on SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use crate::edge_push::EdgePush;
 use crate::leases::Leases;
 use crate::results::Store;
 use crate::results_api::{self, ApiState};
-use crate::{aws, clock};
+use crate::{aws, clock, telemetry};
 
 /// How long pending alerts may still be sent after the consumer stopped.
 const ALERT_FLUSH: Duration = Duration::from_secs(3);
@@ -61,6 +61,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let consumer =
         Consumer::new(sqs.clone(), config.queue_url.clone(), Arc::clone(&delivery), dead_letters, Arc::clone(&leases));
 
+    let metrics = telemetry::install();
     let listener = results_api::bind(config.listen).await.map_err(|e| WorkerError::Listen(config.listen, e))?;
     let state = Arc::new(ApiState {
         store,
@@ -71,6 +72,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             let consumer = consumer.clone();
             Arc::new(move || consumer.in_flight())
         },
+        metrics,
     });
     let (api_stop, mut api_stopped) = watch::channel(false);
     let api = tokio::spawn(
@@ -81,6 +83,12 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             .into_future(),
     );
     let (beat_stop, beat_stopped) = watch::channel(false);
+    let sampler = tokio::spawn(telemetry::sample_depths(
+        sqs.clone(),
+        config.queue_url.clone(),
+        config.dlq_url.clone(),
+        beat_stopped.clone(),
+    ));
     let heartbeat = tokio::spawn(Arc::clone(&leases).heartbeat(sqs, config.queue_url.clone(), beat_stopped));
     let (stop, stopped) = watch::channel(false);
     tracing::info!(%owner, concurrency = config.concurrency, "worker started");
@@ -92,6 +100,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     consuming.await.ok();
     beat_stop.send_replace(true);
     heartbeat.await.ok();
+    sampler.await.ok();
     api_stop.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
     drop(delivery);
