@@ -35,12 +35,43 @@ test: setup
 	$(CARGO) build -p failsoft-shared --target wasm32-unknown-unknown
 	$(CARGO) build -p failsoft-shared --target wasm32-wasip2
 
-demo: setup
-	$(CARGO) build --workspace --bins
-	$(or $(CARGO_TARGET_DIR),target)/debug/failsoft demo $(DEMO_ARGS)
+# The outage drill with the CRM down for 2 minutes, on the Worker host
+# (EDGE=…), at half the default rates and with fewer new callers: a backlog
+# moto's SQS drains well within the drill's 20 s promise (README, "See it
+# heal"). `failsoft demo` is still there: the short scripted tour.
+demo: stack-build
+	$(FAILSOFT) drill --edge $(EDGE) --outage 2m --lookups-per-sec 5 --cases-per-sec 1 --warm-customers 50 --warm-share 0.8 $(DEMO_ARGS)
 
 bench:
 	$(CARGO) bench -p failsoft-shared
+
+# ── the local stack and the outage drill (README, "See it heal") ───────────
+# EDGE=worker|spin|native: the edge host (the targets build what it needs);
+# SQS=moto|fauxqs: what serves SQS (`make bench-worker` installs fauxqs);
+# CRM_URL=…: `make up` in front of your own downstream, without the simulator.
+# `make drill` takes OUTAGE=8m MODE=down|hang and DRILL_ARGS (failsoft drill --help).
+EDGE ?= worker
+SQS ?= moto
+MODE ?= down
+OUTAGE ?= 8m
+DRILL_ARGS ?=
+FAILSOFT := $(or $(CARGO_TARGET_DIR),target)/debug/failsoft
+EDGE_BUILD = $(if $(filter worker,$(EDGE)),worker,$(if $(filter spin,$(EDGE)),spin-test-component))
+
+.PHONY: up down drill stack-build
+
+stack-build: setup
+	$(CARGO) build --workspace --bins
+	$(if $(EDGE_BUILD),$(MAKE) --no-print-directory $(EDGE_BUILD))
+
+up: stack-build
+	$(FAILSOFT) up --edge $(EDGE) --sqs $(SQS) $(if $(CRM_URL),--crm-url '$(CRM_URL)')
+
+down:
+	$(FAILSOFT) down
+
+drill: stack-build
+	$(FAILSOFT) drill --edge $(EDGE) --sqs $(SQS) --mode $(MODE) --outage $(OUTAGE) $(DRILL_ARGS)
 
 # The origin worker's messages/s and CPU per message on a fast local SQS
 # (fauxqs, with Node 22; both installed under .local/bench) and moto's

@@ -29,6 +29,14 @@ enum Command {
     /// Create the queues and tables in the endpoint AWS_ENDPOINT_URL names
     /// (idempotent); prints FAILSOFT_QUEUE_URL=… and FAILSOFT_DLQ_URL=….
     InitLocal,
+    /// The outage drill: start the local stack, drive Genesys-like traffic
+    /// through a CRM outage, report, and exit non-zero if a promise broke.
+    Drill(failsoft_origin::drill::DrillArgs),
+    /// Start the whole local stack on loopback, detached; writes
+    /// .local/stack.env and .local/stack.pids.
+    Up(failsoft_origin::local_stack::UpArgs),
+    /// Stop what `failsoft up` started, by PID.
+    Down(failsoft_origin::local_stack::DownArgs),
     /// Inspect and replay the dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -96,6 +104,9 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<()> = match cli.command {
         Command::Demo => runtime.block_on(failsoft_origin::demo::run()),
+        Command::Drill(args) => return runtime.block_on(failsoft_origin::drill::main(args)),
+        Command::Up(args) => return runtime.block_on(failsoft_origin::local_stack::up(args)),
+        Command::Down(args) => return failsoft_origin::local_stack::down(args),
         Command::Worker => {
             let config = match WorkerConfig::from_lookup(env) {
                 Ok(c) => c,

@@ -1,0 +1,234 @@
+//! What the drill reads besides the facade's answers: the CRM simulator
+//! (its mode, its customers, the ledger of every case it created), the
+//! queues' depth every second (SQS `ApproximateNumberOfMessages` plus
+//! `…NotVisible`: a message backing off is in flight), the worker's breaker,
+//! and the refreshes the worker delivered (the results table).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::traffic::Clock;
+
+/// Bound on one call to moto or the simulator's admin API.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQS and DynamoDB clients, pointed at the stack's endpoint.
+#[derive(Clone)]
+pub struct Aws {
+    pub sqs: aws_sdk_sqs::Client,
+    pub ddb: aws_sdk_dynamodb::Client,
+}
+
+impl Aws {
+    /// `endpoint` serves DynamoDB, `sqs_endpoint` SQS (the same moto, or fauxqs).
+    pub async fn connect(endpoint: &str, sqs_endpoint: &str, region: &str, key_id: &str, secret: &str) -> Self {
+        let credentials = aws_sdk_sqs::config::Credentials::new(key_id, secret, None, None, "failsoft-drill");
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            .endpoint_url(endpoint)
+            .credentials_provider(credentials)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(CALL_TIMEOUT)
+                    .build(),
+            )
+            .load()
+            .await;
+        let sqs = aws_sdk_sqs::config::Builder::from(&sdk).endpoint_url(sqs_endpoint).build();
+        Self { sqs: aws_sdk_sqs::Client::from_conf(sqs), ddb: aws_sdk_dynamodb::Client::new(&sdk) }
+    }
+
+    /// (visible, in flight) of a queue.
+    pub async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64)> {
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))
+            .with_context(|| format!("GetQueueAttributes {queue_url}"))?
+            .attributes
+            .unwrap_or_default();
+        let n = |name| attrs.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok((
+            n(QueueAttributeName::ApproximateNumberOfMessages),
+            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        ))
+    }
+
+    /// The refreshes delivered for correlationIds starting with `prefix`:
+    /// (correlationId, when the worker recorded it, Unix ms).
+    pub async fn refreshes(&self, table: &str, prefix: &str) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut found = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .ddb
+                .scan()
+                .table_name(table)
+                .filter_expression("#k = :refresh AND begins_with(#c, :prefix)")
+                .expression_attribute_names("#k", "kind")
+                .expression_attribute_names("#c", "correlationId")
+                .expression_attribute_values(":refresh", AttributeValue::S("refresh".into()))
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))
+                .with_context(|| format!("Scan {table}"))?;
+            for item in page.items() {
+                let id = item.get("correlationId").and_then(|v| v.as_s().ok()).cloned();
+                let at = item.get("updatedAt").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
+                if let (Some(id), Some(at)) = (id, at) {
+                    found.push((id, at));
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(found),
+            }
+        }
+    }
+}
+
+/// One second of the queues and the worker.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    pub t_ms: f64,
+    pub queue_visible: u64,
+    pub queue_in_flight: u64,
+    pub dlq: u64,
+    /// The worker's breaker (`closed`, `open`, `half_open`), from `/healthz`.
+    pub origin_breaker: Option<String>,
+}
+
+/// Samples every second until `stop`; the latest queue depth (visible + in
+/// flight) is also kept in `depth_now` for the progress line.
+pub struct Sampler {
+    pub samples: Arc<Mutex<Vec<Sample>>>,
+    pub depth_now: Arc<AtomicU64>,
+}
+
+impl Sampler {
+    pub fn new() -> Self {
+        Self { samples: Arc::default(), depth_now: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub fn start(
+        &self,
+        aws: Aws,
+        queues: (String, String),
+        origin: Option<String>,
+        http: reqwest::Client,
+        clock: Clock,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let samples = Arc::clone(&self.samples);
+        let depth_now = Arc::clone(&self.depth_now);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let t_ms = clock.now_ms();
+                let (queue, dlq, breaker) =
+                    tokio::join!(aws.depth(&queues.0), aws.depth(&queues.1), origin_breaker(&http, origin.as_deref()),);
+                let Ok((visible, in_flight)) = queue else { continue };
+                depth_now.store(visible + in_flight, Ordering::Relaxed);
+                let dlq = dlq.map(|(v, f)| v + f).unwrap_or(0);
+                let sample =
+                    Sample { t_ms, queue_visible: visible, queue_in_flight: in_flight, dlq, origin_breaker: breaker };
+                samples.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
+            }
+        })
+    }
+
+    pub fn take(&self) -> Vec<Sample> {
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+async fn origin_breaker(http: &reqwest::Client, origin: Option<&str>) -> Option<String> {
+    let url = format!("{}/healthz", origin?);
+    let body: Value = http.get(url).timeout(Duration::from_secs(2)).send().await.ok()?.json().await.ok()?;
+    body.get("breaker").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The CRM simulator's admin API.
+#[derive(Clone)]
+pub struct Crm {
+    pub http: reqwest::Client,
+    pub admin: String,
+}
+
+/// A case in the CRM's ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerCase {
+    /// `externalRef`, else the `Idempotency-Key`: the write's correlationId.
+    pub correlation_id: Option<String>,
+    pub created_at_ms: u64,
+}
+
+impl Crm {
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.admin))
+            .timeout(CALL_TIMEOUT * 4)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("the simulator's {path}"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("the simulator's {path} answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Sets the CRM's mode: `up`, `down`, `hang` or `reject`.
+    pub async fn set_mode(&self, mode: &str) -> anyhow::Result<()> {
+        self.post("/admin/mode", &json!({"mode": mode})).await.map(|_| ())
+    }
+
+    pub async fn load(&self, chunk: &Value) -> anyhow::Result<()> {
+        self.post("/admin/customers", chunk).await.map(|_| ())
+    }
+
+    /// Every case the CRM created, duplicates included.
+    pub async fn ledger(&self) -> anyhow::Result<Vec<LedgerCase>> {
+        let resp = self
+            .http
+            .get(format!("{}/admin/ledger", self.admin))
+            .timeout(CALL_TIMEOUT * 4)
+            .send()
+            .await
+            .context("the simulator's ledger")?;
+        let cases: Vec<Value> = resp.json().await.context("the simulator's ledger is not a JSON array")?;
+        Ok(cases
+            .iter()
+            .map(|c| LedgerCase {
+                correlation_id: c["externalRef"].as_str().or_else(|| c["idempotencyKey"].as_str()).map(str::to_owned),
+                created_at_ms: c["createdAt"].as_u64().unwrap_or(0),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,418 @@
+//! The outage drill as a real process, and the local stack it runs on.
+//!
+//! `failsoft drill` runs on the native host and on the Worker host, with the
+//! CRM `down` and then `hang`, the outage compressed to 30 s, and must exit
+//! 0 with a report whose figures say every promise held and the outage
+//! really happened (stale and default answers, queued writes, refreshes).
+//! The rates are modest (5 lookups/s, 1 case/s, 1 poll/s): moto's SQS takes
+//! about 60–120 messages a second on 2 cores, and SendMessage slows as the
+//! queue grows. A drill whose CRM comes back refusing creates must exit
+//! non-zero, naming the dead letters and the lost writes. `failsoft up` and
+//! `failsoft down` must leave no process behind.
+//!
+//! Each drill starts its own stack (moto, crm-sim, the worker, an edge);
+//! they run one at a time. Needs `cargo build --workspace --bins` and, for
+//! the Worker, `make worker`: `make test` does both first.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use failsoft_origin::local_stack::{ENV_FILE, PID_FILE, StackEnv, read_pids};
+use failsoft_origin::stack::bin_dir;
+use serde_json::Value;
+
+/// One stack at a time: each drill runs a whole stack on shared cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// A compressed drill takes about a minute; past this it is stuck.
+const DRILL_LIMIT: Duration = Duration::from_secs(240);
+
+/// A fresh directory for one test's reports and stack.
+fn temp_dir(name: &str) -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "failsoft-{name}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+/// `failsoft` with none of the machine's failsoft or AWS settings.
+fn failsoft(args: &[&str]) -> Command {
+    let mut command = Command::new(bin_dir().join("failsoft"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FAILSOFT_") || key.starts_with("AWS_") || key.starts_with("CRM_") {
+            command.env_remove(key);
+        }
+    }
+    command.args(args).env("NO_PROXY", "127.0.0.1,localhost").stdin(Stdio::null());
+    command
+}
+
+/// Runs a command to its end, stopping it (SIGTERM: the drill then stops
+/// its stack; SIGKILL half a minute later) if it runs past `limit`.
+fn run(mut command: Command, limit: Duration) -> Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("failsoft starts");
+    let read = |stream: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut stream) = stream {
+                let _ = stream.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = read(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let stderr = read(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let mut deadline = Instant::now() + limit;
+    let mut terminated = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("failsoft runs") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            if terminated {
+                let _ = child.kill();
+            } else {
+                // SAFETY: signalling our own child, not yet reaped.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                terminated = true;
+                deadline = Instant::now() + Duration::from_secs(30);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
+}
+
+struct Drill {
+    code: i32,
+    report: Value,
+    stdout: String,
+    stderr: String,
+    dir: PathBuf,
+    took: Duration,
+}
+
+impl Drill {
+    fn context(&self) -> String {
+        format!("exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// `failsoft drill` with an outage of `outage` at test rates, plus `extra`.
+fn drill(edge: &str, mode: &str, outage: &str, extra: &[&str]) -> Drill {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Relative to the drill's working directory, as `make drill` passes it.
+    let work = temp_dir(&format!("drill-{edge}-{mode}"));
+    let dir = work.join("report");
+    let mut args = vec![
+        "drill",
+        "--edge",
+        edge,
+        "--mode",
+        mode,
+        "--outage",
+        outage,
+        "--lookups-per-sec",
+        "5",
+        "--cases-per-sec",
+        "1",
+        "--polls-per-sec",
+        "1",
+        "--warm-customers",
+        "100",
+        "--seed",
+        "20261128",
+        "--out",
+        "report",
+    ];
+    args.extend_from_slice(extra);
+    let started = Instant::now();
+    let mut command = failsoft(&args);
+    command.current_dir(&work);
+    let output = run(command, DRILL_LIMIT);
+    let took = started.elapsed();
+    let report = std::fs::read_to_string(dir.join("report.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    let drill = Drill {
+        code: output.status.code().unwrap_or(-1),
+        report,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        dir,
+        took,
+    };
+    eprintln!(
+        "failsoft drill --edge {edge} --mode {mode} --outage {outage} {}: exit {} in {took:.1?}",
+        extra.join(" "),
+        drill.code
+    );
+    drill
+}
+
+fn stats<'a>(report: &'a Value, phase: &str, kind: &str) -> &'a Value {
+    report["phases"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["phase"] == phase && s["kind"] == kind))
+        .unwrap_or_else(|| panic!("no {phase} {kind} statistics in {report}"))
+}
+
+fn answers(stats: &Value, answer: &str) -> u64 {
+    stats["answers"][answer].as_u64().unwrap_or(0)
+}
+
+/// A drill that kept every promise, and whose outage did what an outage does.
+fn assert_kept(drill: &Drill, mode: &str) {
+    let ctx = drill.context();
+    let r = &drill.report;
+    assert_eq!(drill.code, 0, "the drill must keep every promise\n{ctx}");
+    assert_eq!(r["kept"], true, "{ctx}");
+    for promise in r["promises"].as_array().expect("promises") {
+        assert_eq!(promise["kept"], true, "promise {promise}\n{ctx}");
+    }
+    for phase in ["before", "outage", "after"] {
+        for kind in ["lookup", "case", "poll"] {
+            let s = stats(r, phase, kind);
+            assert_eq!(s["failed"], 0, "{phase} {kind}: {s}");
+        }
+    }
+    assert_eq!(r["warmUp"]["failed"], 0, "{}", r["warmUp"]);
+
+    // The outage was an outage: stale records for warm callers, defaults
+    // for numbers never seen, writes queued, refreshes asked for.
+    let outage = stats(r, "outage", "lookup");
+    assert!(outage["count"].as_u64().unwrap() >= 100, "{outage}");
+    assert!(answers(outage, "stale_cache") > 0, "warm callers get their last-known record: {outage}");
+    assert!(answers(outage, "default") > 0, "numbers never seen get the default: {outage}");
+    assert_eq!(answers(outage, "live"), 0, "nothing live while the CRM is {mode}: {outage}");
+    let cases = stats(r, "outage", "case");
+    assert!(answers(cases, "PENDING") >= 20, "writes are queued write-ahead: {cases}");
+    assert!(stats(r, "before", "lookup")["answers"]["cache"].as_u64().unwrap_or(0) > 0);
+
+    // Every write once in the CRM, none twice, nothing dead-lettered, and
+    // the backlog in within the limit.
+    let w = &r["writes"];
+    assert!(w["issued"].as_u64().unwrap() >= 40, "{w}");
+    assert_eq!(w["deliveredOnce"], w["issued"], "{w}");
+    assert_eq!((w["neverDelivered"].as_u64(), w["deliveredMoreThanOnce"].as_u64()), (Some(0), Some(0)), "{w}");
+    let drain = w["lastQueuedDeliveryAfterRecoverySecs"].as_f64().expect("queued writes were delivered");
+    eprintln!(
+        "  {} requests · {} writes, {} queued · drain {drain:.1} s · outage lookup p99 {:.1} ms · breaker-open p99 {:.1} ms",
+        r["phases"].as_array().map_or(0, |a| a.iter().filter_map(|s| s["count"].as_u64()).sum::<u64>()),
+        w["issued"],
+        w["queued"],
+        r["outageLatency"]["p99Ms"].as_f64().unwrap_or(0.0),
+        r["outageLatency"]["breakerOpenP99Ms"].as_f64().unwrap_or(0.0),
+    );
+    assert!(drain <= 20.0, "the last queued write {drain} s after recovery");
+    assert_eq!(r["queues"]["deadLettered"], 0, "{}", r["queues"]);
+    assert_eq!(r["timeline"]["drainComplete"], true);
+
+    // Warm VIPs stayed VIPs; refreshes were one per customer per window.
+    assert!(r["warmVipLookups"].as_u64().unwrap() > 0);
+    assert_eq!(r["warmVipMisrouted"], 0);
+    let refreshes = &r["refreshes"];
+    assert!(refreshes["messages"].as_u64().unwrap() > 0, "{refreshes}");
+    assert!(refreshes["maxPerCustomerWindow"].as_u64().unwrap() <= 1, "{refreshes}");
+
+    // A hung CRM costs at most the deadline, never the Data Action timeout.
+    let p99 = r["outageLatency"]["p99Ms"].as_f64().unwrap();
+    assert!(p99 < 3_500.0, "lookup p99 over the outage: {p99} ms");
+    if mode == "down" {
+        assert!(outage["p95Ms"].as_f64().unwrap() < 1_000.0, "a refused connection fails fast: {outage}");
+    }
+
+    let html = std::fs::read_to_string(drill.dir.join("report.html")).expect("report.html");
+    assert!(html.matches("<svg").count() >= 4 && !html.contains("<script"), "inline SVG charts, no script");
+    assert!(drill.dir.join("requests.jsonl").exists());
+    assert!(drill.took < Duration::from_secs(150), "a compressed drill took {:?}", drill.took);
+    let _ = std::fs::remove_dir_all(drill.dir.parent().unwrap_or(&drill.dir));
+}
+
+#[test]
+fn drill_native_down_keeps_every_promise() {
+    assert_kept(&drill("native", "down", "30s", &[]), "down");
+}
+
+#[test]
+fn drill_native_hang_keeps_every_promise() {
+    assert_kept(&drill("native", "hang", "30s", &[]), "hang");
+}
+
+#[test]
+fn drill_worker_down_keeps_every_promise() {
+    assert_kept(&drill("worker", "down", "30s", &[]), "down");
+}
+
+#[test]
+fn drill_worker_hang_keeps_every_promise() {
+    assert_kept(&drill("worker", "hang", "30s", &[]), "hang");
+}
+
+/// The CRM comes back refusing every case creation (422): the queued writes
+/// are dead-lettered and never reach the ledger. The drill must say so and
+/// exit 1.
+#[test]
+fn drill_exits_non_zero_when_writes_are_dead_lettered() {
+    let d = drill(
+        "native",
+        "down",
+        "12s",
+        &["--before", "5s", "--after", "5s", "--recover-mode", "reject", "--drain-timeout", "40s"],
+    );
+    let ctx = d.context();
+    assert_eq!(d.code, 1, "a broken promise exits 1\n{ctx}");
+    assert_eq!(d.report["kept"], false, "{ctx}");
+    let broken: Vec<&str> = d.report["promises"]
+        .as_array()
+        .expect("promises")
+        .iter()
+        .filter(|p| p["kept"] == false)
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(broken.contains(&"nothing in the dead-letter queue"), "{broken:?}\n{ctx}");
+    assert!(broken.contains(&"no lost write"), "{broken:?}");
+    assert!(d.report["queues"]["deadLettered"].as_u64().unwrap() > 0, "{}", d.report["queues"]);
+    assert!(d.report["writes"]["neverDelivered"].as_u64().unwrap() > 0, "{}", d.report["writes"]);
+    assert!(d.stdout.contains("PROMISE BROKEN"), "{ctx}");
+    let _ = std::fs::remove_dir_all(d.dir.parent().unwrap_or(&d.dir));
+}
+
+fn pid_gone(pid: u32, start_time: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(text) => {
+            let rest = &text[text.rfind(')').unwrap() + 1..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // A zombie has exited (only its parent, init here, has yet to
+            // reap it); a different start time is a new process.
+            fields[0] == "Z" || fields[19].parse::<u64>().ok() != Some(start_time)
+        }
+    }
+}
+
+/// Runs `failsoft down` when a test ends early, so a failed assertion
+/// leaves no stack running.
+struct DownOnDrop(String);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = run(failsoft(&["down", "--dir", &self.0]), Duration::from_secs(60));
+        }
+    }
+}
+
+/// `failsoft up --edge native` starts a stack that answers and outlives it;
+/// a second `up` refuses; `failsoft down` stops exactly those processes and
+/// removes its files.
+#[tokio::test(flavor = "multi_thread")]
+// The lock serialises whole tests, each on its own thread and runtime; no
+// other task of this runtime takes it.
+#[allow(clippy::await_holding_lock)]
+async fn up_and_down_leave_no_process_behind() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let work = temp_dir("up");
+    let dir = work.join("stack");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let _down = DownOnDrop(dir_arg.clone());
+    // A relative --dir, as `make up` passes `.local`.
+    let up = tokio::task::spawn_blocking({
+        let work = work.clone();
+        move || {
+            let mut command = failsoft(&["up", "--edge", "native", "--dir", "stack"]);
+            command.current_dir(work);
+            run(command, Duration::from_secs(120))
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
+    assert!(up.status.success(), "failsoft up: {stdout}\n{}", String::from_utf8_lossy(&up.stderr));
+
+    let recorded = read_pids(&dir).expect("stack.pids");
+    let names: Vec<&str> = recorded.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["moto", "crm-sim", "worker", "edge"]);
+    assert!(recorded.iter().all(|r| r.alive() && r.pgid == r.pid), "each runs, leading its own group: {recorded:?}");
+
+    let env_path = dir.join(ENV_FILE);
+    let env = StackEnv::read(&env_path).expect("stack.env");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&env_path).unwrap().permissions().mode() & 0o777, 0o600, "it holds secrets");
+    for key in [
+        "FAILSOFT_EDGE_URL",
+        "FAILSOFT_AUTH_HEADER",
+        "FAILSOFT_ORIGIN_URL",
+        "FAILSOFT_QUEUE_URL",
+        "FAILSOFT_DLQ_URL",
+        "AWS_ENDPOINT_URL",
+        "CRM_URL",
+        "CRM_ADMIN_URL",
+    ] {
+        assert!(env.get(key).is_some(), "stack.env has {key}: {env:?}");
+    }
+    let auth = env.get("FAILSOFT_AUTH_HEADER").unwrap();
+    let token = auth.strip_prefix("Bearer ").expect("a bearer header");
+    assert!(token.len() >= 32 && !stdout.contains(token), "the token is random and never printed");
+    for log in std::fs::read_dir(dir.join("logs")).unwrap().filter_map(Result::ok) {
+        let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+        assert!(!text.contains(token), "{} holds the token", log.path().display());
+    }
+
+    // The stack answers as a load driver would use it.
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+    let admin = env.get("CRM_ADMIN_URL").unwrap();
+    let loaded = http
+        .post(format!("{admin}/admin/customers"))
+        .json(&serde_json::json!([{"phone": "+442079460001", "customerId": "C-1", "tier": "vip"}]))
+        .send()
+        .await
+        .unwrap();
+    assert!(loaded.status().is_success());
+    let answer: Value = http
+        .post(format!("{}/v1/customer-lookup", env.get("FAILSOFT_EDGE_URL").unwrap()))
+        .header("authorization", auth)
+        .json(&serde_json::json!({"ani": "+442079460001"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((&answer["source"], &answer["tier"]), (&Value::from("live"), &Value::from("vip")), "{answer}");
+    let health = http.get(format!("{}/healthz", env.get("FAILSOFT_ORIGIN_URL").unwrap())).send().await.unwrap();
+    assert!(health.status().is_success());
+
+    // A second stack in the same place is refused.
+    let again = tokio::task::spawn_blocking({
+        let dir_arg = dir_arg.clone();
+        move || run(failsoft(&["up", "--edge", "native", "--dir", &dir_arg]), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert_eq!(again.status.code(), Some(1), "{}", String::from_utf8_lossy(&again.stderr));
+
+    let down = tokio::task::spawn_blocking({
+        let dir_arg = dir_arg.clone();
+        move || run(failsoft(&["down", "--dir", &dir_arg]), Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    assert!(down.status.success(), "failsoft down: {}", String::from_utf8_lossy(&down.stderr));
+    for r in &recorded {
+        assert!(pid_gone(r.pid, r.start_time), "{} ({}) still runs after down", r.name, r.pid);
+    }
+    assert!(!dir.join(PID_FILE).exists() && !env_path.exists(), "down removes its files");
+    let twice = run(failsoft(&["down", "--dir", &dir_arg]), Duration::from_secs(30));
+    assert!(twice.status.success(), "a second down has nothing to stop");
+    let _ = std::fs::remove_dir_all(&work);
+}
