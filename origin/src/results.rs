@@ -43,6 +43,19 @@ fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool 
     e.as_service_error().and_then(|se| se.code()) == Some("ConditionalCheckFailedException")
 }
 
+/// The outcome of a conditional write whose losing side needs no action:
+/// a failed condition means a newer or final record is already there.
+fn lost_race_is_fine<T, E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    attempt: Result<T, SdkError<E, R>>,
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    match attempt {
+        Ok(_) => Ok(()),
+        Err(e) if is_condition_failure(&e) => Ok(()),
+        Err(e) => Err(store_error(operation, &e)),
+    }
+}
+
 /// Where a message's work stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -238,11 +251,7 @@ impl Store {
             .expression_attribute_values(":now", n(now_ms))
             .send()
             .await;
-        match attempt {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(store_error("UpdateItem", &e)),
-        }
+        lost_race_is_fine(attempt, "UpdateItem")
     }
 
     /// Records a delivery. A result already `COMPLETE` is kept (the first
@@ -289,11 +298,7 @@ impl Store {
             .set_expression_attribute_names(Some(names(&names_used)))
             .send()
             .await;
-        match attempt {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(store_error("UpdateItem", &e)),
-        }
+        lost_race_is_fine(attempt, "UpdateItem")
     }
 
     /// Records a dead-letter. Never turns a delivered write into a failure.
@@ -322,11 +327,7 @@ impl Store {
             .expression_attribute_values(":exp", n(expiry(now_ms, RESULT_TTL_SECS)))
             .send()
             .await;
-        match attempt {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(store_error("UpdateItem", &e)),
-        }
+        lost_race_is_fine(attempt, "UpdateItem")
     }
 
     /// Makes a dead-lettered id deliverable again before its replay is
@@ -351,11 +352,7 @@ impl Store {
             .expression_attribute_values(":exp", n(expiry(now_ms, RESULT_TTL_SECS)))
             .send()
             .await;
-        match attempt {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(store_error("UpdateItem", &e)),
-        }
+        lost_race_is_fine(attempt, "UpdateItem")
     }
 
     /// Keeps a refreshed record for the last-known horizon; an older record
@@ -380,11 +377,7 @@ impl Store {
             .expression_attribute_values(":f", n(entry.fetched_at_ms))
             .send()
             .await;
-        match attempt {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(store_error("PutItem", &e)),
-        }
+        lost_race_is_fine(attempt, "PutItem")
     }
 }
 
