@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use failsoft_shared::breaker::BreakerPolicy;
 use failsoft_shared::config::{ConfigError, Policy, number};
 
 /// DynamoDB's and SQS's naming rules, checked here so a typo fails at start-up.
@@ -19,6 +20,10 @@ pub const MAX_RECEIVE_WAIT_SECS: i32 = 20;
 /// The edge's own bound on a Data Action's downstream deadline; a settle
 /// window longer than that waits for nothing.
 const MAX_WRITE_SETTLE_MS: u64 = 60_000;
+/// The worker's probe cadence while the CRM is down: one cheap read every
+/// two seconds costs a down CRM nothing and finds it back within two.
+const DEFAULT_PROBE_EVERY_MS: u64 = 2_000;
+const MAX_PROBE_EVERY_MS: u64 = 600_000;
 
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -79,10 +84,16 @@ pub struct WorkerConfig {
     pub edge_url: Option<String>,
     /// `FAILSOFT_ALERT_URL` and friends; unset: dead-letters are only logged.
     pub alert: Option<AlertTarget>,
-    /// `FAILSOFT_WORKER_CONCURRENCY`: messages held at once (default 8).
+    /// `FAILSOFT_WORKER_CONCURRENCY`: messages held at once (default 32).
     pub concurrency: usize,
     /// `FAILSOFT_REPLAY_RATE_MAX`: ceiling of downstream deliveries per second.
     pub replay_rate_max: u32,
+    /// The worker's breaker: the policy's window and threshold, with
+    /// `FAILSOFT_WORKER_PROBE_EVERY_MS` (default 2000) as its cool-down.
+    /// The edge's cool-down spares Data Actions the CRM's deadline; the
+    /// worker's only spaces one cheap probe, and every second it waits
+    /// after the CRM is back is a second more of backlog.
+    pub breaker: BreakerPolicy,
     /// `FAILSOFT_ORIGIN_LISTEN`: the results API and `/healthz`.
     pub listen: SocketAddr,
     /// `FAILSOFT_RECEIVE_WAIT_SECS`: the long poll (default 20, SQS's longest).
@@ -229,14 +240,14 @@ impl WorkerConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let lookup: Lookup<'_> = &lookup;
         let policy = policy(lookup)?;
-        let concurrency = number(&lookup, "FAILSOFT_WORKER_CONCURRENCY", 8usize)?;
+        let concurrency = number(&lookup, "FAILSOFT_WORKER_CONCURRENCY", 32usize)?;
         if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
             return Err(ConfigError::new(
                 "FAILSOFT_WORKER_CONCURRENCY",
                 format!("must be between 1 and {MAX_CONCURRENCY}"),
             ));
         }
-        let replay_rate_max = number(&lookup, "FAILSOFT_REPLAY_RATE_MAX", 100u32)?;
+        let replay_rate_max = number(&lookup, "FAILSOFT_REPLAY_RATE_MAX", 200u32)?;
         if !(1..=1_000_000).contains(&replay_rate_max) {
             return Err(ConfigError::new("FAILSOFT_REPLAY_RATE_MAX", "must be between 1 and 1000000 per second"));
         }
@@ -262,7 +273,15 @@ impl WorkerConfig {
             return Err(ConfigError::new("FAILSOFT_WRITE_SETTLE_MS", format!("must not exceed {MAX_WRITE_SETTLE_MS}")));
         }
         let edge_url = text(lookup, "FAILSOFT_EDGE_URL").map(|u| http_url("FAILSOFT_EDGE_URL", u)).transpose()?;
+        let probe_every_ms = number(&lookup, "FAILSOFT_WORKER_PROBE_EVERY_MS", DEFAULT_PROBE_EVERY_MS)?;
+        if !(100..=MAX_PROBE_EVERY_MS).contains(&probe_every_ms) {
+            return Err(ConfigError::new(
+                "FAILSOFT_WORKER_PROBE_EVERY_MS",
+                format!("must be between 100 and {MAX_PROBE_EVERY_MS}"),
+            ));
+        }
         Ok(Self {
+            breaker: BreakerPolicy { cool_down_ms: probe_every_ms, ..policy.breaker },
             tables: tables(lookup)?,
             queue_url: fifo_queue_url(lookup, "FAILSOFT_QUEUE_URL")?,
             dlq_url: fifo_queue_url(lookup, "FAILSOFT_DLQ_URL")?,
@@ -345,7 +364,9 @@ mod tests {
         assert_eq!(c.crm_url, "http://127.0.0.1:6000");
         assert_eq!(c.tables.results, "failsoft-results");
         assert_eq!(c.tables.last_known, "failsoft-last-known");
-        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.concurrency, 32);
+        assert_eq!(c.replay_rate_max, 200);
+        assert_eq!(c.breaker.cool_down_ms, 2_000);
         assert_eq!(c.receive_wait_secs, 20);
         assert_eq!(c.listen.port(), 8788);
         assert_eq!(c.write_settle_ms, c.policy.crm_deadline_ms);
