@@ -8,15 +8,19 @@ use serde_json::Value;
 
 use crate::ports::OutboundRequest;
 
+/// The header that carries the Data Action's correlationId to the CRM, so
+/// one id follows a call from Genesys through the queue to the CRM's logs.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
 /// `GET {base}/customers?phone={E.164}`.
-pub fn lookup_request(base: &str, phone: &Phone) -> OutboundRequest {
+pub fn lookup_request(base: &str, phone: &Phone, correlation_id: &str) -> OutboundRequest {
     // A normalised number holds only digits and a leading '+', so '+' is the
     // one character that needs percent-encoding in a query.
     let encoded = phone.as_str().replace('+', "%2B");
     OutboundRequest {
         method: "GET",
         url: format!("{base}/customers?phone={encoded}"),
-        headers: vec![("accept", "application/json".to_owned())],
+        headers: vec![("accept", "application/json".to_owned()), (CORRELATION_HEADER, correlation_id.to_owned())],
         body: None,
     }
 }
@@ -31,6 +35,7 @@ pub fn create_case_request(base: &str, correlation_id: &str, case: &Value) -> Ou
             ("content-type", "application/json".to_owned()),
             ("accept", "application/json".to_owned()),
             ("idempotency-key", correlation_id.to_owned()),
+            (CORRELATION_HEADER, correlation_id.to_owned()),
         ],
         body: Some(serde_json::to_vec(case).unwrap_or_default()),
     }
@@ -76,15 +81,17 @@ mod tests {
 
     #[test]
     fn lookup_encodes_the_plus() {
-        let req = lookup_request("http://crm", &normalize_phone("+44 20 7123 4567").unwrap());
+        let req = lookup_request("http://crm", &normalize_phone("+44 20 7123 4567").unwrap(), "corr-9");
         assert_eq!(req.url, "http://crm/customers?phone=%2B442071234567");
         assert_eq!(req.method, "GET");
+        assert!(req.headers.contains(&(CORRELATION_HEADER, "corr-9".to_owned())));
     }
 
     #[test]
     fn create_carries_the_idempotency_key() {
         let req = create_case_request("http://crm", "corr-1", &serde_json::json!({"subject": "x"}));
         assert!(req.headers.contains(&("idempotency-key", "corr-1".to_owned())));
+        assert!(req.headers.contains(&(CORRELATION_HEADER, "corr-1".to_owned())));
         assert_eq!(req.body.unwrap(), br#"{"subject":"x"}"#);
     }
 

@@ -267,7 +267,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 let answer = self.answer(correlation_id, Source::Cache, &entry.record, Some(age), None);
                 return Ok(Response::json(200, &answer).into());
             }
-            FirstStep::CallCrm => match self.call_crm_lookup(&phone).await {
+            FirstStep::CallCrm => match self.call_crm_lookup(&phone, &correlation_id).await {
                 Some(record) => {
                     self.store_entry(&kv_key, &record).await;
                     let answer = self.answer(correlation_id, Source::Live, &record, Some(0), None);
@@ -343,8 +343,8 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
     /// The CRM's record within the deadline, or `None` when it could not
     /// give one (the ladder then falls back).
-    async fn call_crm_lookup(&self, phone: &Phone) -> Option<CustomerRecord> {
-        let request = crm::lookup_request(&self.config.crm_url, phone);
+    async fn call_crm_lookup(&self, phone: &Phone, correlation_id: &str) -> Option<CustomerRecord> {
+        let request = crm::lookup_request(&self.config.crm_url, phone, correlation_id);
         let (verdict, body) = self.call(request, Operation::Lookup).await;
         match verdict {
             Verdict::Success => body.as_deref().and_then(crm::parse_customer),

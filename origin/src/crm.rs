@@ -11,6 +11,9 @@ use serde_json::Value;
 /// `externalRef` of the breaker's probe: no case carries it, so the CRM
 /// answers an empty list, cheaply, when it is healthy.
 pub const PROBE_REF: &str = "failsoft-breaker-probe";
+/// Carries the correlationId on every call, as the edge does, so one id
+/// follows a Data Action through the queue to the CRM's logs.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
 /// `customerId` of a number the CRM does not know (the edge's value).
 pub const UNKNOWN_CUSTOMER: &str = "UNKNOWN";
 
@@ -56,15 +59,23 @@ impl Crm {
     }
 
     /// `GET /customers?phone=` (404: no such customer, a real answer).
-    pub async fn lookup(&self, phone: &str, deadline: Duration) -> Reply {
-        let request = self.http.get(format!("{}/customers", self.base)).query(&[("phone", phone)]);
+    pub async fn lookup(&self, phone: &str, correlation_id: &str, deadline: Duration) -> Reply {
+        let request = self
+            .http
+            .get(format!("{}/customers", self.base))
+            .query(&[("phone", phone)])
+            .header(CORRELATION_HEADER, correlation_id);
         send(request.header("accept", "application/json"), Operation::Lookup, deadline).await
     }
 
     /// `GET /cases?externalRef=`: the cases a create with this reference made.
     /// A 404 here means the route is missing, so it is classified as a write's.
     pub async fn find_cases(&self, external_ref: &str, deadline: Duration) -> Reply {
-        let request = self.http.get(format!("{}/cases", self.base)).query(&[("externalRef", external_ref)]);
+        let request = self
+            .http
+            .get(format!("{}/cases", self.base))
+            .query(&[("externalRef", external_ref)])
+            .header(CORRELATION_HEADER, external_ref);
         send(request.header("accept", "application/json"), Operation::Write, deadline).await
     }
 
@@ -75,6 +86,7 @@ impl Crm {
             .post(format!("{}/cases", self.base))
             .header("accept", "application/json")
             .header("idempotency-key", correlation_id)
+            .header(CORRELATION_HEADER, correlation_id)
             .json(case);
         send(request, Operation::Write, deadline).await
     }

@@ -130,16 +130,17 @@ impl Delivery {
         match breaker.mode {
             Mode::Closed => Gate::Receive,
             Mode::Open { until_ms } if now < until_ms => Gate::Wait(Duration::from_millis(until_ms - now)),
-            _ => match breaker.permit(now, &self.config.policy.breaker) {
+            _ => match breaker.permit(now, &self.config.breaker) {
                 Permit::Probe => Gate::Probe,
                 _ => Gate::Wait(HALF_OPEN_POLL),
             },
         }
     }
 
-    /// Sends the breaker's probe (a cheap read) and records its outcome.
+    /// Sends the breaker's probe (a cheap read, with a read's deadline: a
+    /// CRM slower than that is not back) and records its outcome.
     pub async fn probe(&self) {
-        let reply = self.crm.probe(self.processing_limit()).await;
+        let reply = self.crm.probe(Duration::from_millis(self.config.policy.crm_deadline_ms)).await;
         tracing::info!(healthy = reply.healthy(), status = reply.status, "breaker probe");
         self.observe(&reply);
     }
@@ -155,7 +156,7 @@ impl Delivery {
         let (before, after) = {
             let mut breaker = lock(&self.breaker);
             let before = breaker.mode;
-            breaker.record(healthy, now, &self.config.policy.breaker);
+            breaker.record(healthy, now, &self.config.breaker);
             (before, breaker.mode)
         };
         let mut rate = lock(&self.rate);
@@ -228,11 +229,11 @@ impl Delivery {
             }
         }
 
-        let permit = lock(&self.breaker).permit(now, &self.config.policy.breaker);
+        let permit = lock(&self.breaker).permit(now, &self.config.breaker);
         if permit == Permit::Rejected {
             let delay_ms = match self.breaker_mode() {
                 Mode::Open { until_ms } => until_ms.saturating_sub(now),
-                _ => self.config.policy.breaker.cool_down_ms,
+                _ => self.config.breaker.cool_down_ms,
             };
             return Outcome::Defer { delay_ms, why: "breaker_open" };
         }
@@ -297,7 +298,7 @@ impl Delivery {
         let Some(phone) = envelope.payload.get("phone").and_then(Value::as_str) else {
             return Attempted::Invalid("MISSING_PHONE".to_owned());
         };
-        let reply = self.crm.lookup(phone, Self::remaining(deadline)).await;
+        let reply = self.crm.lookup(phone, &envelope.correlation_id, Self::remaining(deadline)).await;
         self.observe(&reply);
         let record = match reply.verdict {
             Verdict::Success => match crm::parse_customer(&reply.body) {

@@ -30,6 +30,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/admin/customers/tier", post(change_tier))
         .route("/admin/ledger", get(ledger))
         .route("/admin/stats", get(stats))
+        .route("/admin/correlations", get(correlations))
         .route("/admin/reset", post(reset))
         .with_state(control)
 }
@@ -166,6 +167,11 @@ async fn change_tier(State(control): State<Arc<Control>>, body: Bytes) -> Reply 
 async fn ledger(State(control): State<Arc<Control>>) -> Response {
     let store = control.sim.store.lock().await;
     Json(store.ledger()).into_response()
+}
+
+/// Every request's `X-Correlation-Id`, oldest first.
+async fn correlations(State(control): State<Arc<Control>>) -> Response {
+    Json(control.sim.correlations.all()).into_response()
 }
 
 async fn stats(State(control): State<Arc<Control>>) -> Response {

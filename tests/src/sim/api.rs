@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::clock;
+use super::correlations;
 use super::mode::{Failure, FailureMode, ModeState, Verdict};
 use super::reply::ErrorReply;
 use super::route::Route;
@@ -39,6 +40,9 @@ pub fn router(sim: Arc<Sim>) -> Router {
 async fn apply_mode(State(sim): State<Arc<Sim>>, request: Request, next: Next) -> Response {
     let route = Route::of(request.method(), request.uri().path());
     sim.stats.request(route);
+    if let Some(id) = request.headers().get(correlations::HEADER).and_then(|v| v.to_str().ok()) {
+        sim.correlations.record(request.method().as_str(), request.uri().path(), id);
+    }
     let mut mode = sim.watch_mode();
     let verdict = mode.borrow_and_update().verdict(route, Instant::now());
     debug!(method = %request.method(), path = %request.uri().path(), ?verdict, "API request");

@@ -51,6 +51,7 @@ impl Control {
         self.set_mode(FailureMode::Up).await?;
         self.sim.store.lock().await.reset();
         self.sim.stats.reset();
+        self.sim.correlations.clear();
         Ok(())
     }
 

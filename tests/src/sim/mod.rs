@@ -11,6 +11,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod correlations;
 pub mod listener;
 pub mod mode;
 pub mod reply;

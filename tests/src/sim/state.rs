@@ -5,6 +5,7 @@ use std::time::Instant;
 use tokio::sync::{Mutex, watch};
 
 use super::clock;
+use super::correlations::Correlations;
 use super::mode::{FailureMode, ModeState};
 use super::stats::Stats;
 use super::store::Store;
@@ -15,6 +16,8 @@ use super::store::Store;
 pub struct Sim {
     pub store: Mutex<Store>,
     pub stats: Stats,
+    /// The correlationIds the API received.
+    pub correlations: Correlations,
     mode: watch::Sender<ModeState>,
     shutdown: watch::Sender<bool>,
 }
@@ -30,6 +33,7 @@ impl Sim {
         Self {
             store: Mutex::new(Store::default()),
             stats: Stats::default(),
+            correlations: Correlations::default(),
             mode: watch::Sender::new(Self::state_of(FailureMode::Up)),
             shutdown: watch::Sender::new(false),
         }
