@@ -57,6 +57,20 @@ const POLL: Duration = Duration::from_millis(100);
 pub const MOTO_ACCESS_KEY: &str = "test";
 pub const MOTO_REGION: &str = "us-east-1";
 
+/// Where `wrangler dev` writes its debug file: nowhere. Wrangler appends
+/// every message of every level to that file whatever `--log-level` says,
+/// and at debug level its inspector traces each outbound fetch with its URL:
+/// the CRM lookup's `?phone=` included. The edge's own logs (its stdout, in
+/// `logs/edge.log`) carry no number; this dev-only trace must not keep one
+/// either. A path that ends in `.log` is used as the file itself.
+fn discarded_wrangler_debug_log(logs: &Path) -> Result<PathBuf, StackError> {
+    let path = logs.join("wrangler-debug.log");
+    let _ = fs::remove_file(&path);
+    std::os::unix::fs::symlink("/dev/null", &path)
+        .map_err(io_error(format!("linking {} to /dev/null", path.display())))?;
+    Ok(path)
+}
+
 /// The settings every process of the local stack gets before the caller's:
 /// a short shutdown grace so `down` is quick.
 const STACK_DEFAULTS: &[(&str, &str)] = &[("FAILSOFT_SHUTDOWN_GRACE_SECS", "5")];
@@ -83,6 +97,7 @@ pub const POLICY_SETTINGS: &[&str] = &[
     "FAILSOFT_SIGNATURE_TOLERANCE_SECS",
     "FAILSOFT_WORKER_CONCURRENCY",
     "FAILSOFT_REPLAY_RATE_MAX",
+    "FAILSOFT_WORKER_PROBE_EVERY_MS",
     "FAILSOFT_RECEIVE_WAIT_SECS",
     "FAILSOFT_WRITE_SETTLE_MS",
     "FAILSOFT_LOG",
@@ -864,7 +879,7 @@ impl LocalStack {
                 }
                 dev.env("WRANGLER_SEND_METRICS", "false")
                     .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-                    .env("WRANGLER_LOG_PATH", self.dir.join("logs/wrangler"))
+                    .env("WRANGLER_LOG_PATH", discarded_wrangler_debug_log(&self.dir.join("logs"))?)
                     .env("BROWSER", "none")
                     .envs(secrets.edge_env());
                 self.spawn("edge", dev)?;

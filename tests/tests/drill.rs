@@ -224,6 +224,18 @@ fn assert_kept(drill: &Drill, mode: &str) {
     assert!(refreshes["messages"].as_u64().unwrap() > 0, "{refreshes}");
     assert!(refreshes["maxPerCustomerWindow"].as_u64().unwrap() <= 1, "{refreshes}");
 
+    // The stack's logs (edge, worker, SQS, DynamoDB) hold none of the
+    // simulator's phone numbers, in any form.
+    let scan = &r["logScan"];
+    assert!(scan["files"].as_u64().unwrap_or(0) >= 3, "the edge's, the worker's and moto's logs were read: {scan}");
+    assert_eq!(scan["hits"], serde_json::json!({}), "phone numbers in the logs: {scan}");
+
+    // One correlationId from the Data Action through the queue and the
+    // worker to the CRM, for every queued write and refresh.
+    let t = &r["traced"];
+    assert!(t["queuedWrites"].as_u64().unwrap_or(0) > 0 && t["refreshes"].as_u64().unwrap_or(0) > 0, "{t}");
+    assert_eq!((&t["queuedWritesTraced"], &t["refreshesTraced"]), (&t["queuedWrites"], &t["refreshes"]), "{t}");
+
     // A hung CRM costs at most the deadline, never the Data Action timeout.
     let p99 = r["outageLatency"]["p99Ms"].as_f64().unwrap();
     assert!(p99 < 3_500.0, "lookup p99 over the outage: {p99} ms");

@@ -19,9 +19,11 @@
 //! 3 the drill could not run (the stack did not start, …), 130 interrupted.
 
 mod html;
+mod logscan;
 mod observe;
 mod population;
 mod report;
+mod trace;
 mod traffic;
 
 use std::path::{Path, PathBuf};
@@ -519,6 +521,14 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     });
     let mut records = shared.take_records();
     records.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+    let log_scan = scan_logs(&args, &population);
+    let traced = match crm.correlations().await {
+        Ok(calls) => Some(trace::trace(&records, refreshes.iter().map(|(id, _)| id.as_str()), &calls)),
+        Err(e) => {
+            eprintln!("failsoft drill: tracing correlationIds: {e:#}");
+            None
+        }
+    };
 
     let settings = Settings {
         edge: edge_host,
@@ -557,12 +567,31 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
         dlq_at_end,
         depth_at_end,
         skipped: shared.skipped.load(Ordering::Relaxed),
+        log_scan,
+        traced,
     });
     let summary = report.summary();
     write_reports(&args.out, &report, &records, &summary)?;
     println!("\n{summary}");
     println!("report: {} (also report.json, requests.jsonl)", args.out.join("report.html").display());
     Ok(report.kept)
+}
+
+/// The stack's logs, scanned for the population's phone numbers: the own
+/// stack's `stack/logs`, or the `logs/` beside a `failsoft up` stack's
+/// stack.env. `None` when there are none to read.
+fn scan_logs(args: &DrillArgs, population: &Population) -> Option<logscan::LogScan> {
+    let dir = match &args.stack_env {
+        Some(env) => env.parent().unwrap_or(Path::new(".")).join("logs"),
+        None => args.out.join("stack").join("logs"),
+    };
+    match logscan::scan(&dir, population.customers.iter().map(|c| c.phone.as_str())) {
+        Ok(scan) => Some(scan),
+        Err(e) => {
+            eprintln!("failsoft drill: the stack's logs in {} were not scanned: {e}", dir.display());
+            None
+        }
+    }
 }
 
 fn mode_name(mode: OutageMode) -> &'static str {

@@ -213,6 +213,27 @@ impl Crm {
         self.post("/admin/customers", chunk).await.map(|_| ())
     }
 
+    /// Every call the CRM received with an `X-Correlation-Id`.
+    pub async fn correlations(&self) -> anyhow::Result<Vec<super::trace::CrmCall>> {
+        let resp = self
+            .http
+            .get(format!("{}/admin/correlations", self.admin))
+            .timeout(CALL_TIMEOUT * 4)
+            .send()
+            .await
+            .context("the simulator's correlations")?;
+        let calls: Vec<Value> = resp.json().await.context("the simulator's correlations are not a JSON array")?;
+        let text = |c: &Value, name: &str| c[name].as_str().unwrap_or_default().to_owned();
+        Ok(calls
+            .iter()
+            .map(|c| super::trace::CrmCall {
+                method: text(c, "method"),
+                path: text(c, "path"),
+                correlation_id: text(c, "correlationId"),
+            })
+            .collect())
+    }
+
     /// Every case the CRM created, duplicates included.
     pub async fn ledger(&self) -> anyhow::Result<Vec<LedgerCase>> {
         let resp = self

@@ -10,8 +10,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::logscan::LogScan;
 use super::observe::{LedgerCase, Sample};
 use super::population::Population;
+use super::trace::Traced;
 use super::traffic::{Clock, DATA_ACTION_TIMEOUT, Kind, Phase, Rates, Record};
 
 /// The latency targets (issue 5), on the default load in `hang` mode.
@@ -201,6 +203,11 @@ pub struct Report {
     pub warm_vip_lookups: u64,
     pub warm_vip_misrouted: u64,
     pub skipped_requests: u64,
+    /// Phone numbers found in the stack's logs (`None`: not scanned).
+    pub log_scan: Option<LogScan>,
+    /// Queued writes and refreshes the CRM saw under their correlationId
+    /// (`None`: the simulator could not say).
+    pub traced: Option<Traced>,
     pub refreshes: Refreshes,
     pub outage_latency: OutageLatency,
     pub promises: Vec<Check>,
@@ -225,6 +232,10 @@ pub struct Inputs<'a> {
     pub dlq_at_end: u64,
     pub depth_at_end: u64,
     pub skipped: u64,
+    /// The stack's logs scanned for the population's phone numbers.
+    pub log_scan: Option<LogScan>,
+    /// Queued writes and refreshes the CRM saw under their correlationId.
+    pub traced: Option<Traced>,
 }
 
 /// Nearest-rank percentile of sorted values (0 for none).
@@ -477,6 +488,33 @@ impl Report {
                 measured: drain_measured.clone(),
                 limit: format!("≤ {} after recovery", secs(drain_limit_ms)),
             },
+            Check {
+                name: "one correlationId from the Data Action to the CRM".into(),
+                kept: inputs.traced.as_ref().map(Traced::complete),
+                measured: match &inputs.traced {
+                    Some(t) => format!(
+                        "{} of {} queued writes, {} of {} refreshes",
+                        t.queued_writes_traced, t.queued_writes, t.refreshes_traced, t.refreshes
+                    ),
+                    None => "not traced".to_owned(),
+                },
+                limit: "all".into(),
+            },
+            Check {
+                name: "no phone number in the logs".into(),
+                kept: inputs.log_scan.as_ref().map(|scan| scan.total_hits() == 0),
+                measured: match &inputs.log_scan {
+                    Some(scan) if scan.hits.is_empty() => {
+                        format!("0 in {} log files ({} KiB)", scan.files, scan.bytes / 1024)
+                    }
+                    Some(scan) => {
+                        let files: Vec<String> = scan.hits.iter().map(|(f, n)| format!("{f} {n}")).collect();
+                        format!("{} found: {}", scan.total_hits(), files.join(", "))
+                    }
+                    None => "logs not scanned".to_owned(),
+                },
+                limit: "0".into(),
+            },
         ];
         let hang = settings.mode == "hang";
         let targets = vec![
@@ -533,6 +571,8 @@ impl Report {
             warm_vip_lookups,
             warm_vip_misrouted,
             skipped_requests: inputs.skipped,
+            log_scan: inputs.log_scan.clone(),
+            traced: inputs.traced.clone(),
             refreshes: refreshes_report,
             outage_latency,
             promises,
