@@ -87,7 +87,13 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# A stack `make up` started is stopped first (by its recorded PIDs), so
+# removing .local never orphans its processes.
 clean:
+	if [[ -f .local/stack.pids ]]; then \
+		if [[ -x $(FAILSOFT) ]]; then $(FAILSOFT) down; \
+		else echo "make clean: .local/stack.pids lists a running stack and $(FAILSOFT) is not built; run make down first" >&2; exit 1; fi; \
+	fi
 	rm -rf .local $(WORKER_DIR)
 
 distclean: clean
