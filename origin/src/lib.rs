@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod consumer;
 pub mod crm;
+pub mod dashboard;
 pub mod dead_letter;
 pub mod delivery;
 pub mod demo;
