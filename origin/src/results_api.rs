@@ -1,8 +1,8 @@
 //! The origin's HTTP surface: `GET /v1/results/{correlationId}` (what the
 //! edge's result route proxies to), `GET /healthz` (the process's own
 //! liveness), `GET /v1/health` (the five operational signals, classified)
-//! `GET /metrics` (Prometheus), and the dashboard's data
-//! (`GET /v1/dashboard`, [`crate::dashboard`]).
+//! `GET /metrics` (Prometheus), and the dashboard ([`crate::dashboard`]:
+//! `GET /dashboard` and `GET /v1/dashboard`).
 //!
 //! `/healthz`, `/v1/health`, `/metrics` and the dashboard need no
 //! credentials: they carry counts, levels, states, correlationIds and reason
