@@ -2,10 +2,11 @@
 # Installs what builds, tests and the demo need, from the pinned files in the
 # repo: Rust targets and components, .venv/ (requirements-dev.txt),
 # node_modules/ (package-lock.json) and the Worker's build tools
-# (worker-build, and the wasm-bindgen CLI matching Cargo.lock).
+# (worker-build, and the wasm-bindgen CLI matching Cargo.lock), and Debian's
+# chromium for the dashboard's headless-browser test.
 #
-#   scripts/setup.sh                               all steps
-#   scripts/setup.sh rust|python|node|wasm_bindgen one or more steps
+#   scripts/setup.sh                                        all steps
+#   scripts/setup.sh rust|python|node|wasm_bindgen|chromium one or more steps
 #
 # Every step is idempotent and returns at once when done already. The Python
 # and Node steps keep a hash of their inputs in .local/stamps/ and re-install
@@ -187,13 +188,36 @@ setup_wasm_bindgen() {
     fi
 }
 
+# The dashboard's test (tests/tests/dashboard.rs) drives the page in headless
+# Chromium: Debian's package, since a browser build of its own cannot be
+# downloaded here.
+setup_chromium() {
+    if command -v chromium >/dev/null 2>&1; then
+        say "chromium: already set up ($(chromium --version 2>/dev/null || echo chromium))"
+        return
+    fi
+    if [[ "$(id -u)" != 0 ]]; then
+        die "chromium is not on PATH and installing it needs root: run 'sudo apt-get install -y --no-install-recommends chromium' (Debian), then 'make setup' again"
+    fi
+    need apt-get "chromium is not on PATH and this is not a Debian-like system: install Chromium so that 'chromium' is on PATH"
+    say "chromium: apt-get install chromium"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends chromium; then
+        say "chromium: apt-get update, then install again"
+        apt-get update || die "apt-get update failed"
+        apt-get install -y --no-install-recommends chromium || die "apt-get install chromium failed"
+    fi
+    command -v chromium >/dev/null 2>&1 || die "chromium is installed but not on PATH"
+    say "chromium: ready ($(chromium --version 2>/dev/null || echo chromium))"
+}
+
 main() {
     local steps=("$@") s
-    ((${#steps[@]})) || steps=(rust python node wasm_bindgen)
+    ((${#steps[@]})) || steps=(rust python node wasm_bindgen chromium)
     for s in "${steps[@]}"; do
         case "$s" in
-        rust | python | node | wasm_bindgen) ;;
-        *) die "unknown step '$s' (usage: scripts/setup.sh [rust] [python] [node] [wasm_bindgen])" ;;
+        rust | python | node | wasm_bindgen | chromium) ;;
+        *) die "unknown step '$s' (usage: scripts/setup.sh [rust] [python] [node] [wasm_bindgen] [chromium])" ;;
         esac
     done
 

@@ -17,6 +17,9 @@ const TABLE_NAME_MAX: usize = 255;
 pub const MAX_CONCURRENCY: usize = 256;
 /// SQS's longest long poll.
 pub const MAX_RECEIVE_WAIT_SECS: i32 = 20;
+/// Bounds of `FAILSOFT_EMF_INTERVAL_SECS`: CloudWatch's finest resolution
+/// is one second, and a metric silent for over an hour reads as missing.
+const EMF_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=3_600;
 /// The edge's own bound on a Data Action's downstream deadline; a settle
 /// window longer than that waits for nothing.
 const MAX_WRITE_SETTLE_MS: u64 = 60_000;
@@ -109,6 +112,9 @@ pub struct WorkerConfig {
     /// `externalRef` before creating it (default true; needed when the CRM
     /// ignores `Idempotency-Key`).
     pub lookup_before_create: bool,
+    /// `FAILSOFT_EMF` (default off): print a CloudWatch Embedded Metric
+    /// Format line on stdout every `FAILSOFT_EMF_INTERVAL_SECS` (default 60).
+    pub emf_every: Option<Duration>,
 }
 
 /// The DynamoDB tables.
@@ -280,6 +286,11 @@ impl WorkerConfig {
                 format!("must be between 100 and {MAX_PROBE_EVERY_MS}"),
             ));
         }
+        let emf_secs = number(&lookup, "FAILSOFT_EMF_INTERVAL_SECS", 60u64)?;
+        if !EMF_INTERVAL_SECS.contains(&emf_secs) {
+            return Err(ConfigError::new("FAILSOFT_EMF_INTERVAL_SECS", "must be between 1 and 3600 seconds"));
+        }
+        let emf_every = flag(lookup, "FAILSOFT_EMF", false)?.then(|| Duration::from_secs(emf_secs));
         Ok(Self {
             breaker: BreakerPolicy { cool_down_ms: probe_every_ms, ..policy.breaker },
             tables: tables(lookup)?,
@@ -296,6 +307,7 @@ impl WorkerConfig {
             shutdown_grace: Duration::from_secs(grace_secs),
             write_settle_ms,
             lookup_before_create: flag(lookup, "FAILSOFT_CRM_LOOKUP_BEFORE_CREATE", true)?,
+            emf_every,
             policy,
         })
     }
@@ -371,14 +383,16 @@ mod tests {
         assert_eq!(c.listen.port(), 8788);
         assert_eq!(c.write_settle_ms, c.policy.crm_deadline_ms);
         assert!(c.lookup_before_create);
-        assert!(c.alert.is_none() && c.edge_url.is_none());
+        assert!(c.alert.is_none() && c.edge_url.is_none() && c.emf_every.is_none());
         assert_eq!(c.lease_ms(), 40_000);
         assert!(!format!("{c:?}").contains("0123456789abcdef"), "the secret never prints");
     }
 
     #[test]
     fn names_the_setting_that_is_wrong() {
-        let cases: [(&[(&str, &str)], &str); 10] = [
+        let cases: [(&[(&str, &str)], &str); 12] = [
+            (&[("FAILSOFT_EMF", "maybe")], "FAILSOFT_EMF"),
+            (&[("FAILSOFT_EMF", "1"), ("FAILSOFT_EMF_INTERVAL_SECS", "0")], "FAILSOFT_EMF_INTERVAL_SECS"),
             (&[("FAILSOFT_QUEUE_URL", "")], "FAILSOFT_QUEUE_URL"),
             (&[("FAILSOFT_QUEUE_URL", "http://h/1/standard-queue")], "FAILSOFT_QUEUE_URL"),
             (&[("FAILSOFT_DLQ_URL", "ftp://h/1/q.fifo")], "FAILSOFT_DLQ_URL"),
@@ -397,6 +411,14 @@ mod tests {
             let err = worker(pairs).unwrap_err();
             assert_eq!(err.setting, setting, "{err}");
         }
+    }
+
+    #[test]
+    fn emf_is_off_unless_asked_and_every_minute_by_default() {
+        assert_eq!(worker(&[("FAILSOFT_EMF", "1")]).unwrap().emf_every, Some(Duration::from_secs(60)));
+        let c = worker(&[("FAILSOFT_EMF", "true"), ("FAILSOFT_EMF_INTERVAL_SECS", "5")]).unwrap();
+        assert_eq!(c.emf_every, Some(Duration::from_secs(5)));
+        assert_eq!(worker(&[("FAILSOFT_EMF_INTERVAL_SECS", "5")]).unwrap().emf_every, None);
     }
 
     #[test]

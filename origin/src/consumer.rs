@@ -282,6 +282,7 @@ impl Consumer {
 /// Counts a delivery's outcome: `deliveries_total` by outcome (`delivered`
 /// or the failure's error class), retries, deferrals.
 fn count(outcome: &Outcome) {
+    crate::emf::tally(outcome);
     match outcome {
         Outcome::Done => metrics::counter!(telemetry::DELIVERIES, "outcome" => "delivered").increment(1),
         Outcome::Retry { class, .. } => {

@@ -126,6 +126,8 @@ impl DeadLetters {
             attempts = message.receive_count,
             "dead-lettered"
         );
+        crate::dashboard::history::record_dead_letter(why, message.receive_count, now);
+        crate::emf::dead_lettered();
         self.alerts.raise(Alert {
             correlation_id: why.correlation_id.clone().unwrap_or_else(|| message.message_id.clone()),
             kind: why.kind.to_owned(),

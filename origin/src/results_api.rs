@@ -1,10 +1,12 @@
 //! The origin's HTTP surface: `GET /v1/results/{correlationId}` (what the
 //! edge's result route proxies to), `GET /healthz` (the process's own
 //! liveness), `GET /v1/health` (the five operational signals, classified)
-//! and `GET /metrics` (Prometheus).
+//! `GET /metrics` (Prometheus), and the dashboard ([`crate::dashboard`]:
+//! `GET /dashboard` and `GET /v1/dashboard`).
 //!
-//! `/healthz`, `/v1/health` and `/metrics` need no credentials: they carry
-//! counts, levels and states, never a phone number, payload or secret.
+//! `/healthz`, `/v1/health`, `/metrics` and the dashboard need no
+//! credentials: they carry counts, levels, states, correlationIds and reason
+//! codes, never a phone number, payload or secret.
 //!
 //! Result reads are authenticated with the internal signature the edge
 //! already uses for its calls to the origin: `X-Failsoft-Timestamp` and
@@ -47,6 +49,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/health", get(signals))
         .route("/metrics", get(render_metrics))
         .route("/v1/results/{id}", get(result))
+        .merge(crate::dashboard::routes())
         .with_state(state)
 }
 

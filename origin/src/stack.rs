@@ -5,15 +5,18 @@
 //! `failsoft-edge listening http://127.0.0.1:PORT`); [`Service::start`]
 //! waits for it, bounded, so nobody polls a port that is not open yet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// How long a program may take to print its listening line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The latest stdout lines after the listening line a [`Service`] keeps
+/// (e.g. the worker's metric lines), so a long run holds bounded memory.
+pub const KEPT_LINES: usize = 1_000;
 
 /// A running child process, killed on drop.
 pub struct Service {
@@ -21,6 +24,8 @@ pub struct Service {
     child: Child,
     /// The `key=url` pairs of its listening line (`url` for a lone URL).
     pub urls: HashMap<String, String>,
+    /// The latest [`KEPT_LINES`] stdout lines after the listening line.
+    later: Arc<Mutex<VecDeque<String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,15 +72,23 @@ impl Service {
             .map_err(|e| StackError::Spawn(name.to_owned(), e))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
+        let later = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = Arc::clone(&later);
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             if let Some(Ok(line)) = lines.next() {
                 tx.send(line).ok();
             }
             // Keep draining so the child never blocks on a full pipe.
-            for _ in lines {}
+            for line in lines.map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() == KEPT_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
         });
-        let mut service = Self { name: name.to_owned(), child, urls: HashMap::new() };
+        let mut service = Self { name: name.to_owned(), child, urls: HashMap::new(), later };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => {
                 service.urls = parse_listening_line(&line);
@@ -88,6 +101,12 @@ impl Service {
     /// The URL named `key` in the listening line (`url` for a lone URL).
     pub fn url(&self, key: &str) -> &str {
         self.urls.get(key).map(String::as_str).unwrap_or_else(|| panic!("{} printed no {key} URL", self.name))
+    }
+
+    /// The stdout lines printed after the listening line so far (the latest
+    /// [`KEPT_LINES`]).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.later.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
     pub fn pid(&self) -> u32 {

@@ -160,6 +160,7 @@ pub async fn sample_depths(sqs: Client, queue_url: String, dlq_url: String, mut 
         }
         let (queue, dlq) = tokio::join!(depth(&sqs, &queue_url), depth(&sqs, &dlq_url));
         let now = Instant::now();
+        crate::dashboard::history::record_depths(queue.as_ref().ok().copied(), dlq.as_ref().ok().copied());
         let mut errors = Vec::new();
         {
             let mut depths = lock(&DEPTHS);

@@ -1,5 +1,5 @@
 //! `failsoft worker`: wires the consumer, the heartbeat, the alert sender,
-//! the queue-depth sampler and the results API together, and stops them in order on SIGTERM.
+//! the queue-depth sampler, the EMF lines (if on) and the results API together, and stops them in order on SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use crate::edge_push::EdgePush;
 use crate::leases::Leases;
 use crate::results::Store;
 use crate::results_api::{self, ApiState};
-use crate::{aws, clock, telemetry};
+use crate::{aws, clock, emf, telemetry};
 
 /// How long pending alerts may still be sent after the consumer stopped.
 const ALERT_FLUSH: Duration = Duration::from_secs(3);
@@ -89,6 +89,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         config.dlq_url.clone(),
         beat_stopped.clone(),
     ));
+    let emf = config.emf_every.map(|every| tokio::spawn(emf::run(Arc::clone(&delivery), every, beat_stopped.clone())));
     let heartbeat = tokio::spawn(Arc::clone(&leases).heartbeat(sqs, config.queue_url.clone(), beat_stopped));
     let (stop, stopped) = watch::channel(false);
     tracing::info!(%owner, concurrency = config.concurrency, "worker started");
@@ -101,6 +102,9 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     beat_stop.send_replace(true);
     heartbeat.await.ok();
     sampler.await.ok();
+    if let Some(emf) = emf {
+        emf.await.ok();
+    }
     api_stop.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
     drop(delivery);
