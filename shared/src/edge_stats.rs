@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ladder::Source;
 
+/// The origin's route that receives reports.
+pub const REPORT_PATH: &str = "/v1/internal/edge-stats";
 /// The wire format's version; the origin refuses any other.
 pub const REPORT_VERSION: u32 = 1;
 
