@@ -15,6 +15,7 @@ pub mod demo;
 pub mod dlq_cli;
 pub mod drill;
 pub mod edge_push;
+pub mod edge_stats;
 pub mod init_local;
 pub mod leases;
 pub mod local_stack;
