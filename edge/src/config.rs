@@ -3,6 +3,7 @@
 //! process (per isolate on Workers) through a lookup function and validated.
 
 use failsoft_shared::config::{ConfigError, Policy};
+use failsoft_shared::edge_stats::{DEFAULT_REPORT_EVERY_MS, MAX_REPORT_EVERY_MS, MIN_REPORT_EVERY_MS};
 
 /// Shortest secret accepted: an HMAC key shorter than this is guessable.
 pub const MIN_SECRET_BYTES: usize = 16;
@@ -42,6 +43,9 @@ pub struct EdgeConfig {
     /// `FAILSOFT_ORIGIN_URL`: where the result route reads write statuses
     /// (the origin's results API). Unset: the edge's own store answers.
     pub origin_url: Option<String>,
+    /// `FAILSOFT_EDGE_STATS_EVERY_MS`: how much traffic time one report to
+    /// the origin covers at most (see `failsoft_shared::edge_stats`).
+    pub stats_every_ms: u64,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -118,6 +122,20 @@ impl EdgeConfig {
                 Some(_) => return Err(ConfigError::new("FAILSOFT_ORIGIN_URL", "must be an http:// or https:// URL")),
                 None => None,
             },
+            stats_every_ms: match lookup("FAILSOFT_EDGE_STATS_EVERY_MS") {
+                None => DEFAULT_REPORT_EVERY_MS,
+                Some(text) => text
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| (MIN_REPORT_EVERY_MS..=MAX_REPORT_EVERY_MS).contains(ms))
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "FAILSOFT_EDGE_STATS_EVERY_MS",
+                            format!("must be milliseconds from {MIN_REPORT_EVERY_MS} to {MAX_REPORT_EVERY_MS}"),
+                        )
+                    })?,
+            },
         })
     }
 }
@@ -165,5 +183,10 @@ mod tests {
         let mut bad_deadline = BASE.to_vec();
         bad_deadline.push(("FAILSOFT_CRM_DEADLINE_MS", "9800"));
         assert_eq!(EdgeConfig::from_lookup(lookup(&bad_deadline)).unwrap_err().setting, "FAILSOFT_CRM_DEADLINE_MS");
+        for bad in ["50", "600000", "soon"] {
+            let mut stats = BASE.to_vec();
+            stats.push(("FAILSOFT_EDGE_STATS_EVERY_MS", bad));
+            assert_eq!(EdgeConfig::from_lookup(lookup(&stats)).unwrap_err().setting, "FAILSOFT_EDGE_STATS_EVERY_MS");
+        }
     }
 }

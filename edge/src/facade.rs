@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use base64::Engine as _;
 use failsoft_shared::breaker::{Breaker, Permit};
 use failsoft_shared::cache::{CacheEntry, CustomerRecord};
+use failsoft_shared::edge_stats::{self, Answer, Cadence, EdgeStats, WriteOutcome};
 use failsoft_shared::envelope::{Envelope, Kind};
 use failsoft_shared::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
 use failsoft_shared::keys::{Phone, customer_kv_key, entity_key, normalize_phone};
@@ -30,17 +31,24 @@ const MAX_CORRELATION_ID: usize = 64;
 const MAX_SUBJECT: usize = 255;
 const MAX_DESCRIPTION: usize = 4_000;
 
+/// Bound on one traffic report to the origin: it runs after the response,
+/// but a hung origin must not keep a Worker's `wait_until` or a Spin
+/// instance alive for long.
+pub const STATS_SEND_DEADLINE_MS: u64 = 2_000;
+
 /// A handled request: the response, and the messages to forward once it
 /// has been sent (a refresh never sits on the response path).
 #[derive(Debug)]
 pub struct Handled {
     pub response: Response,
     pub after: Vec<QueueMessage>,
+    /// How the traffic counters count it (`None`: not a counted answer).
+    answer: Option<Answer>,
 }
 
 impl From<Response> for Handled {
     fn from(response: Response) -> Self {
-        Self { response, after: Vec::new() }
+        Self { response, after: Vec::new(), answer: None }
     }
 }
 
@@ -91,12 +99,33 @@ pub struct Facade<K, D, F, C> {
     clock: C,
     breaker: Mutex<BreakerCell>,
     sharing: BreakerSharing,
+    stats: Mutex<EdgeStats>,
 }
 
 impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     pub fn new(config: EdgeConfig, kv: K, downstream: D, forwarder: F, clock: C) -> Self {
         let breaker = Mutex::new(BreakerCell { breaker: Breaker::default(), synced_at_ms: None });
-        Self { config, kv, downstream, forwarder, clock, breaker, sharing: BreakerSharing::Off }
+        // Random, so isolates that ever report never share an id at the origin.
+        let isolate = format!("{:016x}{:016x}", clock.random_u64(), clock.random_u64());
+        let cadence = Cadence::Batched { every_ms: config.stats_every_ms };
+        let stats = Mutex::new(EdgeStats::new(isolate, cadence));
+        Self { config, kv, downstream, forwarder, clock, breaker, sharing: BreakerSharing::Off, stats }
+    }
+
+    /// Sets when the traffic counters are reported (Spin: every instance).
+    pub fn with_stats_cadence(self, cadence: Cadence) -> Self {
+        let isolate = self.lock_stats().isolate().to_owned();
+        *self.lock_stats() = EdgeStats::new(isolate, cadence);
+        self
+    }
+
+    /// A copy of the traffic counters not yet reported.
+    pub fn stats(&self) -> edge_stats::Counts {
+        *self.lock_stats().current()
+    }
+
+    fn lock_stats(&self) -> std::sync::MutexGuard<'_, EdgeStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Shares the breaker through KV (for hosts with many instances).
@@ -116,6 +145,16 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
     /// Handles one request. Never fails: every outcome is a response.
     pub async fn handle(&self, req: Request) -> Handled {
+        let started = self.clock.now_ms();
+        let handled = self.route(req).await;
+        if let Some(answer) = handled.answer {
+            let now = self.clock.now_ms();
+            self.lock_stats().record(answer, now.saturating_sub(started), now);
+        }
+        handled
+    }
+
+    async fn route(&self, req: Request) -> Handled {
         let path = req.path.as_str();
         let result = match path {
             "/healthz" => self.only(&req, "GET").map(|()| Handled::from(Response::json(200, &json!({"status": "ok"})))),
@@ -124,7 +163,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 Err(e) => Err(e),
             },
             "/v1/cases" => match self.only(&req, "POST") {
-                Ok(()) => self.create_case(&req).await.map(Handled::from),
+                Ok(()) => self.create_case(&req).await,
                 Err(e) => Err(e),
             },
             "/v1/webhooks/crm-update" => match self.only(&req, "POST") {
@@ -149,15 +188,81 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 }
             }
         };
-        result.unwrap_or_else(|Refusal(response)| response.into())
+        result.unwrap_or_else(|Refusal(response)| Handled {
+            response,
+            after: Vec::new(),
+            answer: Some(Answer::Refused),
+        })
     }
 
-    /// Forwards the messages a handled request left for after its response.
-    /// A failure is logged and counted, never surfaced: the answer is gone.
+    /// Whether [`Self::run_after`] has anything to do for `handled` (hosts
+    /// schedule work after a response only then).
+    pub fn has_work_after(&self, handled: &Handled) -> bool {
+        !handled.after.is_empty() || self.stats_due()
+    }
+
+    /// Forwards the messages a handled request left for after its response,
+    /// then sends the traffic report if one is due. A failure is logged and
+    /// counted, never surfaced: the answer is gone.
     pub async fn run_after(&self, after: Vec<QueueMessage>) {
         for message in after {
             self.forward(&message, Kind::Refresh, self.config.policy.crm_deadline_ms).await.ok();
         }
+        self.report_stats().await;
+    }
+
+    /// Whether a traffic report is due (never without an origin to send it to).
+    pub fn stats_due(&self) -> bool {
+        self.config.origin_url.is_some() && self.lock_stats().is_due(self.clock.now_ms())
+    }
+
+    /// Sends the due traffic report, if any, to the origin, signed like the
+    /// result proxy's calls. Without `FAILSOFT_ORIGIN_URL` the counters only
+    /// count. A failed send is handed back to be resent unchanged.
+    pub async fn report_stats(&self) {
+        let (Some(origin), Some(secret)) = (self.config.origin_url.as_deref(), self.config.internal_secret.as_deref())
+        else {
+            return;
+        };
+        let Some(report) = self.lock_stats().take_report(self.clock.now_ms()) else { return };
+        let body = serde_json::to_vec(&report).unwrap_or_default();
+        let mut headers = self.signed_headers(secret, &body);
+        headers.push(("content-type", "application/json".to_owned()));
+        let request = OutboundRequest {
+            method: "POST",
+            url: format!("{origin}{}", edge_stats::REPORT_PATH),
+            headers,
+            body: Some(body),
+        };
+        let seq = report.seq;
+        let outcome = match self.downstream.send(request, STATS_SEND_DEADLINE_MS).await {
+            Ok(resp) if (200..300).contains(&resp.status) => {
+                self.lock_stats().delivered(seq);
+                "delivered"
+            }
+            // Malformed or too large: resending the same bytes cannot succeed.
+            Ok(resp) if matches!(resp.status, 400 | 413) => {
+                tracing::warn!(status = resp.status, seq, "the origin refused a traffic report; dropped");
+                self.lock_stats().delivered(seq);
+                "refused"
+            }
+            outcome => {
+                let why = outcome.map(|r| r.status.to_string()).unwrap_or_else(|e| format!("{e:?}"));
+                tracing::warn!(why, seq, "sending a traffic report failed; it will be resent");
+                self.lock_stats().failed(report, self.clock.now_ms());
+                "failed"
+            }
+        };
+        metrics::counter!("failsoft_edge_stats_reports_total", "outcome" => outcome).increment(1);
+    }
+
+    /// The internal signature headers for `body`, signed now.
+    fn signed_headers(&self, secret: &[u8], body: &[u8]) -> Vec<(&'static str, String)> {
+        let ts = self.clock.now_ms() / 1000;
+        vec![
+            (signature::TIMESTAMP_HEADER, ts.to_string()),
+            (signature::SIGNATURE_HEADER, signature::sign(secret, ts, body)),
+        ]
     }
 
     fn only(&self, req: &Request, method: &str) -> Checked<()> {
@@ -265,13 +370,13 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 let entry = entry.as_ref().expect("a fresh step has an entry");
                 let age = entry.age_secs(now);
                 let answer = self.answer(correlation_id, Source::Cache, &entry.record, Some(age), None);
-                return Ok(Response::json(200, &answer).into());
+                return Ok(lookup_answered(Response::json(200, &answer), Source::Cache, Vec::new()));
             }
             FirstStep::CallCrm => match self.call_crm_lookup(&phone, &correlation_id).await {
                 Some(record) => {
                     self.store_entry(&kv_key, &record).await;
                     let answer = self.answer(correlation_id, Source::Live, &record, Some(0), None);
-                    return Ok(Response::json(200, &answer).into());
+                    return Ok(lookup_answered(Response::json(200, &answer), Source::Live, Vec::new()));
                 }
                 None => fall_back(entry.as_ref(), self.clock.now_ms(), &policy.freshness),
             },
@@ -295,7 +400,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 response
             }
         };
-        Ok(Handled { response: Response::json(200, &response), after: vec![refresh] })
+        Ok(lookup_answered(Response::json(200, &response), response.source, vec![refresh]))
     }
 
     fn answer(
@@ -462,6 +567,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
             }
             Err(e) => {
                 metrics::counter!("failsoft_edge_forward_failures_total", "kind" => kind.as_str()).increment(1);
+                self.lock_stats().record_forward_failure(self.clock.now_ms());
                 tracing::warn!(error = %e, kind = kind.as_str(), "forwarding to the queue failed");
                 Err(())
             }
@@ -470,7 +576,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
     // ── writes ────────────────────────────────────────────────────────────
 
-    async fn create_case(&self, req: &Request) -> Checked<Response> {
+    async fn create_case(&self, req: &Request) -> Checked<Handled> {
         self.authorise(req)?;
         let body = self.json_body(req)?;
         let phone = self.ani(&body)?;
@@ -526,7 +632,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                     reason: Some("CRM_AND_QUEUE_UNAVAILABLE".to_owned()),
                     warning: Some(WARNING_NOT_ACCEPTED.to_owned()),
                 };
-                Ok(Response::json(200, &answer))
+                Ok(write_answered(Response::json(200, &answer), WriteStatus::NotAccepted))
             }
         }
     }
@@ -539,7 +645,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         result: Option<Value>,
         reason: Option<String>,
         warning: Option<&str>,
-    ) -> Response {
+    ) -> Handled {
         let stored =
             StoredResult { status, result: result.clone(), reason: reason.clone(), updated_at: self.clock.now_ms() };
         let key = format!("{RESULT_KEY_PREFIX}{correlation_id}");
@@ -549,17 +655,15 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         metrics::counter!("failsoft_edge_writes_total", "status" => status_label(status)).increment(1);
         tracing::info!(correlation_id, status = status_label(status), "case answered");
         let case_id = result.as_ref().and_then(|r| r.get("caseId")).and_then(Value::as_str).map(str::to_owned);
-        Response::json(
-            200,
-            &WriteAnswer {
-                correlation_id: correlation_id.to_owned(),
-                status,
-                case_id,
-                result,
-                reason,
-                warning: warning.map(str::to_owned),
-            },
-        )
+        let answer = WriteAnswer {
+            correlation_id: correlation_id.to_owned(),
+            status,
+            case_id,
+            result,
+            reason,
+            warning: warning.map(str::to_owned),
+        };
+        write_answered(Response::json(200, &answer), status)
     }
 
     async fn result(&self, req: &Request, id: &str) -> Checked<Response> {
@@ -600,14 +704,10 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// edge's own record: a write the origin has not seen yet is `PENDING`.
     async fn origin_result(&self, id: &str) -> Option<Response> {
         let (origin, secret) = (self.config.origin_url.as_deref()?, self.config.internal_secret.as_deref()?);
-        let ts = self.clock.now_ms() / 1000;
         let request = OutboundRequest {
             method: "GET",
             url: format!("{origin}/v1/results/{id}"),
-            headers: vec![
-                (signature::TIMESTAMP_HEADER, ts.to_string()),
-                (signature::SIGNATURE_HEADER, signature::sign(secret, ts, b"")),
-            ],
+            headers: self.signed_headers(secret, b""),
             body: None,
         };
         match self.downstream.send(request, self.config.policy.deadline_margin_ms).await {
@@ -722,6 +822,20 @@ impl Refusal {
         metrics::counter!("failsoft_edge_rejected_total", "code" => code.to_owned()).increment(1);
         self
     }
+}
+
+fn lookup_answered(response: Response, source: Source, after: Vec<QueueMessage>) -> Handled {
+    Handled { response, after, answer: Some(Answer::Lookup(source)) }
+}
+
+fn write_answered(response: Response, status: WriteStatus) -> Handled {
+    let outcome = match status {
+        WriteStatus::Complete => WriteOutcome::Complete,
+        WriteStatus::Pending => WriteOutcome::Pending,
+        WriteStatus::Failed => WriteOutcome::Failed,
+        WriteStatus::NotAccepted => WriteOutcome::NotAccepted,
+    };
+    Handled { response, after: Vec::new(), answer: Some(Answer::Write(outcome)) }
 }
 
 fn is_valid_id(id: &str) -> bool {

@@ -234,3 +234,60 @@ async fn results_come_from_the_origin_when_it_knows_them() {
     assert_eq!(origin_call.url, "http://origin.invalid/v1/results/corr-1");
     assert!(origin_call.headers.iter().any(|(n, v)| *n == "x-failsoft-signature" && v.starts_with("v1=")));
 }
+
+#[tokio::test]
+async fn answers_are_counted_and_reported_signed_after_the_interval() {
+    let (kv, clock, http) = (SharedKv::default(), TestClock::at(1_000_000), Scripted::default());
+    let settings = [
+        ("FAILSOFT_ORIGIN_URL", "http://origin.invalid"),
+        ("FAILSOFT_INTERNAL_SECRET", INTERNAL),
+        ("FAILSOFT_EDGE_STATS_EVERY_MS", "1000"),
+    ];
+    let f = facade(&kv, &http, &clock, &settings);
+    // Live, then cache for the same number; the CRM refuses the third: default.
+    http.push(ok(200, json!({"customerId": "C-1", "tier": "gold"})));
+    assert_eq!(source(&f, "+442071234567").await, "live");
+    assert_eq!(source(&f, "+442071234567").await, "cache");
+    assert_eq!(source(&f, "+442071234999").await, "default");
+    let refused = f.handle(Request::new("POST", "/v1/customer-lookup").body("{}")).await;
+    assert_eq!(refused.response.status, 401);
+    let counts = f.stats();
+    assert_eq!((counts.lookups.live, counts.lookups.cache, counts.lookups.default), (1, 1, 1));
+    assert_eq!((counts.refusals, counts.latency.count()), (1, 3));
+    assert!(!f.stats_due(), "not before the interval");
+    let asked = http.calls();
+
+    clock.advance(1_000);
+    assert!(f.stats_due());
+    http.push(Err(TransportError::Timeout));
+    f.report_stats().await;
+    let first = http.asked.borrow().last().cloned().unwrap();
+    assert_eq!((first.method, first.url.as_str()), ("POST", "http://origin.invalid/v1/internal/edge-stats"));
+    let body = first.body.clone().unwrap();
+    let header = |name: &str| first.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+    let ts: u64 = header("x-failsoft-timestamp").unwrap().parse().unwrap();
+    assert_eq!(header("x-failsoft-signature").unwrap(), sign(INTERNAL.as_bytes(), ts, &body));
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((report["seq"].as_u64(), report["counts"]["lookups"]["cache"].as_u64()), (Some(0), Some(1)));
+    assert!(f.stats().is_empty(), "the counts left in the report");
+
+    // The timeout is retried with the same bytes after the interval.
+    clock.advance(1_000);
+    http.push(ok(202, json!({"accepted": true})));
+    f.report_stats().await;
+    assert_eq!(http.asked.borrow().last().unwrap().body.as_ref(), Some(&body), "resent unchanged");
+    assert_eq!(http.calls(), asked + 2);
+    assert!(!f.stats_due(), "delivered: nothing more to send");
+}
+
+#[tokio::test]
+async fn without_an_origin_the_counters_only_count() {
+    let (kv, clock, http) = (SharedKv::default(), TestClock::at(1_000_000), Scripted::default());
+    let f = facade(&kv, &http, &clock, &[]);
+    assert_eq!(source(&f, "+442071234567").await, "default");
+    clock.advance(60_000);
+    assert!(!f.stats_due());
+    f.report_stats().await;
+    assert_eq!(http.calls(), 1, "only the CRM was called");
+    assert_eq!(f.stats().lookups.default, 1);
+}

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod dlq_cli;
 pub mod drill;
 pub mod edge_push;
+pub mod edge_stats;
 pub mod emf;
 pub mod events;
 pub mod init_local;

@@ -8,6 +8,9 @@
 //! credentials: they carry counts, levels, states, correlationIds and reason
 //! codes, never a phone number, payload or secret.
 //!
+//! `POST /v1/internal/edge-stats` receives the edge's traffic reports
+//! ([`crate::edge_stats`]), signed over the body the same way.
+//!
 //! Result reads are authenticated with the internal signature the edge
 //! already uses for its calls to the origin: `X-Failsoft-Timestamp` and
 //! `X-Failsoft-Signature` over the empty body, under `FAILSOFT_INTERNAL_SECRET`.
@@ -15,11 +18,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use failsoft_shared::edge_stats::{REPORT_PATH, Report};
 use failsoft_shared::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
@@ -28,6 +33,7 @@ use tokio::net::TcpListener;
 use crate::clock;
 use crate::config::Secret;
 use crate::delivery::{Delivery, is_valid_id};
+use crate::edge_stats::{self, Ingested, MAX_REPORT_BYTES};
 use crate::results::{Status, Store};
 use crate::telemetry;
 
@@ -50,6 +56,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(render_metrics))
         .route("/v1/results/{id}", get(result))
         .merge(crate::dashboard::routes())
+        .route(REPORT_PATH, post(edge_report))
         .with_state(state)
 }
 
@@ -88,17 +95,47 @@ async fn render_metrics(State(state): State<Arc<ApiState>>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
-async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+/// The 401 for a request without a valid internal signature over `body`.
+fn verify_internal(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<(), Box<Response>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Err(e) = signature::verify(
+    signature::verify(
         state.secret.expose(),
         header(SIGNATURE_HEADER),
         header(TIMESTAMP_HEADER),
-        b"",
+        body,
         clock::now_ms() / 1000,
         state.tolerance_secs,
-    ) {
-        return error(StatusCode::UNAUTHORIZED, e.code(), "the internal signature is missing, wrong or expired");
+    )
+    .map_err(|e| {
+        Box::new(error(StatusCode::UNAUTHORIZED, e.code(), "the internal signature is missing, wrong or expired"))
+    })
+}
+
+/// `POST /v1/internal/edge-stats`: 202 counted, 200 a resend already
+/// counted; 413, 401 and 400 count nothing.
+async fn edge_report(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REPORT_BYTES).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "a report is at most 16 KiB");
+    };
+    if let Err(refused) = verify_internal(&state, &headers, &bytes) {
+        return *refused;
+    }
+    let report: Report = match serde_json::from_slice(&bytes) {
+        Ok(report) => report,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_REPORT", &format!("not an edge report: {e}")),
+    };
+    if let Err(e) = report.validate() {
+        return error(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
+    }
+    match edge_stats::ingest(&report) {
+        Ingested::Counted => (StatusCode::ACCEPTED, Json(json!({"counted": true}))).into_response(),
+        Ingested::Duplicate => Json(json!({"counted": false, "reason": "duplicate"})).into_response(),
+    }
+}
+
+async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(refused) = verify_internal(&state, &headers, b"") {
+        return *refused;
     }
     if !is_valid_id(&id) {
         return error(StatusCode::BAD_REQUEST, "INVALID_CORRELATION_ID", "not a correlationId");

@@ -27,6 +27,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::edge_stats;
+
 pub const CRM_LATENCY: &str = "failsoft_origin_crm_latency_seconds";
 pub const DELIVERIES: &str = "failsoft_origin_deliveries_total";
 pub const RETRIES: &str = "failsoft_origin_retries_total";
@@ -246,11 +248,13 @@ fn sampled(depth: Option<(u64, Instant)>) -> (Option<f64>, &'static str, Value) 
 pub fn health(breaker: Option<Mode>) -> Value {
     let depths = *lock(&DEPTHS);
     let latency = crm_latency_p99_ms();
-    let not_reported = || json!({"note": "edge traffic is not reported to the origin yet"});
+    let edge = edge_stats::window();
+    let (hit_value, hit_source, hit_extra) = edge_stats::cache_hit_rate(&edge);
+    let (degraded_value, degraded_source, degraded_extra) = edge_stats::degraded_share(&edge);
     let (q_value, q_source, q_extra) = sampled(depths.queue);
     let (d_value, d_source, d_extra) = sampled(depths.dlq);
     let entries = [
-        ("cacheHitRate", signal(Signal::CacheHitRate, None, "percent", "not reported", not_reported())),
+        ("cacheHitRate", signal(Signal::CacheHitRate, hit_value, "percent", hit_source, hit_extra)),
         (
             "crmLatency",
             signal(
@@ -267,7 +271,7 @@ pub fn health(breaker: Option<Mode>) -> Value {
         ),
         ("queueDepth", signal(Signal::QueueDepth, q_value, "messages", q_source, q_extra)),
         ("dlqDepth", signal(Signal::DlqDepth, d_value, "messages", d_source, d_extra)),
-        ("degradedShare", signal(Signal::DegradedShare, None, "percent", "not reported", not_reported())),
+        ("degradedShare", signal(Signal::DegradedShare, degraded_value, "percent", degraded_source, degraded_extra)),
     ];
     let level = overall(entries.iter().map(|(_, (level, _))| *level));
     let signals: serde_json::Map<String, Value> =

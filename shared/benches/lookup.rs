@@ -6,8 +6,9 @@ use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use failsoft_shared::breaker::Breaker;
 use failsoft_shared::cache::CacheEntry;
 use failsoft_shared::config::Policy;
+use failsoft_shared::edge_stats::{Answer, Cadence, EdgeStats};
 use failsoft_shared::keys::{customer_kv_key, entity_key, normalize_phone};
-use failsoft_shared::ladder::{FirstStep, first_step};
+use failsoft_shared::ladder::{FirstStep, Source, first_step};
 
 const SECRET: &[u8] = b"bench-cache-key-secret-0123456789";
 const ENTRY: &str = r#"{"record":{"found":true,"customerId":"C-000042","tier":"vip"},"fetchedAtMs":1800000000000}"#;
@@ -31,6 +32,15 @@ fn lookup_decision(c: &mut Criterion) {
             let step = first_step(Some(&entry), now, &policy.freshness, permitted);
             assert_eq!(step, FirstStep::AnswerFresh);
             black_box(key)
+        })
+    });
+    // Counting an answer sits on the response path: it must stay a few
+    // additions, the due check included.
+    let mut stats = EdgeStats::new("bench-isolate".into(), Cadence::default());
+    c.bench_function("edge_stats_record", |b| {
+        b.iter(|| {
+            stats.record(black_box(Answer::Lookup(Source::Cache)), black_box(7), now);
+            black_box(stats.is_due(now))
         })
     });
 }

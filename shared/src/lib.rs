@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod cache;
 pub mod config;
+pub mod edge_stats;
 pub mod envelope;
 pub mod error_class;
 pub mod health;

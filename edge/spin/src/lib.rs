@@ -13,6 +13,12 @@
 //! before a call, written after every outcome), so an open breaker answers
 //! the next request at once although no instance saw it open.
 //!
+//! The traffic counters (answers by source, latency, forward failures) are
+//! reported to the origin per instance, after the response like the
+//! refreshes: no in-memory aggregate would survive the request, and
+//! accumulating in KV would add a read-modify-write to every request and
+//! race between instances. A report whose send fails ends with its instance.
+//!
 //! On any other target the crate is empty, so host builds of the workspace
 //! skip it.
 #![cfg(target_arch = "wasm32")]
@@ -26,6 +32,7 @@ use failsoft_edge::facade::{BreakerSharing, Facade};
 use failsoft_edge::http::{MAX_BODY_BYTES, Request, Response, payload_too_large};
 use failsoft_edge::ports::{Forwarder, PortError, QueueMessage};
 use failsoft_edge::sqs::SqsForwarder;
+use failsoft_shared::edge_stats::Cadence;
 use futures::{SinkExt, StreamExt};
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
 
@@ -60,8 +67,11 @@ pub fn facade() -> Result<SpinFacade, failsoft_shared::config::ConfigError> {
         None => SpinForwarder::Unconfigured,
     };
     let kv = SpinKv::open().map_err(|e| failsoft_shared::config::ConfigError::new("key_value_stores", e.0))?;
-    // An instance lives for one request: the breaker's whole state is in KV.
-    Ok(Facade::new(config, kv, SpinHttp, forwarder, SpinClock).with_breaker_sharing(BreakerSharing::EveryOutcome))
+    // An instance lives for one request: the breaker's whole state is in KV,
+    // and its traffic counters are reported before it ends.
+    Ok(Facade::new(config, kv, SpinHttp, forwarder, SpinClock)
+        .with_breaker_sharing(BreakerSharing::EveryOutcome)
+        .with_stats_cadence(Cadence::EveryInstance))
 }
 
 #[spin_sdk::http_component]

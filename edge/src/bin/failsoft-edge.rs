@@ -7,7 +7,9 @@ use std::sync::Arc;
 use clap::Parser;
 use failsoft_edge::config::EdgeConfig;
 use failsoft_edge::facade::Facade;
-use failsoft_edge::native::{LocalQueue, MemoryKv, NativeForwarder, ReqwestDownstream, SystemClock, router, serve};
+use failsoft_edge::native::{
+    LocalQueue, MemoryKv, NativeForwarder, ReqwestDownstream, SystemClock, router, serve, spawn_stats_reporter,
+};
 use failsoft_edge::sqs::{SqsForwarder, SqsSettings};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -55,8 +57,9 @@ async fn main() -> ExitCode {
         }
         None => NativeForwarder::Local(Arc::new(LocalQueue::new(args.local_queue_capacity))),
     };
-    let facade = Facade::new(config, MemoryKv::new(), http, forwarder, SystemClock);
-    match serve(args.listen, router(Arc::new(facade), metrics)).await {
+    let facade = Arc::new(Facade::new(config, MemoryKv::new(), http, forwarder, SystemClock));
+    spawn_stats_reporter(facade.clone());
+    match serve(args.listen, router(facade, metrics)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("failsoft-edge: {e}");

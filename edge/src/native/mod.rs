@@ -11,4 +11,4 @@ pub use downstream::ReqwestDownstream;
 pub use forwarder::NativeForwarder;
 pub use kv::MemoryKv;
 pub use queue::LocalQueue;
-pub use server::{NativeFacade, SystemClock, router, serve};
+pub use server::{NativeFacade, SystemClock, router, serve, spawn_stats_reporter};

@@ -68,11 +68,31 @@ async fn handle(State(state): State<AppState>, req: axum::extract::Request) -> a
         body: bytes.to_vec(),
     };
     let handled = state.facade.handle(request).await;
-    if !handled.after.is_empty() {
+    if state.facade.has_work_after(&handled) {
         let facade = state.facade.clone();
         tokio::spawn(async move { facade.run_after(handled.after).await });
     }
     into_axum(handled.response)
+}
+
+/// How often an idle process checks whether a traffic report is due: the
+/// after-response path reports only while requests arrive, so this sends a
+/// quiet process's last window too.
+const STATS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Reports the process's traffic to the origin when due, also when idle
+/// (one process is one isolate: its counters live in its facade).
+pub fn spawn_stats_reporter(facade: Arc<NativeFacade>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(STATS_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if facade.stats_due() {
+                facade.report_stats().await;
+            }
+        }
+    })
 }
 
 fn into_axum(response: Response) -> axum::response::Response {

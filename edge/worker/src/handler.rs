@@ -66,9 +66,10 @@ async fn fetch(mut req: worker::Request, env: Env, ctx: Context) -> worker::Resu
         Err(response) => return into_worker(response),
     };
     let handled = isolate.facade.handle(request).await;
-    // After the response: refreshes to SQS and KV writes deferred by the
-    // one-write-per-second rule. Neither ever delays the answer.
-    if !handled.after.is_empty() || isolate.kv.has_deferred() {
+    // After the response: refreshes to SQS, the isolate's traffic report to
+    // the origin when due, and KV writes deferred by the one-write-per-second
+    // rule. None ever delays the answer.
+    if isolate.facade.has_work_after(&handled) || isolate.kv.has_deferred() {
         let isolate = isolate.clone();
         ctx.wait_until(async move {
             isolate.facade.run_after(handled.after).await;

@@ -5,6 +5,8 @@
 //! Needs `make worker` (and `cargo build --workspace --bins` for crm-sim);
 //! `make test` does both before the tests.
 
+#[path = "../origin_support/mod.rs"]
+mod origin_support;
 mod wrangler;
 
 use std::path::Path;
@@ -18,6 +20,8 @@ use failsoft_tests::{AUTH_TOKEN, wait_until};
 use serde_json::{Value, json};
 
 use failsoft_tests::cases::{self, Case, DEADLINE, DEADLINE_SLACK, Queue, Target};
+use failsoft_tests::edge_traffic::{Edge, assert_counts, reporting_settings, wait_for_counts};
+use origin_support::{INTERNAL_SECRET, OriginStack};
 use wrangler::WranglerDev;
 
 /// The simulator and a Worker in front of it (dropped in this order).
@@ -243,4 +247,22 @@ async fn worker_refuses_a_bad_configuration_naming_the_setting() {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("FAILSOFT_CRM_DEADLINE_MS"), "{body}");
     assert!(!message.contains("9500"), "the value stays in the log: {body}");
+}
+
+/// The production host reports its traffic: the isolate counts every
+/// answer and sends its report in `ctx.wait_until`, signed, to a real
+/// origin, whose `/v1/health` then shows the exact hit rate and degraded
+/// share of the mix and whose `/metrics` counts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_traffic_reaches_the_origins_health_and_metrics() {
+    let origin = OriginStack::start().await;
+    let origin_worker = origin.worker(&[]).await;
+    let settings = reporting_settings(origin_worker.url(), INTERNAL_SECRET);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let stack = WorkerStack::start(&settings).await;
+    let t = &stack.target;
+    let edge = Edge { http: &t.http, url: &t.edge, sim_admin: &t.admin };
+    let tally = edge.drive_mix().await;
+    let (doc, text) = wait_for_counts(&origin.http, origin_worker.url(), &t.edge, &tally).await;
+    assert_counts(&doc, &text, &tally);
 }

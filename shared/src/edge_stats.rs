@@ -1,0 +1,559 @@
+//! The edge's traffic counters and when to report them to the origin.
+//!
+//! The edge answers the Data Actions, so only it knows the cache hit rate
+//! and the degraded share. An [`EdgeStats`] lives in each isolate (each
+//! process on the native host); the facade [`EdgeStats::record`]s every
+//! answer on the response path (a few integer additions), and after the
+//! response asks [`EdgeStats::take_report`] whether a [`Report`] is due.
+//!
+//! Delivery is exactly-once by construction: every report carries the
+//! isolate's random id and a sequence number, and the origin counts a given
+//! `(isolate, seq)` once. A report whose send failed is handed back with
+//! [`EdgeStats::failed`] and resent *unchanged* (same `seq`) until the
+//! origin acknowledges it, so a resend after a timeout that did reach the
+//! origin is recognised there instead of counted twice. Meanwhile new
+//! answers keep accumulating into the next report: memory stays two fixed
+//! sets of counters however long the origin is away, and nothing is lost.
+
+use alloc::string::String;
+use serde::{Deserialize, Serialize};
+
+use crate::ladder::Source;
+
+/// The origin's route that receives reports.
+pub const REPORT_PATH: &str = "/v1/internal/edge-stats";
+/// The wire format's version; the origin refuses any other.
+pub const REPORT_VERSION: u32 = 1;
+
+/// Upper bounds of the latency buckets, milliseconds; one more bucket holds
+/// everything slower. The Data Action timeout (10 s) is the last bound, the
+/// guide's 500 ms warning one of them.
+pub const LATENCY_BOUNDS_MS: [u64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+/// Buckets in a report: the bounds plus the overflow.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
+
+/// Default: a report covers at most this much time of traffic. Bounds how
+/// stale the origin's view is (its health window is minutes long) while
+/// keeping a busy isolate to six small POSTs a minute.
+pub const DEFAULT_REPORT_EVERY_MS: u64 = 10_000;
+/// Shortest accepted report interval (tests compress it; below this a busy
+/// edge would spend more on reports than on answers).
+pub const MIN_REPORT_EVERY_MS: u64 = 200;
+/// Longest accepted report interval: past the origin's 5-minute window the
+/// health signals would describe nothing.
+pub const MAX_REPORT_EVERY_MS: u64 = 60_000;
+/// A report is due early once this many answers have accumulated, so a
+/// burst reaches the origin before the interval ends.
+pub const REPORT_AT_ANSWERS: u64 = 1_000;
+/// A report handed out and neither acknowledged nor failed within this long
+/// is treated as failed (its sender was cancelled, e.g. an isolate evicted
+/// during `wait_until`); far above the 2 s send bound.
+pub const IN_FLIGHT_LIMIT_MS: u64 = 30_000;
+/// Longest isolate id the origin accepts.
+pub const MAX_ISOLATE_LEN: usize = 64;
+
+/// Lookup answers by source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LookupCounts {
+    pub cache: u64,
+    pub live: u64,
+    pub stale_cache: u64,
+    pub default: u64,
+}
+
+impl LookupCounts {
+    pub fn total(&self) -> u64 {
+        self.cache + self.live + self.stale_cache + self.default
+    }
+
+    /// Answers Genesys received with a warning (stale or default).
+    pub fn degraded(&self) -> u64 {
+        self.stale_cache + self.default
+    }
+}
+
+/// How a write was answered (the facade's `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Complete,
+    Pending,
+    Failed,
+    NotAccepted,
+}
+
+/// Write answers by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WriteCounts {
+    pub complete: u64,
+    pub pending: u64,
+    pub failed: u64,
+    pub not_accepted: u64,
+}
+
+impl WriteCounts {
+    pub fn total(&self) -> u64 {
+        self.complete + self.pending + self.failed + self.not_accepted
+    }
+}
+
+/// Data Action answer latency: counts per bucket (not cumulative) of
+/// [`LATENCY_BOUNDS_MS`] plus the overflow, and the sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LatencyCounts {
+    pub buckets: [u64; LATENCY_BUCKETS],
+    pub sum_ms: u64,
+}
+
+impl LatencyCounts {
+    pub fn record(&mut self, ms: u64) {
+        let slot = LATENCY_BOUNDS_MS.iter().position(|&bound| ms <= bound).unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.buckets[slot] += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// Everything counted over a stretch of time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Counts {
+    pub lookups: LookupCounts,
+    pub writes: WriteCounts,
+    /// Requests refused as the caller's fault (4xx).
+    pub refusals: u64,
+    /// Messages the queue did not take (refreshes and writes).
+    pub forward_failures: u64,
+    /// Latency of lookup and write answers (refusals excluded: they say
+    /// nothing about the CRM path and would flatter the distribution).
+    pub latency: LatencyCounts,
+}
+
+impl Counts {
+    /// Answers counted (lookups, writes, refusals).
+    pub fn answers(&self) -> u64 {
+        self.lookups.total() + self.writes.total() + self.refusals
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Adds `other` in (the origin sums reports into its window).
+    pub fn merge(&mut self, other: &Counts) {
+        let l = &mut self.lookups;
+        l.cache += other.lookups.cache;
+        l.live += other.lookups.live;
+        l.stale_cache += other.lookups.stale_cache;
+        l.default += other.lookups.default;
+        let w = &mut self.writes;
+        w.complete += other.writes.complete;
+        w.pending += other.writes.pending;
+        w.failed += other.writes.failed;
+        w.not_accepted += other.writes.not_accepted;
+        self.refusals += other.refusals;
+        self.forward_failures += other.forward_failures;
+        for (mine, theirs) in self.latency.buckets.iter_mut().zip(other.latency.buckets) {
+            *mine += theirs;
+        }
+        self.latency.sum_ms = self.latency.sum_ms.saturating_add(other.latency.sum_ms);
+    }
+}
+
+/// One answer, as the facade counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Lookup(Source),
+    Write(WriteOutcome),
+    /// A 4xx: the caller's fault.
+    Refused,
+}
+
+/// What the edge POSTs to the origin (`/v1/internal/edge-stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Report {
+    /// [`REPORT_VERSION`].
+    pub v: u32,
+    /// The reporting isolate's random id.
+    pub isolate: String,
+    /// 0, 1, 2… per isolate; `(isolate, seq)` identifies the report.
+    pub seq: u64,
+    /// First and last moment covered, Unix milliseconds.
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub counts: Counts,
+}
+
+/// Why the origin refuses a report's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("unsupported report version")]
+    Version,
+    #[error("the isolate id must be 1-64 letters, digits, '-' or '_'")]
+    Isolate,
+    #[error("toMs is before fromMs")]
+    Interval,
+}
+
+impl ReportError {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Version => "UNSUPPORTED_VERSION",
+            Self::Isolate => "INVALID_ISOLATE",
+            Self::Interval => "INVALID_INTERVAL",
+        }
+    }
+}
+
+impl Report {
+    /// Checks what serde cannot (the counts' shape is checked by parsing).
+    pub fn validate(&self) -> Result<(), ReportError> {
+        if self.v != REPORT_VERSION {
+            return Err(ReportError::Version);
+        }
+        let id_ok = (1..=MAX_ISOLATE_LEN).contains(&self.isolate.len())
+            && self.isolate.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(ReportError::Isolate);
+        }
+        if self.to_ms < self.from_ms {
+            return Err(ReportError::Interval);
+        }
+        Ok(())
+    }
+}
+
+/// When an isolate reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    /// A long-lived isolate or process: every `every_ms` of traffic, or
+    /// sooner at [`REPORT_AT_ANSWERS`].
+    Batched { every_ms: u64 },
+    /// An instance that serves one request (Spin): whatever it counted,
+    /// at once, since nothing in its memory survives the request.
+    EveryInstance,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Self::Batched { every_ms: DEFAULT_REPORT_EVERY_MS }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Unsent {
+    /// Handed to a sender at `since_ms`.
+    InFlight { report: Report, since_ms: u64 },
+    /// Its send failed; resent unchanged from `retry_at_ms`.
+    Failed { report: Report, retry_at_ms: u64 },
+}
+
+/// One isolate's accumulator (see the module's doc).
+#[derive(Debug, Clone)]
+pub struct EdgeStats {
+    isolate: String,
+    cadence: Cadence,
+    next_seq: u64,
+    current: Counts,
+    current_from_ms: Option<u64>,
+    unsent: Option<Unsent>,
+}
+
+impl EdgeStats {
+    /// `isolate` should be random (e.g. 128 bits in hex): ids of isolates
+    /// that ran at different times must not collide at the origin.
+    pub fn new(isolate: String, cadence: Cadence) -> Self {
+        Self { isolate, cadence, next_seq: 0, current: Counts::default(), current_from_ms: None, unsent: None }
+    }
+
+    pub fn isolate(&self) -> &str {
+        &self.isolate
+    }
+
+    /// Counts one answer that took `latency_ms`.
+    pub fn record(&mut self, answer: Answer, latency_ms: u64, now_ms: u64) {
+        self.current_from_ms.get_or_insert(now_ms);
+        let c = &mut self.current;
+        match answer {
+            Answer::Lookup(source) => {
+                match source {
+                    Source::Cache => c.lookups.cache += 1,
+                    Source::Live => c.lookups.live += 1,
+                    Source::StaleCache => c.lookups.stale_cache += 1,
+                    Source::Default => c.lookups.default += 1,
+                }
+                c.latency.record(latency_ms);
+            }
+            Answer::Write(outcome) => {
+                match outcome {
+                    WriteOutcome::Complete => c.writes.complete += 1,
+                    WriteOutcome::Pending => c.writes.pending += 1,
+                    WriteOutcome::Failed => c.writes.failed += 1,
+                    WriteOutcome::NotAccepted => c.writes.not_accepted += 1,
+                }
+                c.latency.record(latency_ms);
+            }
+            Answer::Refused => c.refusals += 1,
+        }
+    }
+
+    /// Counts a message the queue did not take.
+    pub fn record_forward_failure(&mut self, now_ms: u64) {
+        self.current_from_ms.get_or_insert(now_ms);
+        self.current.forward_failures += 1;
+    }
+
+    /// What has been counted and not yet handed out in a report.
+    pub fn current(&self) -> &Counts {
+        &self.current
+    }
+
+    /// Whether [`Self::take_report`] would return a report now (cheap: for
+    /// hosts deciding whether to schedule work after a response).
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        match &self.unsent {
+            Some(Unsent::InFlight { since_ms, .. }) => now_ms.saturating_sub(*since_ms) >= IN_FLIGHT_LIMIT_MS,
+            Some(Unsent::Failed { retry_at_ms, .. }) => now_ms >= *retry_at_ms,
+            None => self.current_is_due(now_ms),
+        }
+    }
+
+    fn current_is_due(&self, now_ms: u64) -> bool {
+        let Some(from) = self.current_from_ms else { return false };
+        match self.cadence {
+            Cadence::EveryInstance => true,
+            Cadence::Batched { every_ms } => {
+                now_ms.saturating_sub(from) >= every_ms || self.current.answers() >= REPORT_AT_ANSWERS
+            }
+        }
+    }
+
+    /// The report to send now, if one is due. One report is out at a time:
+    /// an unacknowledged one is resent (same `seq`) before a new one is cut.
+    /// The caller must follow up with [`Self::delivered`] or [`Self::failed`].
+    pub fn take_report(&mut self, now_ms: u64) -> Option<Report> {
+        if !self.is_due(now_ms) {
+            return None;
+        }
+        let report = match self.unsent.take() {
+            Some(Unsent::InFlight { report, .. } | Unsent::Failed { report, .. }) => report,
+            None => {
+                let from_ms = self.current_from_ms.take().unwrap_or(now_ms);
+                let report = Report {
+                    v: REPORT_VERSION,
+                    isolate: self.isolate.clone(),
+                    seq: self.next_seq,
+                    from_ms,
+                    to_ms: now_ms.max(from_ms),
+                    counts: core::mem::take(&mut self.current),
+                };
+                self.next_seq += 1;
+                report
+            }
+        };
+        self.unsent = Some(Unsent::InFlight { report: report.clone(), since_ms: now_ms });
+        Some(report)
+    }
+
+    /// The origin acknowledged report `seq` (or refused it for good: a
+    /// malformed report would never be accepted, so it is not resent).
+    pub fn delivered(&mut self, seq: u64) {
+        if matches!(&self.unsent, Some(Unsent::InFlight { report, .. } | Unsent::Failed { report, .. }) if report.seq == seq)
+        {
+            self.unsent = None;
+        }
+    }
+
+    /// The send of `report` failed: it is kept, unchanged, and resent once
+    /// the cadence's interval has passed (at once for [`Cadence::EveryInstance`],
+    /// whose instance has no later).
+    pub fn failed(&mut self, report: Report, now_ms: u64) {
+        let retry_in = match self.cadence {
+            Cadence::Batched { every_ms } => every_ms,
+            Cadence::EveryInstance => 0,
+        };
+        self.unsent = Some(Unsent::Failed { report, retry_at_ms: now_ms + retry_in });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    const EVERY: u64 = 10_000;
+
+    fn stats() -> EdgeStats {
+        EdgeStats::new("iso-1".to_string(), Cadence::Batched { every_ms: EVERY })
+    }
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_that_holds_it() {
+        let mut l = LatencyCounts::default();
+        for ms in [0, 10, 11, 500, 10_000, 10_001, 60_000] {
+            l.record(ms);
+        }
+        assert_eq!(l.buckets, [2, 1, 0, 0, 0, 1, 0, 0, 0, 1, 2]);
+        assert_eq!((l.count(), l.sum_ms), (7, 80_522));
+    }
+
+    #[test]
+    fn nothing_is_due_without_traffic() {
+        let mut s = stats();
+        assert!(!s.is_due(1_000_000));
+        assert_eq!(s.take_report(1_000_000), None);
+    }
+
+    #[test]
+    fn a_report_is_due_after_the_interval_of_traffic() {
+        let mut s = stats();
+        s.record(Answer::Lookup(Source::Cache), 3, 1_000);
+        s.record(Answer::Lookup(Source::Default), 40, 5_000);
+        s.record(Answer::Refused, 0, 6_000);
+        assert_eq!(s.take_report(10_999), None, "the interval counts from the first answer");
+        let r = s.take_report(11_000).expect("due");
+        assert_eq!((r.v, r.isolate.as_str(), r.seq, r.from_ms, r.to_ms), (1, "iso-1", 0, 1_000, 11_000));
+        assert_eq!((r.counts.lookups.cache, r.counts.lookups.default, r.counts.refusals), (1, 1, 1));
+        assert_eq!(r.counts.latency.count(), 2, "refusals carry no latency");
+        assert!(s.current().is_empty());
+    }
+
+    #[test]
+    fn a_burst_is_reported_before_the_interval() {
+        let mut s = stats();
+        for _ in 0..REPORT_AT_ANSWERS {
+            s.record(Answer::Write(WriteOutcome::Pending), 100, 1_000);
+        }
+        assert_eq!(s.take_report(1_001).expect("due by count").counts.writes.pending, REPORT_AT_ANSWERS);
+    }
+
+    #[test]
+    fn a_failed_report_is_resent_unchanged_while_new_answers_wait() {
+        let mut s = stats();
+        s.record(Answer::Lookup(Source::Live), 200, 0);
+        let first = s.take_report(EVERY).unwrap();
+        s.record(Answer::Lookup(Source::StaleCache), 5, EVERY + 1);
+        assert_eq!(s.take_report(3 * EVERY), None, "one report out at a time");
+        s.failed(first.clone(), EVERY + 100);
+        assert_eq!(s.take_report(2 * EVERY), None, "not before the retry interval");
+        let again = s.take_report(2 * EVERY + 100).unwrap();
+        assert_eq!(again, first, "same seq, same counts: the origin's dedup makes the resend safe");
+        s.delivered(again.seq);
+        let next = s.take_report(3 * EVERY).unwrap();
+        assert_eq!((next.seq, next.counts.lookups.stale_cache, next.counts.lookups.live), (1, 1, 0));
+        assert_eq!(next.from_ms, EVERY + 1);
+    }
+
+    #[test]
+    fn nothing_is_lost_or_counted_twice_across_failures() {
+        let mut s = stats();
+        let mut origin: alloc::vec::Vec<(String, u64)> = alloc::vec::Vec::new();
+        let mut counted = Counts::default();
+        let mut now = 0;
+        for i in 0..200u64 {
+            now += 700;
+            s.record(Answer::Lookup(if i % 3 == 0 { Source::Cache } else { Source::Live }), i, now);
+            if let Some(report) = s.take_report(now) {
+                // Every third send is lost; every fifth arrives but its reply is lost.
+                match i % 15 {
+                    0 | 3 | 6 | 9 | 12 => s.failed(report, now),
+                    5 | 10 => {
+                        if !origin.contains(&(report.isolate.clone(), report.seq)) {
+                            origin.push((report.isolate.clone(), report.seq));
+                            counted.merge(&report.counts);
+                        }
+                        s.failed(report, now);
+                    }
+                    _ => {
+                        if !origin.contains(&(report.isolate.clone(), report.seq)) {
+                            origin.push((report.isolate.clone(), report.seq));
+                            counted.merge(&report.counts);
+                        }
+                        s.delivered(report.seq);
+                    }
+                }
+            }
+        }
+        // Drain what is left.
+        for _ in 0..10 {
+            now += EVERY;
+            if let Some(report) = s.take_report(now) {
+                if !origin.contains(&(report.isolate.clone(), report.seq)) {
+                    origin.push((report.isolate.clone(), report.seq));
+                    counted.merge(&report.counts);
+                }
+                s.delivered(report.seq);
+            }
+        }
+        assert_eq!(counted.lookups.total(), 200);
+        assert_eq!(counted.lookups.cache, 67);
+        assert_eq!(counted.latency.sum_ms, (0..200).sum::<u64>());
+    }
+
+    #[test]
+    fn a_lost_sender_does_not_block_reports_forever() {
+        let mut s = stats();
+        s.record(Answer::Lookup(Source::Cache), 1, 0);
+        let r = s.take_report(EVERY).unwrap();
+        assert_eq!(s.take_report(EVERY + IN_FLIGHT_LIMIT_MS - 1), None);
+        assert_eq!(s.take_report(EVERY + IN_FLIGHT_LIMIT_MS), Some(r));
+    }
+
+    #[test]
+    fn an_instance_reports_whatever_it_counted() {
+        let mut s = EdgeStats::new("spin-1".to_string(), Cadence::EveryInstance);
+        assert!(!s.is_due(5));
+        s.record(Answer::Lookup(Source::Cache), 1, 5);
+        s.record_forward_failure(5);
+        let r = s.take_report(5).unwrap();
+        assert_eq!((r.counts.lookups.cache, r.counts.forward_failures), (1, 1));
+    }
+
+    #[test]
+    fn the_wire_format_round_trips_and_refuses_what_it_does_not_know() {
+        let mut s = stats();
+        s.record(Answer::Lookup(Source::StaleCache), 120, 1);
+        s.record(Answer::Write(WriteOutcome::NotAccepted), 2_600, 2);
+        let r = s.take_report(EVERY + 1).unwrap();
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"staleCache\":1") && text.contains("\"notAccepted\":1"), "{text}");
+        assert!(text.contains("\"fromMs\":1") && text.contains("\"forwardFailures\":0"), "{text}");
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!((back.validate(), &back), (Ok(()), &r));
+
+        let short = text.replace("[0,0,0,0,1,0,0,0,1,0,0]", "[0,0,1]");
+        assert!(serde_json::from_str::<Report>(&short).is_err(), "the bucket count is fixed");
+        let unknown = text.replacen('{', "{\"extra\":1,", 1);
+        assert!(serde_json::from_str::<Report>(&unknown).is_err());
+        let mut bad = back.clone();
+        bad.v = 2;
+        assert_eq!(bad.validate(), Err(ReportError::Version));
+        bad = back.clone();
+        bad.isolate = "a b".to_string();
+        assert_eq!(bad.validate(), Err(ReportError::Isolate));
+        bad = back;
+        bad.to_ms = 0;
+        assert_eq!(bad.validate(), Err(ReportError::Interval));
+    }
+
+    #[test]
+    fn merge_adds_every_count() {
+        let mut a = Counts::default();
+        let mut b = Counts::default();
+        b.lookups.cache = 2;
+        b.writes.failed = 1;
+        b.refusals = 3;
+        b.forward_failures = 4;
+        b.latency.record(30);
+        a.merge(&b);
+        a.merge(&b);
+        assert_eq!((a.lookups.cache, a.writes.failed, a.refusals, a.forward_failures), (4, 2, 6, 8));
+        assert_eq!((a.latency.buckets[2], a.latency.sum_ms), (2, 60));
+    }
+}

@@ -1,0 +1,92 @@
+//! The native edge reports its traffic to the origin: a known mix of
+//! lookups and writes through a real `failsoft-edge`, reported signed to a
+//! real `failsoft worker`, shows up exactly in the origin's `/v1/health`
+//! (cacheHitRate, degradedShare) and `/metrics`. A forged report is refused
+//! and counts nothing; a replayed one counts once.
+
+mod origin_support;
+
+use failsoft_shared::edge_stats::{Counts, REPORT_PATH, Report};
+use failsoft_shared::signature;
+use failsoft_tests::Stack;
+use failsoft_tests::edge_traffic::wait_for_counts;
+use failsoft_tests::edge_traffic::{Edge, assert_counts, origin_health, origin_metrics, reporting_settings, series};
+use origin_support::{INTERNAL_SECRET, OriginStack};
+use serde_json::{Value, json};
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// POSTs `body` to the origin's report route signed with `secret`.
+async fn post_report(http: &reqwest::Client, origin: &str, secret: &str, body: Vec<u8>) -> (u16, Value) {
+    let ts = now_secs();
+    let resp = http
+        .post(format!("{origin}{REPORT_PATH}"))
+        .header(signature::TIMESTAMP_HEADER, ts.to_string())
+        .header(signature::SIGNATURE_HEADER, signature::sign(secret.as_bytes(), ts, &body))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the origin answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn report(isolate: &str, seq: u64, cache: u64) -> Vec<u8> {
+    let mut counts = Counts::default();
+    counts.lookups.cache = cache;
+    counts.latency.record(3);
+    let report = Report { v: 1, isolate: isolate.to_owned(), seq, from_ms: 1, to_ms: 2, counts };
+    serde_json::to_vec(&report).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_edge_traffic_reaches_the_origins_health_and_metrics() {
+    let origin = OriginStack::start().await;
+    let worker = origin.worker(&[]).await;
+    let http = &origin.http;
+
+    // No report yet: both signals null and ok.
+    let doc = origin_health(http, worker.url()).await;
+    for name in ["cacheHitRate", "degradedShare"] {
+        let entry = &doc["signals"][name];
+        assert_eq!(
+            (&entry["value"], &entry["level"], &entry["source"]),
+            (&Value::Null, &json!("ok"), &json!("not reported"))
+        );
+    }
+
+    let settings = reporting_settings(worker.url(), INTERNAL_SECRET);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let stack = Stack::start_with(&settings).await;
+    let edge = Edge { http: &stack.http, url: stack.edge_url(), sim_admin: stack.admin_url() };
+    let tally = edge.drive_mix().await;
+    let (doc, text) = wait_for_counts(http, worker.url(), stack.edge_url(), &tally).await;
+    assert_counts(&doc, &text, &tally);
+
+    // A forged report (wrong secret) is refused and counts nothing.
+    let (status, body) =
+        post_report(http, worker.url(), "not-the-internal-secret-0000", report("forged", 0, 100)).await;
+    assert_eq!((status, &body["error"]["code"]), (401, &json!("SIGNATURE_MISMATCH")), "{body}");
+    // Malformed and oversized reports are refused too.
+    let (status, body) = post_report(http, worker.url(), INTERNAL_SECRET, b"{\"v\":1}".to_vec()).await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("INVALID_REPORT")), "{body}");
+    let (status, body) = post_report(http, worker.url(), INTERNAL_SECRET, vec![b' '; 17 * 1024]).await;
+    assert_eq!((status, &body["error"]["code"]), (413, &json!("PAYLOAD_TOO_LARGE")), "{body}");
+
+    // A replayed report is counted once.
+    let replayed = report("replay-test", 7, 4);
+    let (status, body) = post_report(http, worker.url(), INTERNAL_SECRET, replayed.clone()).await;
+    assert_eq!((status, &body["counted"]), (202, &json!(true)), "{body}");
+    let (status, body) = post_report(http, worker.url(), INTERNAL_SECRET, replayed).await;
+    assert_eq!((status, &body["counted"]), (200, &json!(false)), "{body}");
+
+    let text = origin_metrics(http, worker.url()).await;
+    let cache = series(&text, "failsoft_edge_answers_total{source=\"cache\"}");
+    assert_eq!(cache, (tally.cache + 4) as f64, "the edge's cache answers plus the replayed report's, once");
+    assert_eq!(series(&text, "failsoft_edge_reports_total{outcome=\"duplicate\"}"), 1.0);
+    let doc = origin_health(http, worker.url()).await;
+    assert_eq!(doc["signals"]["cacheHitRate"]["samples"].as_u64(), Some(tally.lookups() + 4), "{doc}");
+}
