@@ -15,6 +15,8 @@ pub mod demo;
 pub mod dlq_cli;
 pub mod drill;
 pub mod edge_push;
+pub mod event_delivery;
+pub mod event_sink;
 pub mod events;
 pub mod init_local;
 pub mod leases;

@@ -13,6 +13,7 @@ use crate::crm::Crm;
 use crate::dead_letter::DeadLetters;
 use crate::delivery::Delivery;
 use crate::edge_push::EdgePush;
+use crate::event_sink::EventSink;
 use crate::leases::Leases;
 use crate::results::Store;
 use crate::results_api::{self, ApiState};
@@ -49,7 +50,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         None => (Alerts::disabled(), None),
     };
     let owner = format!("worker-{}-{:08x}", std::process::id(), clock::random_u64() as u32);
-    let delivery = Arc::new(Delivery::new(config.clone(), crm, store.clone(), edge, owner.clone()));
+    let events = config.events.url.as_deref().map(|url| EventSink::new(http.clone(), url));
+    let delivery = Arc::new(Delivery::new(config.clone(), crm, store.clone(), edge, owner.clone()).with_events(events));
     let leases = Leases::new(config.policy.visibility_timeout_secs);
     let dead_letters = DeadLetters {
         sqs: sqs.clone(),
