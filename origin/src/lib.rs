@@ -18,6 +18,7 @@ pub mod edge_push;
 pub mod event_delivery;
 pub mod event_sink;
 pub mod events;
+pub mod events_api;
 pub mod init_local;
 pub mod leases;
 pub mod local_stack;

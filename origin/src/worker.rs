@@ -1,5 +1,5 @@
 //! `failsoft worker`: wires the consumer, the heartbeat, the alert sender,
-//! the queue-depth sampler and the results API together, and stops them in order on SIGTERM.
+//! the queue-depth sampler, the results API and `POST /v1/events` together, and stops them in order on SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use crate::dead_letter::DeadLetters;
 use crate::delivery::Delivery;
 use crate::edge_push::EdgePush;
 use crate::event_sink::EventSink;
+use crate::events_api::{self, EventsApi};
 use crate::leases::Leases;
 use crate::results::Store;
 use crate::results_api::{self, ApiState};
@@ -76,9 +77,11 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         },
         metrics,
     });
+    let events_api =
+        Arc::new(EventsApi { sqs: sqs.clone(), queue_url: config.queue_url.clone(), config: config.events.clone() });
     let (api_stop, mut api_stopped) = watch::channel(false);
     let api = tokio::spawn(
-        axum::serve(listener, results_api::router(state))
+        axum::serve(listener, results_api::router(state).merge(events_api::router(events_api)))
             .with_graceful_shutdown(async move {
                 let _ = api_stopped.wait_for(|s| *s).await;
             })
