@@ -29,6 +29,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/admin/customers", post(load_customers))
         .route("/admin/customers/tier", post(change_tier))
         .route("/admin/ledger", get(ledger))
+        .route("/admin/events", get(events))
         .route("/admin/stats", get(stats))
         .route("/admin/reset", post(reset))
         .with_state(control)
@@ -166,6 +167,12 @@ async fn change_tier(State(control): State<Arc<Control>>, body: Bytes) -> Reply 
 async fn ledger(State(control): State<Arc<Control>>) -> Response {
     let store = control.sim.store.lock().await;
     Json(store.ledger()).into_response()
+}
+
+/// Every event `POST /events` took, in order, duplicates included.
+async fn events(State(control): State<Arc<Control>>) -> Response {
+    let store = control.sim.store.lock().await;
+    Json(store.events()).into_response()
 }
 
 async fn stats(State(control): State<Arc<Control>>) -> Response {
