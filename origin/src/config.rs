@@ -69,6 +69,24 @@ pub struct AlertTarget {
     pub routing_key: Option<Secret>,
 }
 
+/// Where Genesys events go, and how `POST /v1/events` knows EventBridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// `FAILSOFT_EVENTS_URL`: the downstream endpoint each event is POSTed
+    /// to; unset: events are dead-lettered `EVENTS_NOT_CONFIGURED` and
+    /// `POST /v1/events` answers 503.
+    pub url: Option<String>,
+    /// `FAILSOFT_EVENTS_API_KEY`: the API key of the EventBridge connection
+    /// (at least 16 bytes); unset: `POST /v1/events` answers 503.
+    pub api_key: Option<Secret>,
+    /// `FAILSOFT_EVENTS_API_KEY_HEADER`: the header the connection sends it
+    /// in (default `X-Failsoft-Api-Key`), lower-cased.
+    pub api_key_header: String,
+}
+
+/// The header an EventBridge connection's API key arrives in, by default.
+pub const DEFAULT_EVENTS_API_KEY_HEADER: &str = "x-failsoft-api-key";
+
 /// What `failsoft worker` needs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -115,6 +133,8 @@ pub struct WorkerConfig {
     /// `FAILSOFT_EMF` (default off): print a CloudWatch Embedded Metric
     /// Format line on stdout every `FAILSOFT_EMF_INTERVAL_SECS` (default 60).
     pub emf_every: Option<Duration>,
+    /// `FAILSOFT_EVENTS_URL` and friends.
+    pub events: EventsConfig,
 }
 
 /// The DynamoDB tables.
@@ -242,6 +262,24 @@ fn alert(lookup: Lookup<'_>) -> Result<Option<AlertTarget>, ConfigError> {
     Ok(Some(AlertTarget { url, format, routing_key }))
 }
 
+/// An HTTP header name: 1-64 letters, digits and '-', as an EventBridge
+/// connection's API key name must be.
+fn header_name(lookup: Lookup<'_>, name: &'static str, default: &str) -> Result<String, ConfigError> {
+    let value = text(lookup, name).unwrap_or_else(|| default.to_owned()).to_ascii_lowercase();
+    let ok = (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok { Ok(value) } else { Err(ConfigError::new(name, "must be a header name: 1-64 letters, digits or '-'")) }
+}
+
+fn events(lookup: Lookup<'_>) -> Result<EventsConfig, ConfigError> {
+    let url = text(lookup, "FAILSOFT_EVENTS_URL").map(|u| http_url("FAILSOFT_EVENTS_URL", u)).transpose()?;
+    let api_key = match text(lookup, "FAILSOFT_EVENTS_API_KEY") {
+        None => None,
+        Some(_) => Some(secret(lookup, "FAILSOFT_EVENTS_API_KEY")?),
+    };
+    let api_key_header = header_name(lookup, "FAILSOFT_EVENTS_API_KEY_HEADER", DEFAULT_EVENTS_API_KEY_HEADER)?;
+    Ok(EventsConfig { url, api_key, api_key_header })
+}
+
 impl WorkerConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let lookup: Lookup<'_> = &lookup;
@@ -308,6 +346,7 @@ impl WorkerConfig {
             write_settle_ms,
             lookup_before_create: flag(lookup, "FAILSOFT_CRM_LOOKUP_BEFORE_CREATE", true)?,
             emf_every,
+            events: events(lookup)?,
             policy,
         })
     }
@@ -384,15 +423,19 @@ mod tests {
         assert_eq!(c.write_settle_ms, c.policy.crm_deadline_ms);
         assert!(c.lookup_before_create);
         assert!(c.alert.is_none() && c.edge_url.is_none() && c.emf_every.is_none());
+        assert_eq!(c.events, EventsConfig { url: None, api_key: None, api_key_header: "x-failsoft-api-key".into() });
         assert_eq!(c.lease_ms(), 40_000);
         assert!(!format!("{c:?}").contains("0123456789abcdef"), "the secret never prints");
     }
 
     #[test]
     fn names_the_setting_that_is_wrong() {
-        let cases: [(&[(&str, &str)], &str); 12] = [
+        let cases: [(&[(&str, &str)], &str); 15] = [
             (&[("FAILSOFT_EMF", "maybe")], "FAILSOFT_EMF"),
             (&[("FAILSOFT_EMF", "1"), ("FAILSOFT_EMF_INTERVAL_SECS", "0")], "FAILSOFT_EMF_INTERVAL_SECS"),
+            (&[("FAILSOFT_EVENTS_URL", "events.example.com")], "FAILSOFT_EVENTS_URL"),
+            (&[("FAILSOFT_EVENTS_API_KEY", "short")], "FAILSOFT_EVENTS_API_KEY"),
+            (&[("FAILSOFT_EVENTS_API_KEY_HEADER", "X Api Key")], "FAILSOFT_EVENTS_API_KEY_HEADER"),
             (&[("FAILSOFT_QUEUE_URL", "")], "FAILSOFT_QUEUE_URL"),
             (&[("FAILSOFT_QUEUE_URL", "http://h/1/standard-queue")], "FAILSOFT_QUEUE_URL"),
             (&[("FAILSOFT_DLQ_URL", "ftp://h/1/q.fifo")], "FAILSOFT_DLQ_URL"),
@@ -419,6 +462,19 @@ mod tests {
         let c = worker(&[("FAILSOFT_EMF", "true"), ("FAILSOFT_EMF_INTERVAL_SECS", "5")]).unwrap();
         assert_eq!(c.emf_every, Some(Duration::from_secs(5)));
         assert_eq!(worker(&[("FAILSOFT_EMF_INTERVAL_SECS", "5")]).unwrap().emf_every, None);
+    }
+
+    #[test]
+    fn events_settings_parse_and_the_key_never_prints() {
+        let c = worker(&[
+            ("FAILSOFT_EVENTS_URL", "https://events.example.com/genesys/"),
+            ("FAILSOFT_EVENTS_API_KEY", "an-eventbridge-connection-key"),
+            ("FAILSOFT_EVENTS_API_KEY_HEADER", "X-Genesys-Key"),
+        ])
+        .unwrap();
+        assert_eq!(c.events.url.as_deref(), Some("https://events.example.com/genesys"));
+        assert_eq!(c.events.api_key_header, "x-genesys-key");
+        assert!(!format!("{c:?}").contains("an-eventbridge-connection-key"));
     }
 
     #[test]

@@ -97,7 +97,8 @@ impl Crm {
     }
 }
 
-async fn send(request: reqwest::RequestBuilder, op: Operation, deadline: Duration) -> Reply {
+/// Sends one request with its deadline, classified as `op`, and times it.
+pub(crate) async fn send(request: reqwest::RequestBuilder, op: Operation, deadline: Duration) -> Reply {
     let started = std::time::Instant::now();
     let reply = exchange(request, op, deadline).await;
     crate::telemetry::crm_call(op, started.elapsed());

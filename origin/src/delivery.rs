@@ -14,14 +14,15 @@ use failsoft_shared::error_class::{ErrorClass, Verdict};
 use failsoft_shared::retry::{DeadLetterReason, RetryDecision};
 use serde_json::{Value, json};
 
-use crate::clock;
 use crate::config::WorkerConfig;
 use crate::crm::{self, Crm, Reply};
 use crate::edge_push::EdgePush;
+use crate::event_sink::EventSink;
+use crate::events::{self, GenesysEvent};
 use crate::rate::ReplayRate;
 use crate::received::Received;
 use crate::results::{Store, StoreError};
-use crate::write_once;
+use crate::{clock, event_delivery, write_once};
 
 /// What the consumer does with a message after a delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +72,8 @@ pub struct Delivery {
     pub crm: Crm,
     pub store: Store,
     pub edge: Option<EdgePush>,
+    /// `FAILSOFT_EVENTS_URL`; `None`: events are dead-lettered.
+    pub events: Option<EventSink>,
     /// This process, as the owner of write claims.
     pub owner: String,
     breaker: Mutex<Breaker>,
@@ -104,11 +107,19 @@ impl Delivery {
             crm,
             store,
             edge,
+            events: None,
             owner,
             breaker: Mutex::new(Breaker::default()),
             rate: Mutex::new(rate),
             epoch: Instant::now(),
         }
+    }
+
+    /// Delivers events to `sink` (`FAILSOFT_EVENTS_URL`). They share the
+    /// breaker and the replay pacing with the CRM's calls.
+    pub fn with_events(mut self, sink: Option<EventSink>) -> Self {
+        self.events = sink;
+        self
     }
 
     pub fn breaker_mode(&self) -> Mode {
@@ -180,7 +191,7 @@ impl Delivery {
 
     /// Delivers one message and says what to do with it.
     pub async fn deliver(&self, message: &Received) -> Outcome {
-        let envelope = match parse(&message.body) {
+        let envelope = match read(message) {
             Ok(envelope) => envelope,
             Err(reason) => {
                 let correlation_id = serde_json::from_str::<Value>(&message.body)
@@ -213,10 +224,10 @@ impl Delivery {
                 kind,
             })
         };
-        if envelope.kind == Kind::Event {
-            // The downstream contract has no event route yet: an operator
-            // decides, with the message kept in the DLQ.
-            return dead("UNSUPPORTED_KIND".to_owned(), "invalid", None);
+        if envelope.kind == Kind::Event && self.events.is_none() {
+            // Nowhere to deliver it: an operator decides, with the message
+            // kept in the DLQ (replayable once FAILSOFT_EVENTS_URL is set).
+            return dead("EVENTS_NOT_CONFIGURED".to_owned(), "permanent", None);
         }
 
         let now = clock::now_ms();
@@ -243,9 +254,11 @@ impl Delivery {
         }
 
         let deadline = Instant::now() + self.processing_limit();
-        let attempted = match envelope.kind {
-            Kind::Refresh => self.refresh(&envelope, deadline).await,
-            _ => write_once::deliver(self, &envelope, deadline).await,
+        let attempted = match (envelope.kind, &self.events) {
+            (Kind::Refresh, _) => self.refresh(&envelope, deadline).await,
+            (Kind::Write, _) => write_once::deliver(self, &envelope, deadline).await,
+            (Kind::Event, Some(sink)) => event_delivery::deliver(self, sink, &envelope, deadline).await,
+            (Kind::Event, None) => Attempted::Invalid("EVENTS_NOT_CONFIGURED".to_owned()),
         };
         let now = clock::now_ms();
         match attempted {
@@ -279,7 +292,8 @@ impl Delivery {
         match decision {
             RetryDecision::RetryAfter { delay_ms } => Outcome::Retry { delay_ms, class, status },
             RetryDecision::DeadLetter(DeadLetterReason::Permanent { status }) => {
-                dead(format!("CRM_REJECTED_{status}"), class.as_str(), Some(status))
+                let downstream = if envelope.kind == Kind::Event { "EVENTS" } else { "CRM" };
+                dead(format!("{downstream}_REJECTED_{status}"), class.as_str(), Some(status))
             }
             RetryDecision::DeadLetter(DeadLetterReason::BudgetExhausted) => {
                 dead("RETRY_BUDGET_EXHAUSTED".to_owned(), class.as_str(), status)
@@ -326,9 +340,26 @@ impl Delivery {
     }
 }
 
+/// The envelope of a received message, or why it has none. A raw
+/// EventBridge event (an EventBridge rule with the queue as its target puts
+/// the event itself on the queue) becomes the same `kind: event` envelope
+/// as one `POST /v1/events` queued, submitted when SQS took it.
+pub fn read(message: &Received) -> Result<Envelope<Value>, &'static str> {
+    let body: Value = serde_json::from_str(&message.body).map_err(|_| "MALFORMED_ENVELOPE")?;
+    if events::is_eventbridge_event(&body) {
+        let event = GenesysEvent::from_eventbridge(&body).map_err(|_| "INVALID_EVENT")?;
+        return check(event.envelope(message.sent_ms.unwrap_or_else(clock::now_ms)));
+    }
+    check(serde_json::from_value(body).map_err(|_| "MALFORMED_ENVELOPE")?)
+}
+
 /// The envelope of a message body, or why it is not one.
 pub fn parse(body: &str) -> Result<Envelope<Value>, &'static str> {
-    let envelope: Envelope<Value> = serde_json::from_str(body).map_err(|_| "MALFORMED_ENVELOPE")?;
+    check(serde_json::from_str(body).map_err(|_| "MALFORMED_ENVELOPE")?)
+}
+
+/// An envelope this build can deliver, or why not.
+fn check(envelope: Envelope<Value>) -> Result<Envelope<Value>, &'static str> {
     if envelope.v != ENVELOPE_VERSION {
         return Err("UNSUPPORTED_ENVELOPE_VERSION");
     }
@@ -361,5 +392,43 @@ mod tests {
         assert_eq!(parse(&bad_id).unwrap_err(), "INVALID_CORRELATION_ID");
         let kind = ok.replace("write", "launch");
         assert_eq!(parse(&kind).unwrap_err(), "MALFORMED_ENVELOPE");
+    }
+
+    fn received(body: String) -> Received {
+        Received {
+            message_id: "m-1".into(),
+            receipt: "r-1".into(),
+            body,
+            group_id: "genesys-events".into(),
+            receive_count: 1,
+            first_received_ms: None,
+            sent_ms: Some(77),
+        }
+    }
+
+    #[test]
+    fn a_raw_eventbridge_event_reads_as_an_event_envelope() {
+        let event = json!({
+            "version": "0", "id": "3f1e2d4c-0000-4000-8000-00000000abcd",
+            "detail-type": "v2.detail.events.conversation.6c8b3a1e-52b4-4b8e-9c61-0f2a7d4e9b10.customer.start",
+            "source": "aws.partner/genesys.com/cloud/9f8e7d6c-1234-4abc-9def-0123456789ab/failsoft",
+            "account": "123456789012", "time": "2026-11-28T10:00:00Z", "region": "eu-west-1", "resources": [],
+            "detail": {"topicName": "v2.detail.events.conversation.6c8b3a1e-52b4-4b8e-9c61-0f2a7d4e9b10.customer.start",
+                       "version": "2", "eventBody": {"conversationId": "6c8b3a1e-52b4-4b8e-9c61-0f2a7d4e9b10"},
+                       "metadata": {}}
+        });
+        let envelope = read(&received(event.to_string())).unwrap();
+        assert_eq!(envelope.kind, Kind::Event);
+        assert_eq!(envelope.correlation_id, "3f1e2d4c-0000-4000-8000-00000000abcd");
+        assert_eq!(envelope.entity_key, "6c8b3a1e-52b4-4b8e-9c61-0f2a7d4e9b10");
+        assert_eq!(envelope.submitted_at, 77, "the budget counts from SQS's send time");
+
+        let mut bad_id = event.clone();
+        bad_id["id"] = json!("has spaces in it");
+        assert_eq!(read(&received(bad_id.to_string())).unwrap_err(), "INVALID_EVENT");
+        let mut odd_id = event;
+        odd_id["id"] = json!("x:y");
+        assert_eq!(read(&received(odd_id.to_string())).unwrap_err(), "INVALID_CORRELATION_ID");
+        assert_eq!(read(&received(r#"{"hello":1}"#.into())).unwrap_err(), "MALFORMED_ENVELOPE");
     }
 }

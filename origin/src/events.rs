@@ -137,6 +137,17 @@ impl GenesysEvent {
     }
 }
 
+/// Whether a queue message body is a raw EventBridge event, as an
+/// EventBridge rule with the queue as its target sends it, rather than one
+/// of our envelopes: no `v` or `kind`, and the event's own `id`,
+/// `detail-type`, `source` and `detail`.
+pub fn is_eventbridge_event(body: &Value) -> bool {
+    let Some(fields) = body.as_object() else { return false };
+    !fields.contains_key("v")
+        && !fields.contains_key("kind")
+        && ["id", "detail-type", "source", "detail"].iter().all(|name| fields.contains_key(*name))
+}
+
 /// A Genesys id: a UUID, or any token of 16+ hex digits and dashes.
 fn looks_like_id(segment: &str) -> bool {
     segment.len() >= 16 && segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
@@ -226,6 +237,17 @@ mod tests {
         let mut long_id = eventbridge();
         long_id["id"] = json!("x".repeat(129));
         assert!(GenesysEvent::from_eventbridge(&long_id).is_err());
+    }
+
+    #[test]
+    fn a_raw_eventbridge_event_is_told_from_an_envelope() {
+        assert!(is_eventbridge_event(&eventbridge()));
+        let envelope = GenesysEvent::from_eventbridge(&eventbridge()).unwrap().envelope(1);
+        assert!(!is_eventbridge_event(&serde_json::to_value(&envelope).unwrap()));
+        let mut no_detail = eventbridge();
+        no_detail.as_object_mut().unwrap().remove("detail");
+        assert!(!is_eventbridge_event(&no_detail));
+        assert!(!is_eventbridge_event(&json!("text")));
     }
 
     #[test]

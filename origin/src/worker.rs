@@ -1,5 +1,5 @@
 //! `failsoft worker`: wires the consumer, the heartbeat, the alert sender,
-//! the queue-depth sampler, the EMF lines (if on) and the results API together, and stops them in order on SIGTERM.
+//! the queue-depth sampler, the EMF lines (if on), the results API and `POST /v1/events` together, and stops them in order on SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,8 @@ use crate::crm::Crm;
 use crate::dead_letter::DeadLetters;
 use crate::delivery::Delivery;
 use crate::edge_push::EdgePush;
+use crate::event_sink::EventSink;
+use crate::events_api::{self, EventsApi};
 use crate::leases::Leases;
 use crate::results::Store;
 use crate::results_api::{self, ApiState};
@@ -49,7 +51,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         None => (Alerts::disabled(), None),
     };
     let owner = format!("worker-{}-{:08x}", std::process::id(), clock::random_u64() as u32);
-    let delivery = Arc::new(Delivery::new(config.clone(), crm, store.clone(), edge, owner.clone()));
+    let events = config.events.url.as_deref().map(|url| EventSink::new(http.clone(), url));
+    let delivery = Arc::new(Delivery::new(config.clone(), crm, store.clone(), edge, owner.clone()).with_events(events));
     let leases = Leases::new(config.policy.visibility_timeout_secs);
     let dead_letters = DeadLetters {
         sqs: sqs.clone(),
@@ -74,9 +77,11 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         },
         metrics,
     });
+    let events_api =
+        Arc::new(EventsApi { sqs: sqs.clone(), queue_url: config.queue_url.clone(), config: config.events.clone() });
     let (api_stop, mut api_stopped) = watch::channel(false);
     let api = tokio::spawn(
-        axum::serve(listener, results_api::router(state))
+        axum::serve(listener, results_api::router(state).merge(events_api::router(events_api)))
             .with_graceful_shutdown(async move {
                 let _ = api_stopped.wait_for(|s| *s).await;
             })

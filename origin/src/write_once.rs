@@ -44,13 +44,8 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
         _ => return Attempted::Invalid("UNSUPPORTED_OPERATION".to_owned()),
     };
 
-    let now = clock::now_ms();
-    let lease_until = now.saturating_add(d.config.lease_ms());
-    match d.store.claim(correlation_id, KIND, &d.owner, now, lease_until).await {
-        Ok(Claim::Claimed) => {}
-        Ok(Claim::Complete) | Ok(Claim::Failed) => return Attempted::AlreadyDone,
-        Ok(Claim::Busy { retry_in_ms }) => return Attempted::Busy { retry_in_ms },
-        Err(e) => return Attempted::Store(e),
+    if let Err(stop) = claim(d, correlation_id, KIND).await {
+        return stop;
     }
 
     if d.config.lookup_before_create {
@@ -88,10 +83,23 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
     }
 }
 
+/// Claims `correlation_id` for this worker until the lease ends (step 1);
+/// `Err` says why this attempt stops here.
+pub(crate) async fn claim(d: &Delivery, correlation_id: &str, kind: &str) -> Result<(), Attempted> {
+    let now = clock::now_ms();
+    let lease_until = now.saturating_add(d.config.lease_ms());
+    match d.store.claim(correlation_id, kind, &d.owner, now, lease_until).await {
+        Ok(Claim::Claimed) => Ok(()),
+        Ok(Claim::Complete) | Ok(Claim::Failed) => Err(Attempted::AlreadyDone),
+        Ok(Claim::Busy { retry_in_ms }) => Err(Attempted::Busy { retry_in_ms }),
+        Err(e) => Err(Attempted::Store(e)),
+    }
+}
+
 /// Whether the CRM is done with a request: it answered, or no connection
 /// was ever made. Only a timeout or a broken connection leaves a create
 /// that may still land, and only then must the claim run its lease out.
-fn finished_at_crm(reply: &Reply) -> bool {
+pub(crate) fn finished_at_crm(reply: &Reply) -> bool {
     !reply.maybe_reached || reply.status.is_some()
 }
 
@@ -107,7 +115,7 @@ async fn record(d: &Delivery, correlation_id: &str, case: &Value) -> Attempted {
 }
 
 /// Gives the claim back (this attempt created nothing) and reports the failure.
-async fn give_back(d: &Delivery, correlation_id: &str, class: ErrorClass, status: Option<u16>) -> Attempted {
+pub(crate) async fn give_back(d: &Delivery, correlation_id: &str, class: ErrorClass, status: Option<u16>) -> Attempted {
     if let Err(e) = d.store.release(correlation_id, &d.owner, clock::now_ms()).await {
         // Harmless: the lease runs out by itself.
         tracing::warn!(error = %e, correlation_id, "could not give a claim back early");

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use failsoft_origin::config::DEFAULT_EVENTS_API_KEY_HEADER;
 use failsoft_origin::results::{LAST_KNOWN_KEY, RESULTS_KEY, TTL_ATTRIBUTE};
 use failsoft_shared::config::{Policy, SQS_MAX_RETENTION_SECS, SQS_MAX_VISIBILITY_SECS};
 use failsoft_shared::health::{Direction, Signal};
@@ -124,9 +125,41 @@ fn queues() -> (&'static str, &'static str) {
     (queue, dlq)
 }
 
+/// A condition's value under the default parameters: `Fn::Equals` on
+/// `Ref`s and literals, `Fn::Not`, `Fn::And`, `Fn::Or` and `Condition`.
+fn holds_by_default(condition: &Value) -> bool {
+    let operand = |v: &Value| match v.get("Ref").and_then(Value::as_str) {
+        Some(name) => parameter(name)["Default"].clone(),
+        None => v.clone(),
+    };
+    let all = |v: &Value| list(v).into_iter().map(holds_by_default).collect::<Vec<_>>();
+    if let Some(name) = condition.get("Condition").and_then(Value::as_str) {
+        return holds_by_default(&template()["Conditions"][name]);
+    }
+    if let Some([a, b]) = condition.get("Fn::Equals").and_then(Value::as_array).map(Vec::as_slice) {
+        return operand(a) == operand(b);
+    }
+    if let Some(inner) = condition.get("Fn::Not") {
+        return !holds_by_default(&inner[0]);
+    }
+    if let Some(inner) = condition.get("Fn::And") {
+        return all(inner).into_iter().all(|x| x);
+    }
+    if let Some(inner) = condition.get("Fn::Or") {
+        return all(inner).into_iter().any(|x| x);
+    }
+    panic!("not a condition this test reads: {condition}");
+}
+
+/// Whether the named condition holds under the default parameters.
+fn condition_by_default(name: &str) -> bool {
+    let definition = &template()["Conditions"][name];
+    assert!(!definition.is_null(), "no condition {name}");
+    holds_by_default(definition)
+}
+
 /// `value` is `false` under the default parameters: literally, or an
-/// `Fn::If` on a condition that is false when its parameter keeps its
-/// empty default.
+/// `Fn::If` that takes its `false` branch by default.
 fn false_by_default(value: &Value) -> bool {
     if value == &json!(false) {
         return true;
@@ -134,11 +167,7 @@ fn false_by_default(value: &Value) -> bool {
     let Some([condition, _, otherwise]) = value.get("Fn::If").and_then(Value::as_array).map(Vec::as_slice) else {
         return false;
     };
-    let definition = &template()["Conditions"][condition.as_str().unwrap_or_default()];
-    let param = definition["Fn::Not"][0]["Fn::Equals"][0]["Ref"].as_str().unwrap_or_default();
-    otherwise == &json!(false)
-        && definition["Fn::Not"][0]["Fn::Equals"][1] == json!("")
-        && parameter(param)["Default"] == json!("")
+    otherwise == &json!(false) && !condition_by_default(condition.as_str().unwrap_or_default())
 }
 
 #[test]
@@ -426,4 +455,63 @@ fn eventbridge_sends_only_from_its_rule() {
     assert_eq!(dedup[1], json!(true), "content-based deduplication with the rule");
     assert_eq!(policies[0].1["Condition"], dedup[0], "the queue policy exists exactly when the rule does");
     assert_eq!(resources()[rule]["Condition"], dedup[0]);
+}
+
+#[test]
+fn genesys_events_are_off_by_default_and_wired_one_way_at_a_time() {
+    let wiring = parameter("GenesysEventsWiring");
+    assert_eq!(wiring["Default"], "none");
+    assert_eq!(wiring["AllowedValues"], json!(["none", "sqs", "api-destination"]));
+    let conditioned = |condition: &str| -> Vec<&str> {
+        resources().iter().filter(|(_, r)| r["Condition"] == condition).map(|(id, _)| id.as_str()).collect()
+    };
+    for condition in ["HasGenesysEvents", "GenesysEventsViaQueue", "GenesysEventsViaApi"] {
+        assert!(!condition_by_default(condition), "{condition} is off by default");
+        assert!(!conditioned(condition).is_empty(), "{condition} guards something");
+    }
+    for (_, r) in of_type("AWS::Events::Rule") {
+        let c = r["Condition"].as_str().unwrap_or_default();
+        assert!(["GenesysEventsViaQueue", "GenesysEventsViaApi"].contains(&c), "every rule is behind a wiring: {r}");
+    }
+    for (_, r) in of_type("AWS::Events::Connection").into_iter().chain(of_type("AWS::Events::ApiDestination")) {
+        assert_eq!(r["Condition"], "GenesysEventsViaApi");
+    }
+}
+
+#[test]
+fn the_api_destination_posts_with_the_api_key_and_its_role_may_only_invoke_it() {
+    let destinations = of_type("AWS::Events::ApiDestination");
+    assert_eq!(destinations.len(), 1);
+    let (destination, d) = destinations[0];
+    let d = &d["Properties"];
+    assert_eq!(d["HttpMethod"], "POST");
+    assert_eq!(target(&d["InvocationEndpoint"]), Some("EventsEndpointUrl"));
+
+    let connection = target(&d["ConnectionArn"]).expect("the connection by GetAtt");
+    let c = props(connection);
+    assert_eq!(c["AuthorizationType"], "API_KEY");
+    let key = &c["AuthParameters"]["ApiKeyAuthParameters"];
+    assert_eq!(target(&key["ApiKeyName"]), Some("EventsApiKeyHeader"));
+    assert_eq!(target(&key["ApiKeyValue"]), Some("EventsApiKey"));
+    let header = parameter("EventsApiKeyHeader")["Default"].as_str().unwrap().to_ascii_lowercase();
+    assert_eq!(header, DEFAULT_EVENTS_API_KEY_HEADER, "the origin's default header");
+    assert_eq!(parameter("EventsApiKey")["NoEcho"], json!(true), "the key never shows");
+    assert_eq!(parameter("EventsApiKey")["Default"], "", "no key in the template");
+
+    let rules: Vec<_> = of_type("AWS::Events::Rule")
+        .into_iter()
+        .filter(|(_, r)| list(&r["Properties"]["Targets"]).iter().any(|t| target(&t["Arn"]) == Some(destination)))
+        .collect();
+    assert_eq!(rules.len(), 1, "one rule posts to the origin");
+    let t = list(&rules[0].1["Properties"]["Targets"])[0];
+    let role = target(&t["RoleArn"]).expect("the role EventBridge assumes");
+    assert!(number(&t["RetryPolicy"]["MaximumEventAgeInSeconds"]) >= 3_600, "EventBridge keeps retrying a 503");
+    let trust = list(&props(role)["AssumeRolePolicyDocument"]["Statement"]);
+    assert_eq!(trust.len(), 1);
+    assert_eq!(trust[0]["Principal"], json!({"Service": "events.amazonaws.com"}));
+    assert_eq!(
+        permissions(role),
+        pairs(&[(&["events:InvokeApiDestination"], destination)]),
+        "EventBridge's role may only invoke this API destination"
+    );
 }

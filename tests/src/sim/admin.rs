@@ -29,6 +29,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/admin/customers", post(load_customers))
         .route("/admin/customers/tier", post(change_tier))
         .route("/admin/ledger", get(ledger))
+        .route("/admin/events", get(events))
         .route("/admin/stats", get(stats))
         .route("/admin/correlations", get(correlations))
         .route("/admin/reset", post(reset))
@@ -172,6 +173,12 @@ async fn ledger(State(control): State<Arc<Control>>) -> Response {
 /// Every request's `X-Correlation-Id`, oldest first.
 async fn correlations(State(control): State<Arc<Control>>) -> Response {
     Json(control.sim.correlations.all()).into_response()
+}
+
+/// Every event `POST /events` took, in order, duplicates included.
+async fn events(State(control): State<Arc<Control>>) -> Response {
+    let store = control.sim.store.lock().await;
+    Json(store.events()).into_response()
 }
 
 async fn stats(State(control): State<Arc<Control>>) -> Response {

@@ -10,7 +10,7 @@ use axum::http::header::{CONNECTION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -23,7 +23,7 @@ use super::mode::{Failure, FailureMode, ModeState, Verdict};
 use super::reply::ErrorReply;
 use super::route::Route;
 use super::state::Sim;
-use super::store::{CaseCreation, LedgerFull};
+use super::store::{CaseCreation, EventReceipt, LedgerFull};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -32,6 +32,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/customers", get(lookup))
         .route("/cases", get(find_cases).post(create_case))
+        .route("/events", post(receive_event))
         .layer(middleware::from_fn_with_state(Arc::clone(&sim), apply_mode))
         .with_state(sim)
 }
@@ -118,14 +119,20 @@ async fn lookup(State(sim): State<Arc<Sim>>, query: Result<Query<PhoneQuery>, Qu
     }
 }
 
+/// The request's `Idempotency-Key`, if it has one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ErrorReply> {
+    match headers.get(IDEMPOTENCY_KEY).map(HeaderValue::to_str) {
+        None => Ok(None),
+        Some(Ok(key)) => Ok(Some(key.to_owned())),
+        Some(Err(_)) => Err(ErrorReply::bad_request("Idempotency-Key must be visible ASCII")),
+    }
+}
+
 /// `POST /cases` — 201 for a new case, 200 for a key seen before.
 async fn create_case(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = match headers.get(IDEMPOTENCY_KEY).map(HeaderValue::to_str) {
-        None => None,
-        Some(Ok(key)) => Some(key.to_owned()),
-        Some(Err(_)) => {
-            return ErrorReply::bad_request("Idempotency-Key must be visible ASCII").into_response();
-        }
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(refusal) => return refusal.into_response(),
     };
     let fields: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(fields)) => fields,
@@ -143,6 +150,32 @@ async fn create_case(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Byte
         Ok(CaseCreation::Replayed(case)) => {
             sim.stats.idempotent_replay();
             (StatusCode::OK, Json(case.response())).into_response()
+        }
+        Err(LedgerFull) => ErrorReply::new(StatusCode::INSUFFICIENT_STORAGE, "ledger_full").into_response(),
+    }
+}
+
+/// `POST /events` — a Genesys event from the origin: 201 for a new
+/// delivery, 200 for a key seen before (while keys are honoured).
+async fn receive_event(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let event: Value = match serde_json::from_slice(&body) {
+        Ok(event @ Value::Object(_)) => event,
+        Ok(_) => return ErrorReply::bad_request("the body must be a JSON object").into_response(),
+        Err(err) => return ErrorReply::bad_request(format!("invalid JSON body: {err}")).into_response(),
+    };
+    let receipt = sim.store.lock().await.receive_event(key, event, clock::unix_ms());
+    match receipt {
+        Ok(EventReceipt::Delivered) => {
+            sim.stats.event_delivered();
+            (StatusCode::CREATED, Json(serde_json::json!({"received": true}))).into_response()
+        }
+        Ok(EventReceipt::Replayed) => {
+            sim.stats.idempotent_replay();
+            (StatusCode::OK, Json(serde_json::json!({"received": true, "replayed": true}))).into_response()
         }
         Err(LedgerFull) => ErrorReply::new(StatusCode::INSUFFICIENT_STORAGE, "ledger_full").into_response(),
     }

@@ -46,7 +46,8 @@ pub enum FailureMode {
     /// Alternates normal service and 500 every `period_ms`, starting with
     /// service, counted from when the mode was set.
     Flap { period_ms: u64 },
-    /// Case creations fail with the permanent `status`; lookups work.
+    /// Case creations and event deliveries fail with the permanent
+    /// `status`; lookups work.
     Reject { status: u16 },
 }
 
@@ -198,7 +199,7 @@ impl ModeState {
                     _ => Verdict::Fail(Failure { status: 500, error: "internal", retry_after_secs: None }),
                 }
             }
-            FailureMode::Reject { status } if route == Route::CreateCase => {
+            FailureMode::Reject { status } if matches!(route, Route::CreateCase | Route::PostEvent) => {
                 Verdict::Fail(Failure { status, error: "validation", retry_after_secs: None })
             }
             FailureMode::Reject { .. } => Verdict::Pass,

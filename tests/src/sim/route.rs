@@ -12,6 +12,8 @@ pub enum Route {
     CreateCase,
     /// `GET /cases?externalRef=`
     FindCases,
+    /// `POST /events`: a Genesys event delivered by the origin.
+    PostEvent,
     /// Anything else (answered 404 or 405 when the mode lets it through).
     Other,
 }
@@ -23,6 +25,7 @@ impl Route {
             (&Method::GET, "/customers") => Self::Lookup,
             (&Method::POST, "/cases") => Self::CreateCase,
             (&Method::GET, "/cases") => Self::FindCases,
+            (&Method::POST, "/events") => Self::PostEvent,
             _ => Self::Other,
         }
     }
@@ -37,6 +40,7 @@ mod tests {
         assert_eq!(Route::of(&Method::GET, "/customers"), Route::Lookup);
         assert_eq!(Route::of(&Method::POST, "/cases"), Route::CreateCase);
         assert_eq!(Route::of(&Method::GET, "/cases"), Route::FindCases);
+        assert_eq!(Route::of(&Method::POST, "/events"), Route::PostEvent);
         assert_eq!(Route::of(&Method::POST, "/customers"), Route::Other);
         assert_eq!(Route::of(&Method::GET, "/nope"), Route::Other);
     }

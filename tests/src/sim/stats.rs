@@ -17,6 +17,8 @@ pub struct Stats {
     failed: AtomicU64,
     cases_created: AtomicU64,
     idempotent_replays: AtomicU64,
+    events: AtomicU64,
+    events_delivered: AtomicU64,
 }
 
 /// A copy of the counters as JSON shows them.
@@ -37,6 +39,10 @@ pub struct StatsSnapshot {
     pub cases_created: u64,
     /// `POST /cases` requests answered with an existing case for their key.
     pub idempotent_replays: u64,
+    /// `POST /events` requests, whatever their outcome.
+    pub events: u64,
+    /// `POST /events` requests that added a delivery to the events ledger.
+    pub events_delivered: u64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -51,6 +57,7 @@ impl Stats {
             Route::Lookup => bump(&self.lookups),
             Route::CreateCase => bump(&self.creates),
             Route::FindCases => bump(&self.case_queries),
+            Route::PostEvent => bump(&self.events),
             Route::Other => {}
         }
     }
@@ -70,6 +77,11 @@ impl Stats {
         bump(&self.idempotent_replays);
     }
 
+    /// Counts an event added to the events ledger.
+    pub fn event_delivered(&self) {
+        bump(&self.events_delivered);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -80,6 +92,8 @@ impl Stats {
             failed: read(&self.failed),
             cases_created: read(&self.cases_created),
             idempotent_replays: read(&self.idempotent_replays),
+            events: read(&self.events),
+            events_delivered: read(&self.events_delivered),
         }
     }
 
@@ -92,6 +106,8 @@ impl Stats {
             &self.failed,
             &self.cases_created,
             &self.idempotent_replays,
+            &self.events,
+            &self.events_delivered,
         ] {
             counter.store(0, Ordering::Relaxed);
         }

@@ -70,6 +70,24 @@ impl Case {
     }
 }
 
+/// One event `POST /events` took, as the admin events ledger lists it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDelivery {
+    pub idempotency_key: Option<String>,
+    pub body: Value,
+    pub delivered_at: u64,
+}
+
+/// What `POST /events` did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventReceipt {
+    /// A new delivery, appended to the events ledger.
+    Delivered,
+    /// The key was seen before and is honoured: nothing appended.
+    Replayed,
+}
+
 /// The result of a create.
 #[derive(Debug, Clone)]
 pub enum CaseCreation {
@@ -98,6 +116,9 @@ pub struct Store {
     /// First case created under each key (its ledger index).
     by_key: HashMap<String, usize>,
     idempotency: IdempotencyPolicy,
+    /// Every event delivery taken, duplicates included (when keys are ignored).
+    events: Vec<EventDelivery>,
+    event_keys: std::collections::HashSet<String>,
 }
 
 impl Store {
@@ -161,6 +182,28 @@ impl Store {
         };
         self.cases.push(case.clone());
         Ok(CaseCreation::Created(case))
+    }
+
+    /// Takes an event, or recognises its key while keys are honoured. The
+    /// ledger is bounded like the cases' ([`MAX_CASES`]).
+    pub fn receive_event(&mut self, key: Option<String>, body: Value, now_ms: u64) -> Result<EventReceipt, LedgerFull> {
+        let honoured = self.idempotency == IdempotencyPolicy::Honour;
+        if honoured && key.as_ref().is_some_and(|k| self.event_keys.contains(k)) {
+            return Ok(EventReceipt::Replayed);
+        }
+        if self.events.len() >= MAX_CASES {
+            return Err(LedgerFull);
+        }
+        if let Some(key) = &key {
+            self.event_keys.insert(key.clone());
+        }
+        self.events.push(EventDelivery { idempotency_key: key, body, delivered_at: now_ms });
+        Ok(EventReceipt::Delivered)
+    }
+
+    /// Every event delivery, in order, duplicates included.
+    pub fn events(&self) -> &[EventDelivery] {
+        &self.events
     }
 
     /// Every case whose body carried this `externalRef`, oldest first.
@@ -235,6 +278,17 @@ mod tests {
             panic!("expected a create");
         };
         assert_eq!(case.response(), json!({"caseId": "CASE-000001", "idempotencyKey": null, "createdAt": 5, "x": 1}));
+    }
+
+    #[test]
+    fn events_are_delivered_once_per_honoured_key() {
+        let mut store = Store::default();
+        assert_eq!(store.receive_event(Some("e1".into()), json!({"id": "e1"}), 1), Ok(EventReceipt::Delivered));
+        assert_eq!(store.receive_event(Some("e1".into()), json!({"id": "e1"}), 2), Ok(EventReceipt::Replayed));
+        assert_eq!(store.events().len(), 1);
+        store.set_idempotency(IdempotencyPolicy::Ignore);
+        assert_eq!(store.receive_event(Some("e1".into()), json!({"id": "e1"}), 3), Ok(EventReceipt::Delivered));
+        assert_eq!(store.events().len(), 2, "an ignored key delivers again");
     }
 
     #[test]
