@@ -25,9 +25,67 @@ pub fn ceil_secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
+/// A UTC calendar time, to read and write the RFC 3339 times of APIs
+/// without a date crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: u64,
+    pub minute: u64,
+    pub second: u64,
+    pub milli: u64,
+}
+
+impl UtcTime {
+    /// The calendar time of Unix milliseconds (Howard Hinnant's
+    /// `civil_from_days`).
+    pub fn from_unix_ms(ms: u64) -> Self {
+        let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (hour, minute, second, milli) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
+        Self { year, month, day, hour, minute, second, milli }
+    }
+
+    /// Unix milliseconds (`days_from_civil`); `None` before 1970.
+    pub fn unix_ms(&self) -> Option<u64> {
+        let y = if self.month <= 2 { self.year - 1 } else { self.year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * ((self.month + 9) % 12) + 2) / 5 + self.day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+        Some((((days * 24 + self.hour) * 60 + self.minute) * 60 + self.second) * 1000 + self.milli)
+    }
+
+    /// `2026-11-29T10:00:00.123Z`.
+    pub fn rfc3339(&self) -> String {
+        let Self { year, month, day, hour, minute, second, milli } = self;
+        format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calendar_times_round_trip() {
+        for ms in [0, 951_868_801_000, 1_795_946_400_123] {
+            assert_eq!(UtcTime::from_unix_ms(ms).unix_ms(), Some(ms));
+        }
+        assert_eq!(UtcTime::from_unix_ms(1_795_946_400_123).rfc3339(), "2026-11-29T10:00:00.123Z");
+        assert_eq!(UtcTime::from_unix_ms(951_868_801_000).rfc3339(), "2000-03-01T00:00:01.000Z");
+    }
 
     #[test]
     fn rounding_never_shortens_a_delay() {

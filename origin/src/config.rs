@@ -168,17 +168,17 @@ pub struct InitConfig {
     pub max_receive_count: u32,
 }
 
-type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-fn text(lookup: Lookup<'_>, name: &str) -> Option<String> {
+pub(crate) fn text(lookup: Lookup<'_>, name: &str) -> Option<String> {
     lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-fn required(lookup: Lookup<'_>, name: &'static str) -> Result<String, ConfigError> {
+pub(crate) fn required(lookup: Lookup<'_>, name: &'static str) -> Result<String, ConfigError> {
     text(lookup, name).ok_or_else(|| ConfigError::new(name, "is required"))
 }
 
-fn http_url(name: &'static str, value: String) -> Result<String, ConfigError> {
+pub(crate) fn http_url(name: &'static str, value: String) -> Result<String, ConfigError> {
     let rest = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://"));
     match rest {
         Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(value.trim_end_matches('/').to_owned()),
@@ -186,7 +186,7 @@ fn http_url(name: &'static str, value: String) -> Result<String, ConfigError> {
     }
 }
 
-fn fifo_queue_url(lookup: Lookup<'_>, name: &'static str) -> Result<String, ConfigError> {
+pub(crate) fn fifo_queue_url(lookup: Lookup<'_>, name: &'static str) -> Result<String, ConfigError> {
     let url = http_url(name, required(lookup, name)?)?;
     if !url.ends_with(".fifo") {
         return Err(ConfigError::new(name, "must be a FIFO queue (its name ends in .fifo)"));

@@ -26,6 +26,7 @@ pub mod init_local;
 pub mod leases;
 pub mod local_stack;
 pub mod moto;
+pub mod notifications;
 pub mod rate;
 pub mod received;
 pub mod results;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use failsoft_origin::config::{DlqConfig, InitConfig, WorkerConfig};
 use failsoft_origin::dlq_cli::{self, DlqCommand};
+use failsoft_origin::notifications::{self, NotificationSettings};
 use failsoft_origin::{init_local, worker};
 use failsoft_shared::config::ConfigError;
 use tracing_subscriber::EnvFilter;
@@ -37,6 +38,14 @@ enum Command {
     Up(failsoft_origin::local_stack::UpArgs),
     /// Stop what `failsoft up` started, by PID.
     Down(failsoft_origin::local_stack::DownArgs),
+    /// Consume the Genesys Cloud Notification Service (WebSocket) and queue
+    /// every event; reconnects, renews the channel and the token by itself.
+    /// Settings: GENESYS_* and FAILSOFT_NOTIFICATION_* (see README.md).
+    Notifications {
+        /// Serve /metrics and /healthz here (port 0 picks one).
+        #[arg(long, env = "FAILSOFT_NOTIFICATIONS_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+    },
     /// Inspect and replay the dead-letter queue.
     Dlq {
         #[command(subcommand)]
@@ -114,6 +123,14 @@ fn main() -> ExitCode {
             };
             init_logs();
             runtime.block_on(worker::run(config)).map_err(Into::into)
+        }
+        Command::Notifications { metrics_addr } => {
+            let settings = match NotificationSettings::from_lookup(env) {
+                Ok(s) => s,
+                Err(e) => return config_error(e),
+            };
+            init_logs();
+            runtime.block_on(notifications::run(settings, metrics_addr)).map_err(Into::into)
         }
         Command::InitLocal => {
             let config = match InitConfig::from_lookup(env) {
