@@ -213,16 +213,21 @@ impl Crm {
         self.post("/admin/customers", chunk).await.map(|_| ())
     }
 
-    /// Every call the CRM received with an `X-Correlation-Id`.
-    pub async fn correlations(&self) -> anyhow::Result<Vec<super::trace::CrmCall>> {
+    /// A JSON array from the simulator's admin API (`what` names it in errors).
+    async fn list(&self, path: &str, what: &str) -> anyhow::Result<Vec<Value>> {
         let resp = self
             .http
-            .get(format!("{}/admin/correlations", self.admin))
+            .get(format!("{}{path}", self.admin))
             .timeout(CALL_TIMEOUT * 4)
             .send()
             .await
-            .context("the simulator's correlations")?;
-        let calls: Vec<Value> = resp.json().await.context("the simulator's correlations are not a JSON array")?;
+            .with_context(|| format!("the simulator's {what}"))?;
+        resp.json().await.with_context(|| format!("the simulator's {what} is not a JSON array"))
+    }
+
+    /// Every call the CRM received with an `X-Correlation-Id`.
+    pub async fn correlations(&self) -> anyhow::Result<Vec<super::trace::CrmCall>> {
+        let calls = self.list("/admin/correlations", "correlation list").await?;
         let text = |c: &Value, name: &str| c[name].as_str().unwrap_or_default().to_owned();
         Ok(calls
             .iter()
@@ -236,14 +241,7 @@ impl Crm {
 
     /// Every case the CRM created, duplicates included.
     pub async fn ledger(&self) -> anyhow::Result<Vec<LedgerCase>> {
-        let resp = self
-            .http
-            .get(format!("{}/admin/ledger", self.admin))
-            .timeout(CALL_TIMEOUT * 4)
-            .send()
-            .await
-            .context("the simulator's ledger")?;
-        let cases: Vec<Value> = resp.json().await.context("the simulator's ledger is not a JSON array")?;
+        let cases = self.list("/admin/ledger", "ledger").await?;
         Ok(cases
             .iter()
             .map(|c| LedgerCase {
