@@ -328,7 +328,8 @@ impl Delivery {
         if let Err(e) = self.store.put_last_known(&envelope.entity_key, &entry, horizon).await {
             return Attempted::Store(e);
         }
-        let result = json!({"record": entry.record});
+        // With the message's stamp: its deduplication window, for the drill.
+        let result = json!({"record": entry.record, "submittedAt": envelope.submitted_at});
         if let Err(e) = self.store.complete(&envelope.correlation_id, "refresh", &result, None, now).await {
             return Attempted::Store(e);
         }

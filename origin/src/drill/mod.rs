@@ -523,7 +523,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     records.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
     let log_scan = scan_logs(&args, &population);
     let traced = match crm.correlations().await {
-        Ok(calls) => Some(trace::trace(&records, refreshes.iter().map(|(id, _)| id.as_str()), &calls)),
+        Ok(calls) => Some(trace::trace(&records, refreshes.iter().map(|r| r.correlation_id.as_str()), &calls)),
         Err(e) => {
             eprintln!("failsoft drill: tracing correlationIds: {e:#}");
             None

@@ -69,9 +69,8 @@ impl Aws {
         ))
     }
 
-    /// The refreshes delivered for correlationIds starting with `prefix`:
-    /// (correlationId, when the worker recorded it, Unix ms).
-    pub async fn refreshes(&self, table: &str, prefix: &str) -> anyhow::Result<Vec<(String, u64)>> {
+    /// The refreshes delivered for correlationIds starting with `prefix`.
+    pub async fn refreshes(&self, table: &str, prefix: &str) -> anyhow::Result<Vec<RefreshDelivery>> {
         let mut found = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -92,8 +91,13 @@ impl Aws {
             for item in page.items() {
                 let id = item.get("correlationId").and_then(|v| v.as_s().ok()).cloned();
                 let at = item.get("updatedAt").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
-                if let (Some(id), Some(at)) = (id, at) {
-                    found.push((id, at));
+                let submitted_at_ms = item
+                    .get("result")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                    .and_then(|result| result["submittedAt"].as_u64());
+                if let (Some(correlation_id), Some(delivered_at_ms)) = (id, at) {
+                    found.push(RefreshDelivery { correlation_id, delivered_at_ms, submitted_at_ms });
                 }
             }
             match page.last_evaluated_key {
@@ -102,6 +106,18 @@ impl Aws {
             }
         }
     }
+}
+
+/// A refresh the worker delivered (its record in the results table).
+#[derive(Debug, Clone)]
+pub struct RefreshDelivery {
+    /// The lookup's correlationId.
+    pub correlation_id: String,
+    /// When the worker recorded it, Unix ms.
+    pub delivered_at_ms: u64,
+    /// When the edge made the message, Unix ms: its deduplication bucket is
+    /// this over the freshness window.
+    pub submitted_at_ms: Option<u64>,
 }
 
 /// One second of the queues and the worker.

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::logscan::LogScan;
-use super::observe::{LedgerCase, Sample};
+use super::observe::{LedgerCase, RefreshDelivery, Sample};
 use super::population::Population;
 use super::trace::Traced;
 use super::traffic::{Clock, DATA_ACTION_TIMEOUT, Kind, Phase, Rates, Record};
@@ -225,7 +225,7 @@ pub struct Inputs<'a> {
     pub records: &'a [Record],
     pub samples: Vec<Sample>,
     pub ledger: &'a [LedgerCase],
-    pub refreshes: &'a [(String, u64)],
+    pub refreshes: &'a [RefreshDelivery],
     pub population: &'a Population,
     pub tag: &'a str,
     pub dlq_at_start: u64,
@@ -395,14 +395,20 @@ impl Report {
                 as u64;
         let mut per_window: HashMap<(u32, u64), u64> = HashMap::new();
         let mut refresh_deliveries = Vec::new();
-        for (id, at) in refreshes {
-            refresh_deliveries.push(clock.offset_of_unix_ms(*at) / 1000.0);
-            let Some(r) = outage_lookups.get(id.as_str()) else { continue };
+        for refresh in refreshes {
+            refresh_deliveries.push(clock.offset_of_unix_ms(refresh.delivered_at_ms) / 1000.0);
+            let Some(r) = outage_lookups.get(refresh.correlation_id.as_str()) else { continue };
             let Some(customer) = r.customer else { continue };
-            // The edge stamps the message when it answers: the window is
-            // that of the answer's time.
-            let answered_unix = clock.unix0_ms as f64 + r.start_ms + r.latency_ms;
-            *per_window.entry((customer, (answered_unix / window_ms) as u64)).or_insert(0) += 1;
+            // The window the edge deduplicated on: that of the message's
+            // own stamp. The answer's time (the fallback when the worker
+            // did not record the stamp) can fall a few milliseconds into the
+            // next window, more on a Worker, whose clock stands still
+            // between I/O.
+            let stamped_unix = match refresh.submitted_at_ms {
+                Some(at) => at as f64,
+                None => clock.unix0_ms as f64 + r.start_ms + r.latency_ms,
+            };
+            *per_window.entry((customer, (stamped_unix / window_ms) as u64)).or_insert(0) += 1;
         }
         let refreshes_report = Refreshes {
             window_secs: settings.freshness_secs,
