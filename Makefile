@@ -55,13 +55,16 @@ SQS ?= moto
 MODE ?= down
 OUTAGE ?= 8m
 DRILL_ARGS ?=
-FAILSOFT := $(or $(CARGO_TARGET_DIR),target)/debug/failsoft
+# PROFILE=drill: the stack's binaries optimised (Cargo.toml's [profile.drill]);
+# the default is the debug build the tests use.
+PROFILE ?= dev
+FAILSOFT := $(or $(CARGO_TARGET_DIR),target)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))/failsoft
 EDGE_BUILD = $(if $(filter worker,$(EDGE)),worker,$(if $(filter spin,$(EDGE)),spin-test-component))
 
 .PHONY: up down drill stack-build
 
 stack-build: setup
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --profile $(PROFILE)
 	$(if $(EDGE_BUILD),$(MAKE) --no-print-directory $(EDGE_BUILD))
 
 up: stack-build
