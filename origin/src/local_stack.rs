@@ -851,37 +851,16 @@ impl LocalStack {
                 self.wait_line("edge", PROGRAM_READY, "failsoft-edge listening").await?;
             }
             EdgeHost::Worker => {
-                let wrangler = root.join("node_modules/.bin/wrangler");
-                if !wrangler.exists() {
-                    return Err(StackError::Missing {
-                        what: "wrangler",
-                        path: wrangler,
-                        hint: "run `make setup` (scripts/setup.sh installs it)",
-                    });
-                }
                 let state = self.dir.join("state/worker");
                 fs::create_dir_all(&state).map_err(io_error(format!("creating {}", state.display())))?;
                 let config = state.join("wrangler.toml");
                 let names: Vec<&str> = secrets.edge_env().iter().map(|(k, _)| *k).collect();
                 fs::write(&config, worker_config(&root, &names)?)
                     .map_err(io_error(format!("writing {}", config.display())))?;
-                let mut dev = clean_command(&wrangler);
-                dev.current_dir(&state)
-                    .arg("dev")
-                    .arg("--config")
-                    .arg(&config)
-                    .args(["--local", "--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", "0"])
-                    .arg("--persist-to")
-                    .arg(state.join("kv"))
-                    .args(["--show-interactive-dev-session=false", "--log-level", "info"]);
-                for (key, value) in env {
-                    dev.arg("--var").arg(format!("{key}:{value}"));
-                }
-                dev.env("WRANGLER_SEND_METRICS", "false")
-                    .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-                    .env("WRANGLER_LOG_PATH", discarded_wrangler_debug_log(&self.dir.join("logs"))?)
-                    .env("BROWSER", "none")
-                    .envs(secrets.edge_env());
+                let logs = self.dir.join("logs");
+                let vars = env.iter().map(|(k, v)| (k, v));
+                let mut dev = wrangler_dev(&root, &config, port, &state.join("kv"), &logs, vars)?;
+                dev.current_dir(&state).envs(secrets.edge_env());
                 self.spawn("edge", dev)?;
                 self.wait_line("edge", EDGE_READY, "Ready on ").await?;
             }
@@ -988,10 +967,11 @@ async fn init_local(
     ))
 }
 
-/// The root `wrangler.toml` for the local stack: the build step dropped (the
-/// Worker is built already), `main` made absolute, and the secrets declared
-/// so wrangler takes them from its environment and shows them as hidden.
-fn worker_config(root: &Path, secrets: &[&str]) -> Result<String, StackError> {
+/// The root `wrangler.toml` for a copy outside the checkout (the local stack,
+/// the Worker tests): the build step dropped (the Worker is built already),
+/// `main` made absolute, and the `secrets` (if any) declared so wrangler
+/// takes them from its environment and shows them as hidden.
+pub fn worker_config(root: &Path, secrets: &[&str]) -> Result<String, StackError> {
     let path = root.join("wrangler.toml");
     let text = fs::read_to_string(&path).map_err(io_error(format!("reading {}", path.display())))?;
     let mut out = String::new();
@@ -1015,9 +995,52 @@ fn worker_config(root: &Path, secrets: &[&str]) -> Result<String, StackError> {
             out.push('\n');
         }
     }
-    let names: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
-    out.push_str(&format!("\n[secrets]\nrequired = [{}]\n", names.join(", ")));
+    if !secrets.is_empty() {
+        let names: Vec<String> = secrets.iter().map(|s| format!("{s:?}")).collect();
+        out.push_str(&format!("\n[secrets]\nrequired = [{}]\n", names.join(", ")));
+    }
     Ok(out)
+}
+
+/// `wrangler dev --local` of the built Worker on 127.0.0.1:`port` (0: it
+/// picks, and names it in its "Ready on" line), KV kept in `persist`, with
+/// `vars` as `--var`s and none of this process's failsoft, AWS or
+/// Cloudflare settings. Its debug file is discarded
+/// ([`discarded_wrangler_debug_log`], in `logs`).
+pub fn wrangler_dev(
+    root: &Path,
+    config: &Path,
+    port: u16,
+    persist: &Path,
+    logs: &Path,
+    vars: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+) -> Result<Command, StackError> {
+    let wrangler = root.join("node_modules/.bin/wrangler");
+    if !wrangler.exists() {
+        return Err(StackError::Missing {
+            what: "wrangler",
+            path: wrangler,
+            hint: "run `make setup` (scripts/setup.sh installs it)",
+        });
+    }
+    fs::create_dir_all(logs).map_err(io_error(format!("creating {}", logs.display())))?;
+    let mut dev = clean_command(&wrangler);
+    dev.arg("dev")
+        .arg("--config")
+        .arg(config)
+        .args(["--local", "--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", "0"])
+        .arg("--persist-to")
+        .arg(persist)
+        .args(["--show-interactive-dev-session=false", "--log-level", "info"]);
+    for (key, value) in vars {
+        dev.arg("--var").arg(format!("{}:{}", key.as_ref(), value.as_ref()));
+    }
+    dev.env("WRANGLER_SEND_METRICS", "false")
+        // Miniflare would fetch its `Request.cf` placeholder from the internet.
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("WRANGLER_LOG_PATH", discarded_wrangler_debug_log(logs)?)
+        .env("BROWSER", "none");
+    Ok(dev)
 }
 
 // ── failsoft up / down ──────────────────────────────────────────────────────

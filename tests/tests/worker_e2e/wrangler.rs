@@ -10,10 +10,12 @@
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+use failsoft_origin::local_stack;
 
 /// How long wrangler may take to bundle and start workerd (2 cores, shared).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -29,7 +31,7 @@ pub fn temp_dir() -> PathBuf {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    failsoft_origin::local_stack::workspace_root()
 }
 
 /// A running `wrangler dev`.
@@ -39,32 +41,6 @@ pub struct WranglerDev {
     dir: PathBuf,
     output: Arc<Mutex<String>>,
     started: Instant,
-}
-
-/// The root `wrangler.toml` for a test: the build step dropped (the Worker is
-/// built already) and `main` made absolute, since the copy lives elsewhere.
-fn test_config(root: &Path) -> String {
-    let text = std::fs::read_to_string(root.join("wrangler.toml")).expect("wrangler.toml at the workspace root");
-    let mut out = String::new();
-    let mut in_build = false;
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            in_build = trimmed == "[build]";
-        }
-        if in_build {
-            continue;
-        }
-        if let Some(main) = trimmed.strip_prefix("main = ") {
-            let main = root.join(main.trim().trim_matches('"'));
-            assert!(main.exists(), "{} is missing: run `make worker` first", main.display());
-            out.push_str(&format!("main = {:?}\n", main.display().to_string()));
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 impl WranglerDev {
@@ -84,29 +60,17 @@ impl WranglerDev {
         let root = workspace_root();
         let dir = temp_dir();
         let config = dir.join("wrangler.toml");
-        std::fs::write(&config, test_config(&root)).expect("the test wrangler.toml is written");
+        let text = local_stack::worker_config(&root, &[]).expect("wrangler.toml and the built Worker (`make worker`)");
+        std::fs::write(&config, text).expect("the test wrangler.toml is written");
 
-        let mut command = Command::new(root.join("node_modules/.bin/wrangler"));
+        let persist = state.map_or_else(|| dir.join("state"), Path::to_path_buf);
+        let vars = vars.iter().map(|(k, v)| (k, v));
+        let mut command = local_stack::wrangler_dev(&root, &config, 0, &persist, &dir.join("logs"), vars)
+            .expect("wrangler (scripts/setup.sh installs it)");
         command
             .current_dir(&dir)
-            .arg("dev")
-            .arg("--config")
-            .arg(&config)
-            .args(["--local", "--ip", "127.0.0.1", "--port", "0", "--inspector-port", "0"])
-            .arg("--persist-to")
-            .arg(state.map_or_else(|| dir.join("state"), Path::to_path_buf))
-            .args(["--show-interactive-dev-session=false", "--log-level", "info"]);
-        for (key, value) in vars {
-            command.arg("--var").arg(format!("{key}:{value}"));
-        }
-        command
-            .env("WRANGLER_SEND_METRICS", "false")
-            // Miniflare would fetch its `Request.cf` placeholder from the internet.
-            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .env("WRANGLER_LOG_PATH", dir.join("logs"))
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")
-            .env("BROWSER", "none")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
