@@ -11,6 +11,7 @@ use failsoft_shared::breaker::{Breaker, Mode, Permit};
 use failsoft_shared::cache::CacheEntry;
 use failsoft_shared::envelope::{ENVELOPE_VERSION, Envelope, Kind};
 use failsoft_shared::error_class::{ErrorClass, Verdict};
+use failsoft_shared::replay::ReplayRate;
 use failsoft_shared::retry::{DeadLetterReason, RetryDecision};
 use serde_json::{Value, json};
 
@@ -19,7 +20,6 @@ use crate::crm::{self, Crm, Reply};
 use crate::edge_push::EdgePush;
 use crate::event_sink::EventSink;
 use crate::events::{self, GenesysEvent};
-use crate::rate::ReplayRate;
 use crate::received::Received;
 use crate::results::{Store, StoreError};
 use crate::{clock, event_delivery, write_once};

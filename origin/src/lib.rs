@@ -27,7 +27,6 @@ pub mod leases;
 pub mod local_stack;
 pub mod moto;
 pub mod notifications;
-pub mod rate;
 pub mod received;
 pub mod results;
 pub mod results_api;

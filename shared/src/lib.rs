@@ -24,5 +24,6 @@ pub mod health;
 pub mod hex;
 pub mod keys;
 pub mod ladder;
+pub mod replay;
 pub mod retry;
 pub mod signature;

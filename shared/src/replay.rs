@@ -52,7 +52,8 @@ impl ReplayRate {
     /// pacer does not save up a burst.
     pub fn reserve(&mut self, now_us: u64) -> u64 {
         let slot = self.next_slot_us.max(now_us);
-        let spacing = (1_000_000.0 / self.rate).round() as u64;
+        // Rounded to the nearest microsecond (`round` is not in `core`).
+        let spacing = (1_000_000.0 / self.rate + 0.5) as u64;
         self.next_slot_us = slot.saturating_add(spacing.max(1));
         slot - now_us
     }
