@@ -193,6 +193,13 @@ pub async fn sample_depths(sqs: Client, queue_url: String, dlq_url: String, mut 
 
 /// `ApproximateNumberOfMessages` + `ApproximateNumberOfMessagesNotVisible`.
 async fn depth(sqs: &Client, url: &str) -> Result<u64, String> {
+    queue_depths(sqs, url).await.map(|(visible, in_flight)| visible + in_flight)
+}
+
+/// A queue's (visible, in flight) messages: `ApproximateNumberOfMessages`
+/// and `ApproximateNumberOfMessagesNotVisible`, within [`DEPTH_CALL_LIMIT`].
+/// The one reader of queue depths (the sampler, the drill, the tests).
+pub async fn queue_depths(sqs: &Client, url: &str) -> Result<(u64, u64), String> {
     let call = sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -212,8 +219,10 @@ async fn depth(sqs: &Client, url: &str) -> Result<u64, String> {
             .parse::<u64>()
             .map_err(|_| format!("{} is not a number", name.as_str()))
     };
-    Ok(n(QueueAttributeName::ApproximateNumberOfMessages)?
-        + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?)
+    Ok((
+        n(QueueAttributeName::ApproximateNumberOfMessages)?,
+        n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
+    ))
 }
 
 /// One signal's entry: value (or `null`), its thresholds and level, where

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sqs::types::QueueAttributeName;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -50,23 +49,9 @@ impl Aws {
 
     /// (visible, in flight) of a queue.
     pub async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64)> {
-        let attrs = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
+        crate::telemetry::queue_depths(&self.sqs, queue_url)
             .await
-            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(e)))
-            .with_context(|| format!("GetQueueAttributes {queue_url}"))?
-            .attributes
-            .unwrap_or_default();
-        let n = |name| attrs.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        Ok((
-            n(QueueAttributeName::ApproximateNumberOfMessages),
-            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        ))
+            .map_err(|e| anyhow::anyhow!("GetQueueAttributes {queue_url}: {e}"))
     }
 
     /// The refreshes delivered for correlationIds starting with `prefix`.

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use failsoft_origin::moto::MotoServer;
 use failsoft_origin::stack::{Service, bin_dir};
 use failsoft_shared::envelope::{Envelope, Kind};
@@ -218,20 +218,9 @@ impl OriginStack {
 
     /// `ApproximateNumberOfMessages` + `…NotVisible` of a queue.
     pub async fn depth(&self, queue_url: &str) -> u64 {
-        let attrs = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .expect("GetQueueAttributes")
-            .attributes
-            .unwrap_or_default();
-        let n = |name| attrs.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        n(QueueAttributeName::ApproximateNumberOfMessages)
-            + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        let (visible, in_flight) =
+            failsoft_origin::telemetry::queue_depths(&self.sqs, queue_url).await.expect("GetQueueAttributes");
+        visible + in_flight
     }
 
     /// The dead letters visible now, with their attributes, read without
