@@ -109,6 +109,40 @@ async fn origin_the_breaker_stops_hammering_a_failing_crm_and_the_replay_ramps_u
     assert!(span >= 2_900, "30 creates within {span} ms: the replay was not paced");
 }
 
+/// While the CRM hangs, the open breaker's probe gives up at the CRM
+/// deadline (not the processing limit) and the next follows
+/// `FAILSOFT_WORKER_PROBE_EVERY_MS` later, so a CRM that comes back is found
+/// within about one deadline plus one interval. With the processing limit
+/// (2 s here) and the edge's cool-down (1 s) a probe went out every 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_a_hung_crm_is_probed_at_the_crm_deadline_and_the_probe_cadence() {
+    let stack = OriginStack::start().await;
+    stack.crm(json!({"mode": "hang"})).await;
+    let _worker = stack.worker(&[("FAILSOFT_CRM_DEADLINE_MS", "300"), ("FAILSOFT_WORKER_PROBE_EVERY_MS", "300")]).await;
+    let enqueued: Vec<(String, &str)> = (0..6).map(|i| (format!("probe-{i}"), PHONES[i % PHONES.len()])).collect();
+    for (id, phone) in &enqueued {
+        stack.enqueue_write(id, phone, "probe").await;
+    }
+    wait_for("the first attempts to reach the hung CRM", Duration::from_secs(20), || async {
+        (stack.sim_count("requests").await >= 4).then_some(())
+    })
+    .await;
+    // The first attempts wait out the 2 s processing limit and open the
+    // breaker; from then on only probes reach the CRM.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = stack.sim_count("requests").await;
+    let window = Duration::from_secs(5);
+    tokio::time::sleep(window).await;
+    let probes = stack.sim_count("requests").await - before;
+    // 0.3 s deadline + 0.3 s interval: about 8 in 5 s. With the processing
+    // limit as the probe's deadline, 4 at most.
+    assert!((6..=12).contains(&probes), "{probes} probes reached the hung CRM in {window:?}");
+
+    stack.crm(json!({"mode": "up"})).await;
+    let ledger = stack.ledger_with(enqueued.len(), Duration::from_secs(30)).await;
+    assert_once_each_in_order(&ledger, &enqueued);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_a_429_with_retry_after_is_not_retried_sooner() {
     let stack = OriginStack::start().await;

@@ -40,6 +40,7 @@ pub const BASE_POLICY: &[(&str, &str)] = &[
     ("FAILSOFT_BACKOFF_BASE_MS", "200"),
     ("FAILSOFT_BACKOFF_CAP_MS", "2000"),
     ("FAILSOFT_BREAKER_COOL_DOWN_MS", "1000"),
+    ("FAILSOFT_WORKER_PROBE_EVERY_MS", "1000"),
     ("FAILSOFT_SHUTDOWN_GRACE_SECS", "10"),
     ("FAILSOFT_LOG", "warn"),
 ];
