@@ -15,16 +15,22 @@ ifdef CI
 export CARGO_TERM_COLOR := never
 endif
 
-.PHONY: setup test demo bench fmt lint clean distclean
+.PHONY: setup setup-browser test demo bench fmt lint clean distclean
 .PHONY: spin spin-lint spin-test-component size-spin
 .PHONY: worker worker-lint size-worker size
 
+# What builds, the demo, the drill and the tests need; no root.
 setup:
-	bash scripts/setup.sh
+	bash scripts/setup.sh rust python node wasm_bindgen
+
+# The dashboard's headless-browser test (make test only) also needs Debian's
+# chromium: installed with apt-get when missing, which takes root.
+setup-browser:
+	bash scripts/setup.sh chromium
 
 # After the host build and tests, the policy crate must also build for an MCU
 # (no_std) and both wasm hosts.
-test: setup
+test: setup setup-browser
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace --bins
