@@ -1,18 +1,31 @@
-"""moto's server, with its SQS FIFO receive made to keep per-group order.
+"""moto's server, with its SQS FIFO queues made to behave like SQS's.
 
-moto 5.2.5 decides whether a message group is locked from a snapshot of the
+Two fixes, both for FIFO queues; everything else is moto's own code.
+
+1. Receive keeps per-group order. moto 5.2.5 decides whether a message group is locked from a snapshot of the
 groups with messages in flight, and refreshes that snapshot in the middle of
 a receive pass. When a delete lands during a pass, the pass can skip a
 group's earlier message (locked by the snapshot) and then hand out a later
 one of the same group (unlocked by the refresh). Real SQS never returns a
 later message of a group before an earlier one. This launcher keeps a group
-skipped for the rest of a pass once one of its messages was skipped, and
-otherwise runs moto's own code unchanged.
+skipped for the rest of a pass once one of its messages was skipped.
+
+2. Deduplication holds for its whole 5-minute interval, atomically. moto
+checks a new message's deduplication id against the messages still in the
+queue and appends it afterwards, with nothing held in between: two sends of
+the same id on two server threads can both land (the drill once saw a
+customer's refresh queued twice 200 ms apart while moto was busy). It also
+forgets an id once its message is deleted, where SQS keeps refusing it for
+the interval. And `delete_message` rebuilds the message list, so a send
+landing during a delete could vanish. Here one lock covers sends and
+deletes, and each queue remembers the ids it took for the interval.
 
 Run as: python -c "<this file>" -H 127.0.0.1 -p PORT
 """
 
 import sys
+import threading
+from collections import OrderedDict
 from copy import deepcopy
 
 import moto
@@ -74,8 +87,10 @@ def receive_message(self, queue_name, count, wait_seconds_timeout, visibility_ti
             if len(result) >= count:
                 break
 
+        with MESSAGES:
+            for message in messages_to_dlq:
+                queue._messages.remove(message)
         for message in messages_to_dlq:
-            queue._messages.remove(message)
             queue.dead_letter_queue.add_message(message)
 
         if previous_result_count == len(result):
@@ -90,6 +105,36 @@ def receive_message(self, queue_name, count, wait_seconds_timeout, visibility_ti
 
 
 models.SQSBackend.receive_message = receive_message
+
+# Sends, deletes and dead-letter moves of every queue, one at a time (moto's
+# server runs each request on its own thread).
+MESSAGES = threading.RLock()
+DEDUP_INTERVAL_MS = models.DEDUPLICATION_TIME_IN_SECONDS * 1000
+moto_add_message = models.Queue.add_message
+moto_delete_message = models.Queue.delete_message
+
+
+def add_message(self, message):
+    with MESSAGES:
+        if self.fifo_queue and message.deduplication_id:
+            # id -> when first sent (ms), oldest first.
+            taken = self.__dict__.setdefault("failsoft_dedup", OrderedDict())
+            now = message.sent_timestamp
+            while taken and now - next(iter(taken.values())) >= DEDUP_INTERVAL_MS:
+                taken.popitem(last=False)
+            if message.deduplication_id in taken:
+                return
+            taken[message.deduplication_id] = now
+        moto_add_message(self, message)
+
+
+def delete_message(self, receipt_handle):
+    with MESSAGES:
+        moto_delete_message(self, receipt_handle)
+
+
+models.Queue.add_message = add_message
+models.Queue.delete_message = delete_message
 
 from moto.server import main  # noqa: E402
 

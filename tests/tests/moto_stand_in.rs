@@ -1,0 +1,77 @@
+//! moto's server stands in for SQS in the tests and the drill; these check
+//! the two FIFO behaviours `moto_fifo.py` gives it that SQS has and moto
+//! 5.2.5 lacks, so that a broken launcher fails here and not, at random,
+//! as a "duplicate refresh" in a drill.
+
+mod origin_support;
+
+use std::time::Duration;
+
+use origin_support::OriginStack;
+
+async fn send(stack: &OriginStack, group: &str, dedup: &str) {
+    send_to(&stack.sqs, &stack.queue_url, group, dedup).await;
+}
+
+async fn send_to(sqs: &aws_sdk_sqs::Client, queue_url: &str, group: &str, dedup: &str) {
+    sqs.send_message()
+        .queue_url(queue_url)
+        .message_body(format!("{{\"dedup\":\"{dedup}\"}}"))
+        .message_group_id(group)
+        .message_deduplication_id(dedup)
+        .send()
+        .await
+        .expect("SendMessage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deduplication_id_is_refused_for_its_interval_even_after_a_delete() {
+    let stack = OriginStack::start().await;
+    send(&stack, "g-1", "d-1").await;
+    let got = stack.sqs.receive_message().queue_url(&stack.queue_url).wait_time_seconds(1).send().await.unwrap();
+    let message = got.messages().first().expect("the first send is queued");
+    let handle = message.receipt_handle().expect("a receipt handle");
+    stack.sqs.delete_message().queue_url(&stack.queue_url).receipt_handle(handle).send().await.unwrap();
+    assert_eq!(stack.depth(&stack.queue_url).await, 0);
+
+    // SQS keeps refusing the id for five minutes after the first send,
+    // deleted or not (moto forgot it on delete).
+    send(&stack, "g-1", "d-1").await;
+    assert_eq!(stack.depth(&stack.queue_url).await, 0, "a resend within the interval is deduplicated");
+    send(&stack, "g-1", "d-2").await;
+    assert_eq!(stack.depth(&stack.queue_url).await, 1, "another id is queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_of_one_deduplication_id_queue_one_message() {
+    let stack = OriginStack::start().await;
+    // moto busy as in an outage: a group with one message in flight and one
+    // waiting keeps a long poll spinning on the server, so its threads are
+    // switched mid-request.
+    send(&stack, "busy", "first").await;
+    let got = stack.sqs.receive_message().queue_url(&stack.queue_url).visibility_timeout(120).send().await.unwrap();
+    assert_eq!(got.messages().len(), 1);
+    let (sqs, url) = (stack.sqs.clone(), stack.queue_url.clone());
+    let spinning = tokio::spawn(async move { sqs.receive_message().queue_url(url).wait_time_seconds(12).send().await });
+
+    const ROUNDS: usize = 40;
+    const SENDERS: usize = 8;
+    for round in 0..ROUNDS {
+        let dedup = format!("r-{round}");
+        let mut sends = tokio::task::JoinSet::new();
+        for _ in 0..SENDERS {
+            let (sqs, url, dedup) = (stack.sqs.clone(), stack.queue_url.clone(), dedup.clone());
+            sends.spawn(async move { send_to(&sqs, &url, "busy", &dedup).await });
+        }
+        while let Some(sent) = sends.join_next().await {
+            sent.expect("a send");
+        }
+    }
+    spinning.abort();
+    let depth = tokio::time::timeout(Duration::from_secs(30), stack.depth(&stack.queue_url)).await.expect("depth");
+    assert_eq!(
+        depth,
+        1 + ROUNDS as u64,
+        "the message in flight, and one of {SENDERS} concurrent sends of each of {ROUNDS} ids"
+    );
+}
