@@ -13,7 +13,7 @@ use failsoft_shared::envelope::{ENVELOPE_VERSION, Envelope, Kind};
 use failsoft_shared::error_class::{ErrorClass, Verdict};
 use failsoft_shared::replay::ReplayRate;
 use failsoft_shared::retry::{DeadLetterReason, RetryDecision};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::config::WorkerConfig;
 use crate::crm::{self, Crm, Reply};
@@ -21,7 +21,7 @@ use crate::edge_push::EdgePush;
 use crate::event_sink::EventSink;
 use crate::events::{self, GenesysEvent};
 use crate::received::Received;
-use crate::results::{Store, StoreError};
+use crate::results::{RefreshRecord, Store, StoreError};
 use crate::{clock, event_delivery, write_once};
 
 /// What the consumer does with a message after a delivery attempt.
@@ -325,12 +325,13 @@ impl Delivery {
         let now = clock::now_ms();
         let entry = CacheEntry { record, fetched_at_ms: now };
         let horizon = self.config.policy.freshness.last_known_horizon_ms;
-        if let Err(e) = self.store.put_last_known(&envelope.entity_key, &entry, horizon).await {
-            return Attempted::Store(e);
-        }
         // With the message's stamp: its deduplication window, for the drill.
-        let result = json!({"record": entry.record, "submittedAt": envelope.submitted_at});
-        if let Err(e) = self.store.complete(&envelope.correlation_id, "refresh", &result, None, now).await {
+        let refresh = RefreshRecord {
+            entity_key: &envelope.entity_key,
+            correlation_id: &envelope.correlation_id,
+            submitted_at_ms: envelope.submitted_at,
+        };
+        if let Err(e) = self.store.record_refresh(&refresh, &entry, horizon, now).await {
             return Attempted::Store(e);
         }
         if let Some(edge) = &self.edge {
@@ -381,6 +382,7 @@ pub fn is_valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn parses_the_edges_envelopes_and_refuses_the_rest() {

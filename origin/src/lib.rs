@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod aws;
+pub mod batch_write;
 pub mod clock;
 pub mod config;
 pub mod consumer;

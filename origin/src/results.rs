@@ -1,5 +1,7 @@
 //! The DynamoDB tables: results by correlationId (what `GET /v1/results`
 //! reads, and the write-once claims), and last-known records by entity key.
+//! A delivered refresh is recorded in the results table too, under a key of
+//! its own (see [`refresh_record_key`]).
 //!
 //! DynamoDB deletes TTL-expired items late (up to days; a local stand-in
 //! never), so every read here treats an item past its `expiresAt` as absent.
@@ -12,6 +14,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use failsoft_shared::cache::CacheEntry;
 use serde_json::Value;
 
+use crate::batch_write::{self, BatchWriter, Put};
 use crate::config::Tables;
 
 /// How long a result is kept for polling (the edge keeps its copy as long).
@@ -24,7 +27,7 @@ pub const RESULTS_KEY: &str = "correlationId";
 pub const LAST_KNOWN_KEY: &str = "entityKey";
 
 /// A store operation that failed; the caller retries the message later.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("DynamoDB {op} failed: {message}")]
 pub struct StoreError {
     pub op: &'static str,
@@ -121,11 +124,33 @@ pub enum Claim {
     Busy { retry_in_ms: u64 },
 }
 
+/// What identifies a delivered refresh.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshRecord<'a> {
+    pub entity_key: &'a str,
+    /// The lookup's correlationId.
+    pub correlation_id: &'a str,
+    /// When the edge made the message (its deduplication window's stamp).
+    pub submitted_at_ms: u64,
+}
+
 /// The two tables.
 #[derive(Clone)]
 pub struct Store {
     client: Client,
     tables: Tables,
+    /// Groups refresh records into `BatchWriteItem` calls (the worker's).
+    batch: Option<BatchWriter>,
+}
+
+/// The results-table key of a delivered refresh: the lookup's correlationId
+/// and the message's stamp. `:` is in no correlationId (letters, digits,
+/// `-`, `_`), so a refresh never lands on a write's item: an Architect flow
+/// that passes `Call.ConversationId` to both the lookup and the case
+/// creation must get its case created, whichever is delivered first. Nor
+/// does `GET /v1/results/{id}` ever answer with one.
+pub fn refresh_record_key(correlation_id: &str, submitted_at_ms: u64) -> String {
+    format!("refresh:{correlation_id}:{submitted_at_ms}")
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -146,7 +171,13 @@ fn expiry(now_ms: u64, ttl_secs: u64) -> u64 {
 
 impl Store {
     pub fn new(client: Client, tables: Tables) -> Self {
-        Self { client, tables }
+        Self { client, tables, batch: None }
+    }
+
+    /// Records refreshes through a [`BatchWriter`] (needs a Tokio runtime).
+    pub fn with_batching(mut self) -> Self {
+        self.batch = Some(BatchWriter::start(self.client.clone()));
+        self
     }
 
     /// The item for `correlation_id`, unless absent or expired.
@@ -355,29 +386,51 @@ impl Store {
         lost_race_is_fine(attempt, "UpdateItem")
     }
 
-    /// Keeps a refreshed record for the last-known horizon; an older record
-    /// never replaces a newer one. Keyed by the hashed entity, never a phone.
-    pub async fn put_last_known(
+    /// Records a delivered refresh: its record as last-known for the horizon
+    /// (keyed by the hashed entity, never a phone), and the refresh itself
+    /// under [`refresh_record_key`], in one `BatchWriteItem`, batched with
+    /// other refreshes when [`Store::with_batching`] is on.
+    ///
+    /// The puts are unconditional: a refresh's message group is its entity,
+    /// and SQS hands out a group's next message only once this one is
+    /// deleted, after these puts; so an older record of an entity never
+    /// follows a newer one.
+    pub async fn record_refresh(
         &self,
-        entity_key: &str,
+        refresh: &RefreshRecord<'_>,
         entry: &CacheEntry,
         horizon_ms: u64,
+        now_ms: u64,
     ) -> Result<(), StoreError> {
-        let record = serde_json::to_string(entry).unwrap_or_default();
-        let attempt = self
-            .client
-            .put_item()
-            .table_name(&self.tables.last_known)
-            .item(LAST_KNOWN_KEY, s(entity_key))
-            .item("entry", s(record))
-            .item("fetchedAtMs", n(entry.fetched_at_ms))
-            .item(TTL_ATTRIBUTE, n(expiry(entry.fetched_at_ms, horizon_ms / 1000)))
-            .condition_expression("attribute_not_exists(#f) OR #f < :f")
-            .set_expression_attribute_names(Some(names(&[("#f", "fetchedAtMs")])))
-            .expression_attribute_values(":f", n(entry.fetched_at_ms))
-            .send()
-            .await;
-        lost_race_is_fine(attempt, "PutItem")
+        let last_known = Put {
+            table: self.tables.last_known.clone(),
+            key_attribute: LAST_KNOWN_KEY,
+            item: HashMap::from([
+                (LAST_KNOWN_KEY.to_owned(), s(refresh.entity_key)),
+                ("entry".to_owned(), s(serde_json::to_string(entry).unwrap_or_default())),
+                ("fetchedAtMs".to_owned(), n(entry.fetched_at_ms)),
+                (TTL_ATTRIBUTE.to_owned(), n(expiry(entry.fetched_at_ms, horizon_ms / 1000))),
+            ]),
+        };
+        let result = serde_json::json!({"record": entry.record, "submittedAt": refresh.submitted_at_ms});
+        let record = Put {
+            table: self.tables.results.clone(),
+            key_attribute: RESULTS_KEY,
+            item: HashMap::from([
+                (RESULTS_KEY.to_owned(), s(refresh_record_key(refresh.correlation_id, refresh.submitted_at_ms))),
+                ("lookupCorrelationId".to_owned(), s(refresh.correlation_id)),
+                ("kind".to_owned(), s("refresh")),
+                ("status".to_owned(), s(Status::Complete.as_str())),
+                ("result".to_owned(), s(result.to_string())),
+                ("submittedAt".to_owned(), n(refresh.submitted_at_ms)),
+                ("updatedAt".to_owned(), n(now_ms)),
+                (TTL_ATTRIBUTE.to_owned(), n(expiry(now_ms, RESULT_TTL_SECS))),
+            ]),
+        };
+        match &self.batch {
+            Some(batch) => batch.put(vec![last_known, record]).await,
+            None => batch_write::write(&self.client, vec![last_known, record]).await,
+        }
     }
 }
 

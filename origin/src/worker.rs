@@ -38,7 +38,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let wait = Duration::from_secs(config.receive_wait_secs as u64);
     let sdk = aws::sdk_config(wait + SQS_CALL_SLACK).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone());
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone()).with_batching();
     let http = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(30)).build()?;
 
     let crm = Crm::new(http.clone(), &config.crm_url);

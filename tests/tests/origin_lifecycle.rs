@@ -6,6 +6,7 @@
 
 mod origin_support;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -169,10 +170,55 @@ async fn origin_refreshes_update_last_known_and_push_signed_entries_to_the_edge(
     let horizon = 7 * 86_400;
     assert!(expires.abs_diff(entry.fetched_at_ms / 1000 + horizon) <= 1, "TTL = the last-known horizon");
 
+    // The refresh is recorded under a key of its own: a lookup is no write,
+    // and the results API answers for writes only.
+    let records = refresh_records(&stack, "refresh-known").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let result: Value = serde_json::from_str(records[0]["result"].as_s().unwrap()).unwrap();
+    assert_eq!(result["record"]["customerId"], "C-301");
+    let key = records[0]["correlationId"].as_s().unwrap();
+    assert!(key.starts_with("refresh:refresh-known:"), "{key}");
     let (status, body) = stack.result(&worker, "refresh-known").await;
-    assert_eq!(status, 200);
-    assert_eq!(body["status"], "COMPLETE");
-    assert_eq!(body["result"]["record"]["customerId"], "C-301");
+    assert_eq!(status, 404, "{body}");
+}
+
+/// The refresh records of the lookup `correlation_id` in the results table.
+async fn refresh_records(stack: &OriginStack, correlation_id: &str) -> Vec<HashMap<String, AttributeValue>> {
+    let page = stack
+        .ddb
+        .scan()
+        .table_name("failsoft-results")
+        .filter_expression("lookupCorrelationId = :c AND kind = :k")
+        .expression_attribute_values(":c", AttributeValue::S(correlation_id.to_owned()))
+        .expression_attribute_values(":k", AttributeValue::S("refresh".to_owned()))
+        .send()
+        .await
+        .expect("Scan");
+    page.items().to_vec()
+}
+
+/// An Architect flow passes `Call.ConversationId` as the correlationId of
+/// the lookup and of the case it creates. A refresh delivered first must
+/// not pass for the case: the case is still created, once, and its result
+/// is the case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_a_lookup_and_a_case_sharing_a_correlation_id_are_both_delivered() {
+    let stack = OriginStack::start().await;
+    let worker = stack.worker(&[]).await;
+    let (id, phone) = ("conversation-5b1e", "+44 20 7946 0311");
+    stack.enqueue(&refresh_envelope(id, phone)).await;
+    wait_for("the refresh to be delivered", Duration::from_secs(30), || async {
+        (refresh_records(&stack, id).await.len() == 1 && stack.depth(&stack.queue_url).await == 0).then_some(())
+    })
+    .await;
+
+    stack.enqueue_write(id, phone, "call me back").await;
+    let ledger = stack.ledger_with(1, Duration::from_secs(30)).await;
+    assert_eq!(refs(&ledger), vec![id.to_owned()]);
+    let (status, body) = stack.result(&worker, id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "COMPLETE", "{body}");
+    assert!(body["caseId"].as_str().is_some_and(|c| c.starts_with("CASE-")), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

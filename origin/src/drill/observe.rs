@@ -54,7 +54,8 @@ impl Aws {
             .map_err(|e| anyhow::anyhow!("GetQueueAttributes {queue_url}: {e}"))
     }
 
-    /// The refreshes delivered for correlationIds starting with `prefix`.
+    /// The refreshes delivered for lookup correlationIds starting with
+    /// `prefix` (the worker's records, see `results::refresh_record_key`).
     pub async fn refreshes(&self, table: &str, prefix: &str) -> anyhow::Result<Vec<RefreshDelivery>> {
         let mut found = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
@@ -65,7 +66,7 @@ impl Aws {
                 .table_name(table)
                 .filter_expression("#k = :refresh AND begins_with(#c, :prefix)")
                 .expression_attribute_names("#k", "kind")
-                .expression_attribute_names("#c", "correlationId")
+                .expression_attribute_names("#c", "lookupCorrelationId")
                 .expression_attribute_values(":refresh", AttributeValue::S("refresh".into()))
                 .expression_attribute_values(":prefix", AttributeValue::S(prefix.into()))
                 .set_exclusive_start_key(start.take())
@@ -74,13 +75,9 @@ impl Aws {
                 .map_err(|e| anyhow::anyhow!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))
                 .with_context(|| format!("Scan {table}"))?;
             for item in page.items() {
-                let id = item.get("correlationId").and_then(|v| v.as_s().ok()).cloned();
-                let at = item.get("updatedAt").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
-                let submitted_at_ms = item
-                    .get("result")
-                    .and_then(|v| v.as_s().ok())
-                    .and_then(|text| serde_json::from_str::<Value>(text).ok())
-                    .and_then(|result| result["submittedAt"].as_u64());
+                let id = item.get("lookupCorrelationId").and_then(|v| v.as_s().ok()).cloned();
+                let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok());
+                let (at, submitted_at_ms) = (num("updatedAt"), num("submittedAt"));
                 if let (Some(correlation_id), Some(delivered_at_ms)) = (id, at) {
                     found.push(RefreshDelivery { correlation_id, delivered_at_ms, submitted_at_ms });
                 }
