@@ -110,7 +110,8 @@ pub struct WorkerConfig {
     /// `FAILSOFT_REPLAY_RATE_MAX`: ceiling of downstream deliveries per second.
     pub replay_rate_max: u32,
     /// The worker's breaker: the policy's window and threshold, with
-    /// `FAILSOFT_WORKER_PROBE_EVERY_MS` (default 2000) as its cool-down.
+    /// `FAILSOFT_WORKER_PROBE_EVERY_MS` (default 2000) as its cool-down,
+    /// counted from when a probe was sent (probes start that far apart).
     /// The edge's cool-down spares Data Actions the CRM's deadline; the
     /// worker's only spaces one cheap probe, and every second it waits
     /// after the CRM is back is a second more of backlog.

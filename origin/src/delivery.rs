@@ -149,11 +149,16 @@ impl Delivery {
     }
 
     /// Sends the breaker's probe (a cheap read, with a read's deadline: a
-    /// CRM slower than that is not back) and records its outcome.
+    /// CRM slower than that is not back) and records its outcome as of when
+    /// it was sent: probes start one cool-down apart, so a probe that hung
+    /// for longer is followed at once. When a hang ends, the probe it held
+    /// comes back failed, and the next one finds the CRM back without
+    /// waiting a whole cool-down more.
     pub async fn probe(&self) {
+        let sent_ms = clock::now_ms();
         let reply = self.crm.probe(Duration::from_millis(self.config.policy.crm_deadline_ms)).await;
         tracing::info!(healthy = reply.healthy(), status = reply.status, "breaker probe");
-        self.observe(&reply);
+        self.observe_at(&reply, sent_ms);
     }
 
     fn processing_limit(&self) -> Duration {
@@ -162,7 +167,11 @@ impl Delivery {
 
     /// Feeds one CRM reply to the breaker and the pacer.
     pub fn observe(&self, reply: &Reply) {
-        let now = clock::now_ms();
+        self.observe_at(reply, clock::now_ms());
+    }
+
+    /// [`Delivery::observe`] as of `now` (ms since the epoch).
+    fn observe_at(&self, reply: &Reply, now: u64) {
         let healthy = reply.healthy();
         let (before, after) = {
             let mut breaker = lock(&self.breaker);
@@ -178,7 +187,8 @@ impl Delivery {
                 rate.on_recovery(self.now_us());
             }
             (_, Mode::Open { until_ms }) => {
-                tracing::warn!(cool_down_ms = until_ms.saturating_sub(now), "breaker open: deliveries paused");
+                let wait_ms = until_ms.saturating_sub(clock::now_ms());
+                tracing::warn!(next_probe_in_ms = wait_ms, "breaker open: deliveries paused");
             }
             _ => {}
         }

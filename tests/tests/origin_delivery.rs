@@ -110,15 +110,16 @@ async fn origin_the_breaker_stops_hammering_a_failing_crm_and_the_replay_ramps_u
 }
 
 /// While the CRM hangs, the open breaker's probe gives up at the CRM
-/// deadline (not the processing limit) and the next follows
-/// `FAILSOFT_WORKER_PROBE_EVERY_MS` later, so a CRM that comes back is found
-/// within about one deadline plus one interval. With the processing limit
-/// (2 s here) and the edge's cool-down (1 s) a probe went out every 3 s.
+/// deadline (not the processing limit) and probes start
+/// `FAILSOFT_WORKER_PROBE_EVERY_MS` apart, so a CRM that comes back is found
+/// within about one interval. With the processing limit (2 s here) and the
+/// edge's cool-down (1 s) a probe went out every 3 s; counting the interval
+/// from a probe's end, every 0.8 s here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_a_hung_crm_is_probed_at_the_crm_deadline_and_the_probe_cadence() {
     let stack = OriginStack::start().await;
     stack.crm(json!({"mode": "hang"})).await;
-    let _worker = stack.worker(&[("FAILSOFT_CRM_DEADLINE_MS", "300"), ("FAILSOFT_WORKER_PROBE_EVERY_MS", "300")]).await;
+    let _worker = stack.worker(&[("FAILSOFT_CRM_DEADLINE_MS", "300"), ("FAILSOFT_WORKER_PROBE_EVERY_MS", "500")]).await;
     let enqueued: Vec<(String, &str)> = (0..6).map(|i| (format!("probe-{i}"), PHONES[i % PHONES.len()])).collect();
     for (id, phone) in &enqueued {
         stack.enqueue_write(id, phone, "probe").await;
@@ -134,13 +135,63 @@ async fn origin_a_hung_crm_is_probed_at_the_crm_deadline_and_the_probe_cadence()
     let window = Duration::from_secs(5);
     tokio::time::sleep(window).await;
     let probes = stack.sim_count("requests").await - before;
-    // 0.3 s deadline + 0.3 s interval: about 8 in 5 s. With the processing
-    // limit as the probe's deadline, 4 at most.
-    assert!((6..=12).contains(&probes), "{probes} probes reached the hung CRM in {window:?}");
+    // One every 0.5 s: about 10 in 5 s. From each probe's end (0.3 s
+    // deadline + 0.5 s), about 6; with the processing limit as the probe's
+    // deadline, 4 at most.
+    assert!((8..=12).contains(&probes), "{probes} probes reached the hung CRM in {window:?}");
 
     stack.crm(json!({"mode": "up"})).await;
     let ledger = stack.ledger_with(enqueued.len(), Duration::from_secs(30)).await;
     assert_once_each_in_order(&ledger, &enqueued);
+}
+
+/// A probe sent while the CRM hangs comes back failed when the hang ends
+/// (the simulator answers what it held with 503, as a restarted CRM drops
+/// its connections). The next probe follows one interval after the failed
+/// one was *sent*, so with a deadline longer than the interval the CRM is
+/// found back at once, not an interval after the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_a_probe_held_by_a_hang_that_ends_is_followed_at_once() {
+    let stack = OriginStack::start().await;
+    stack.crm(json!({"mode": "hang"})).await;
+    let worker = stack
+        .worker(&[
+            ("FAILSOFT_CRM_DEADLINE_MS", "3000"),
+            ("FAILSOFT_PROCESSING_LIMIT_SECS", "4"),
+            ("FAILSOFT_VISIBILITY_TIMEOUT_SECS", "24"),
+            ("FAILSOFT_WORKER_PROBE_EVERY_MS", "2000"),
+        ])
+        .await;
+    for (i, phone) in PHONES.iter().enumerate() {
+        stack.enqueue_write(&format!("held-{i}"), phone, "held").await;
+        stack.enqueue_write(&format!("held-{i}-b"), phone, "held").await;
+    }
+    // The first attempts hang and open the breaker; then each probe hangs
+    // for its 3 s deadline, and the next starts at once.
+    wait_for("the breaker to open", Duration::from_secs(30), || async {
+        let health: Value = stack.http.get(format!("{}/healthz", worker.url())).send().await.ok()?.json().await.ok()?;
+        (health["breaker"] == "half_open").then_some(())
+    })
+    .await;
+    // End the hang 2.5 s into a probe.
+    let seen = stack.sim_count("requests").await;
+    wait_for("the next probe to go out", Duration::from_secs(10), || async {
+        (stack.sim_count("requests").await > seen).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let before = stack.sim_count("requests").await;
+    stack.crm(json!({"mode": "up"})).await;
+    let up = Instant::now();
+    wait_for("the next probe", Duration::from_secs(10), || async {
+        (stack.sim_count("requests").await > before).then_some(())
+    })
+    .await;
+    let found = up.elapsed();
+    stack.ledger_with(2 * PHONES.len(), Duration::from_secs(30)).await;
+    // At once: the held probe failed 2.5 s after it was sent, past the 2 s
+    // interval. Counted from the failure, the next would wait 2 s.
+    assert!(found < Duration::from_millis(1_000), "the next probe went out {found:?} after the CRM came back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
