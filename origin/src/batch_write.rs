@@ -1,8 +1,9 @@
 //! Unconditional DynamoDB puts, grouped into `BatchWriteItem` calls.
 //!
 //! A delivered refresh ends in two puts (its last-known record and its own
-//! result record). After an outage the worker delivers hundreds of refreshes
-//! a second, and two calls each made DynamoDB the bound of the drain. Here
+//! result record), a delivered write or event in one (its `COMPLETE`
+//! result). After an outage the worker delivers hundreds of messages a
+//! second, and a call per put made DynamoDB the bound of the drain. Here
 //! one task writes while the others wait: the puts that arrive during a call
 //! go out together in the next one, up to DynamoDB's 25 items (group
 //! commit). Alone, a put goes out at once; nothing waits on a timer.

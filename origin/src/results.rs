@@ -285,8 +285,12 @@ impl Store {
         lost_race_is_fine(attempt, "UpdateItem")
     }
 
-    /// Records a delivery. A result already `COMPLETE` is kept (the first
-    /// delivery's answer stands).
+    /// Records a delivery: `COMPLETE` with its result, the claim's owner and
+    /// lease gone. A plain put, batched with other records when
+    /// [`Store::with_batching`] is on: only the claim's holder delivers, and
+    /// one whose lease ran out while it worked delivered the same case as
+    /// the next holder (which looks the case up before creating it), so a
+    /// second `COMPLETE` says what the first said.
     pub async fn complete(
         &self,
         correlation_id: &str,
@@ -295,41 +299,26 @@ impl Store {
         case_id: Option<&str>,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.tables.results)
-            .key(RESULTS_KEY, s(correlation_id))
-            .condition_expression("attribute_not_exists(#s) OR #s <> :complete")
-            .expression_attribute_values(":complete", s(Status::Complete.as_str()))
-            .expression_attribute_values(":result", s(result.to_string()))
-            .expression_attribute_values(":kind", s(kind))
-            .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":exp", n(expiry(now_ms, RESULT_TTL_SECS)));
-        let mut names_used = vec![
-            ("#s", "status"),
-            ("#r", "result"),
-            ("#k", "kind"),
-            ("#u", "updatedAt"),
-            ("#e", TTL_ATTRIBUTE),
-            ("#o", "owner"),
-            ("#l", "leaseUntil"),
-            ("#why", "reason"),
-        ];
-        let set = match case_id {
-            Some(id) => {
-                request = request.expression_attribute_values(":case", s(id));
-                names_used.push(("#c", "caseId"));
-                "SET #s = :complete, #r = :result, #c = :case, #k = :kind, #u = :now, #e = :exp"
-            }
-            None => "SET #s = :complete, #r = :result, #k = :kind, #u = :now, #e = :exp",
-        };
-        let attempt = request
-            .update_expression(format!("{set} REMOVE #o, #l, #why"))
-            .set_expression_attribute_names(Some(names(&names_used)))
-            .send()
-            .await;
-        lost_race_is_fine(attempt, "UpdateItem")
+        let mut item = HashMap::from([
+            (RESULTS_KEY.to_owned(), s(correlation_id)),
+            ("status".to_owned(), s(Status::Complete.as_str())),
+            ("result".to_owned(), s(result.to_string())),
+            ("kind".to_owned(), s(kind)),
+            ("updatedAt".to_owned(), n(now_ms)),
+            (TTL_ATTRIBUTE.to_owned(), n(expiry(now_ms, RESULT_TTL_SECS))),
+        ]);
+        if let Some(id) = case_id {
+            item.insert("caseId".to_owned(), s(id));
+        }
+        self.put(vec![Put { table: self.tables.results.clone(), key_attribute: RESULTS_KEY, item }]).await
+    }
+
+    /// Writes `puts` through the batch writer, or in one call of their own.
+    async fn put(&self, puts: Vec<Put>) -> Result<(), StoreError> {
+        match &self.batch {
+            Some(batch) => batch.put(puts).await,
+            None => batch_write::write(&self.client, puts).await,
+        }
     }
 
     /// Records a dead-letter. Never turns a delivered write into a failure.
@@ -427,10 +416,7 @@ impl Store {
                 (TTL_ATTRIBUTE.to_owned(), n(expiry(now_ms, RESULT_TTL_SECS))),
             ]),
         };
-        match &self.batch {
-            Some(batch) => batch.put(vec![last_known, record]).await,
-            None => batch_write::write(&self.client, vec![last_known, record]).await,
-        }
+        self.put(vec![last_known, record]).await
     }
 }
 
