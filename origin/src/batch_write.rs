@@ -10,9 +10,10 @@
 //!
 //! Each caller learns whether its own puts are stored before it goes on (a
 //! message is deleted only after its records are written). Items DynamoDB
-//! leaves unprocessed are sent again with a short backoff, a few times; if
-//! some still remain, every caller of that batch gets the error and its
-//! message is retried later (the puts are idempotent).
+//! leaves unprocessed are sent again with a short backoff, a few times. A
+//! call that fails for several callers is made again for each alone, so one
+//! bad record (over DynamoDB's item size, say) fails only its own message,
+//! which is retried later (the puts are idempotent).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,11 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::results::StoreError;
+use crate::results::{StoreError, store_error};
 
 /// DynamoDB's limit of items in one `BatchWriteItem`.
 pub const MAX_ITEMS: usize = 25;
@@ -84,8 +84,12 @@ impl BatchWriter {
     /// Writes `puts` (at most [`MAX_ITEMS`], distinct keys), together with
     /// whatever else is waiting; returns once they are stored or failed.
     pub async fn put(&self, puts: Vec<Put>) -> Result<(), StoreError> {
-        assert!(!puts.is_empty() && puts.len() <= MAX_ITEMS, "1..=25 puts per call");
-        let stopped = || StoreError { op: "BatchWriteItem", message: "the batch writer has stopped".into() };
+        let refused = |message: &str| StoreError { op: "BatchWriteItem", message: message.to_owned() };
+        let keys: HashSet<_> = puts.iter().map(Put::key).collect();
+        if puts.is_empty() || puts.len() > MAX_ITEMS || keys.len() != puts.len() {
+            return Err(refused("1 to 25 puts of distinct keys per call"));
+        }
+        let stopped = || refused("the batch writer has stopped");
         let (done, outcome) = oneshot::channel();
         self.jobs.send(Job { puts, done }).await.map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
@@ -122,6 +126,15 @@ async fn run(client: Client, mut rx: mpsc::Receiver<Job>, batches: Arc<AtomicU64
         let outcome = write(&client, puts).await;
         batches.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("failsoft_store_batch_items").record(count as f64);
+        if outcome.is_err() && batch.len() > 1 {
+            // Whose puts failed is not known: each caller again, alone.
+            for job in batch {
+                let outcome = write(&client, job.puts).await;
+                batches.fetch_add(1, Ordering::Relaxed);
+                let _ = job.done.send(outcome);
+            }
+            continue;
+        }
         for job in batch {
             let _ = job.done.send(outcome.clone());
         }
@@ -149,7 +162,7 @@ pub(crate) async fn write(client: &Client, puts: Vec<Put>) -> Result<(), StoreEr
             .set_request_items(Some(std::mem::take(&mut pending)))
             .send()
             .await
-            .map_err(|e| StoreError { op: "BatchWriteItem", message: DisplayErrorContext(&e).to_string() })?;
+            .map_err(|e| store_error("BatchWriteItem", &e))?;
         match out.unprocessed_items {
             Some(left) if left.values().any(|requests| !requests.is_empty()) => pending = left,
             _ => return Ok(()),

@@ -34,7 +34,7 @@ pub struct StoreError {
     pub message: String,
 }
 
-fn store_error<E, R>(op: &'static str, e: &SdkError<E, R>) -> StoreError
+pub(crate) fn store_error<E, R>(op: &'static str, e: &SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -287,10 +287,11 @@ impl Store {
 
     /// Records a delivery: `COMPLETE` with its result, the claim's owner and
     /// lease gone. A plain put, batched with other records when
-    /// [`Store::with_batching`] is on: only the claim's holder delivers, and
-    /// one whose lease ran out while it worked delivered the same case as
-    /// the next holder (which looks the case up before creating it), so a
-    /// second `COMPLETE` says what the first said.
+    /// [`Store::with_batching`] is on: only the claim's holder delivers. The
+    /// one case a second `COMPLETE` lands is a holder whose lease ran out
+    /// while it worked: for a write, the next holder looked the case up
+    /// before creating it and records the same case; for an event, the
+    /// later post's answer replaces the earlier one's (both were 2xx).
     pub async fn complete(
         &self,
         correlation_id: &str,

@@ -94,3 +94,39 @@ async fn two_puts_of_one_key_never_share_a_call() {
         assert_eq!(stored(&stack, &format!("other-{i}")).await.as_deref(), Some("x"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_bad_put_fails_only_its_own_caller() {
+    let stack = OriginStack::start().await;
+    let writer = BatchWriter::start(stack.ddb.clone());
+    // 30 callers at once share calls; one brings an item over DynamoDB's
+    // 400 KB limit. Only that caller may fail.
+    const BAD: usize = 15;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let writer = writer.clone();
+        let value = if i == BAD { "x".repeat(420_000) } else { "ok".to_owned() };
+        calls.spawn(async move { (i, writer.put(vec![put(&format!("mixed-{i}"), &value)]).await) });
+    }
+    let mut failed = Vec::new();
+    while let Some(call) = calls.join_next().await {
+        let (i, outcome) = call.expect("a caller");
+        if outcome.is_err() {
+            failed.push(i);
+        }
+    }
+    assert_eq!(failed, vec![BAD], "only the oversized put fails");
+    for i in (0..30).filter(|&i| i != BAD) {
+        assert_eq!(stored(&stack, &format!("mixed-{i}")).await.as_deref(), Some("ok"), "mixed-{i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_a_key_twice_is_refused_before_dynamodb() {
+    let stack = OriginStack::start().await;
+    let writer = BatchWriter::start(stack.ddb.clone());
+    let refused = writer.put(vec![put("twice", "1"), put("twice", "2")]).await;
+    assert!(refused.is_err_and(|e| e.message.contains("distinct")));
+    assert_eq!(writer.batches(), 0);
+    assert_eq!(stored(&stack, "twice").await, None);
+}
