@@ -8,7 +8,7 @@ use base64::Engine as _;
 use failsoft_shared::breaker::{Breaker, Permit};
 use failsoft_shared::cache::{CacheEntry, CustomerRecord};
 use failsoft_shared::edge_stats::{self, Answer, Cadence, EdgeStats, WriteOutcome};
-use failsoft_shared::envelope::{Envelope, Kind};
+use failsoft_shared::envelope::{Envelope, Kind, MAX_CORRELATION_ID, is_valid_correlation_id};
 use failsoft_shared::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
 use failsoft_shared::keys::{Phone, customer_kv_key, entity_key, normalize_phone};
 use failsoft_shared::ladder::{Fallback, FirstStep, Source, fall_back, first_step};
@@ -27,7 +27,6 @@ use crate::wire::{
 /// How long a write's result is kept for polling (the results table's TTL).
 pub const RESULT_TTL_SECS: u64 = 86_400;
 const RESULT_KEY_PREFIX: &str = "res:v1:";
-const MAX_CORRELATION_ID: usize = 64;
 const MAX_SUBJECT: usize = 255;
 const MAX_DESCRIPTION: usize = 4_000;
 
@@ -329,7 +328,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
             // A Data Action input left blank renders as "": absent, not invalid.
             None | Some(Value::Null) => Ok(self.new_correlation_id()),
             Some(Value::String(id)) if id.is_empty() => Ok(self.new_correlation_id()),
-            Some(Value::String(id)) if is_valid_id(id) => Ok(id.clone()),
+            Some(Value::String(id)) if is_valid_correlation_id(id) => Ok(id.clone()),
             Some(_) => Err(Refusal::new(
                 400,
                 "INVALID_CORRELATION_ID",
@@ -668,7 +667,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
     async fn result(&self, req: &Request, id: &str) -> Checked<Response> {
         self.authorise(req)?;
-        if !is_valid_id(id) {
+        if !is_valid_correlation_id(id) {
             return Err(Refusal::new(400, "INVALID_CORRELATION_ID", "not a correlationId"));
         }
         if let Some(answer) = self.origin_result(id).await {
@@ -836,11 +835,6 @@ fn write_answered(response: Response, status: WriteStatus) -> Handled {
         WriteStatus::NotAccepted => WriteOutcome::NotAccepted,
     };
     Handled { response, after: Vec::new(), answer: Some(Answer::Write(outcome)) }
-}
-
-fn is_valid_id(id: &str) -> bool {
-    (1..=MAX_CORRELATION_ID).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn text_field(body: &Map<String, Value>, name: &str, max: usize, required: bool) -> Checked<Option<String>> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use failsoft_shared::breaker::{Breaker, Mode, Permit};
 use failsoft_shared::cache::CacheEntry;
-use failsoft_shared::envelope::{ENVELOPE_VERSION, Envelope, Kind};
+use failsoft_shared::envelope::{ENVELOPE_VERSION, Envelope, Kind, is_valid_correlation_id};
 use failsoft_shared::error_class::{ErrorClass, Verdict};
 use failsoft_shared::replay::ReplayRate;
 use failsoft_shared::retry::{DeadLetterReason, RetryDecision};
@@ -207,7 +207,7 @@ impl Delivery {
                 let correlation_id = serde_json::from_str::<Value>(&message.body)
                     .ok()
                     .and_then(|v| v.get("correlationId").and_then(Value::as_str).map(str::to_owned))
-                    .filter(|id| is_valid_id(id));
+                    .filter(|id| is_valid_correlation_id(id));
                 return Outcome::DeadLetter(DeadLetter {
                     reason: reason.to_owned(),
                     error_class: "invalid",
@@ -375,7 +375,7 @@ fn check(envelope: Envelope<Value>) -> Result<Envelope<Value>, &'static str> {
     if envelope.v != ENVELOPE_VERSION {
         return Err("UNSUPPORTED_ENVELOPE_VERSION");
     }
-    if !is_valid_id(&envelope.correlation_id) {
+    if !is_valid_correlation_id(&envelope.correlation_id) {
         return Err("INVALID_CORRELATION_ID");
     }
     if envelope.entity_key.is_empty() || envelope.entity_key.len() > 128 {
@@ -385,10 +385,6 @@ fn check(envelope: Envelope<Value>) -> Result<Envelope<Value>, &'static str> {
 }
 
 /// The edge's rule for a correlationId: 1-64 letters, digits, '-' or '_'.
-pub fn is_valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,7 +437,7 @@ mod tests {
         assert_eq!(read(&received(bad_id.to_string())).unwrap_err(), "INVALID_EVENT");
         let mut odd_id = event;
         odd_id["id"] = json!("x:y");
-        assert_eq!(read(&received(odd_id.to_string())).unwrap_err(), "INVALID_CORRELATION_ID");
+        assert_eq!(read(&received(odd_id.to_string())).unwrap_err(), "INVALID_EVENT");
         assert_eq!(read(&received(r#"{"hello":1}"#.into())).unwrap_err(), "MALFORMED_ENVELOPE");
     }
 }

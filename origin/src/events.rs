@@ -21,7 +21,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use failsoft_shared::envelope::{Envelope, Kind};
+use failsoft_shared::envelope::{Envelope, Kind, MAX_CORRELATION_ID, is_valid_correlation_id};
 
 /// SQS's limit on `MessageGroupId` and `MessageDeduplicationId`.
 const SQS_ID_MAX: usize = 128;
@@ -82,7 +82,7 @@ impl GenesysEvent {
         let body = detail.get("eventBody").cloned().unwrap_or_else(|| detail.clone());
         Ok(Self {
             via: Via::EventBridge,
-            id: sqs_id(id, "id")?,
+            id: correlation_id(id, "id")?,
             topic: topic.to_owned(),
             time: field("time").map(str::to_owned),
             body,
@@ -102,7 +102,7 @@ impl GenesysEvent {
         }
         let body = message.get("eventBody").cloned().ok_or_else(|| invalid("`eventBody` is missing"))?;
         let id = match message.pointer("/metadata/CorrelationId").and_then(Value::as_str) {
-            Some(id) => sqs_id(id, "metadata.CorrelationId")?,
+            Some(id) => correlation_id(id, "metadata.CorrelationId")?,
             None => digest_id(topic, &body),
         };
         Ok(Some(Self { via: Via::Notifications, id, topic: topic.to_owned(), time: None, body }))
@@ -158,11 +158,13 @@ fn valid_sqs_id(s: &str) -> bool {
     (1..=SQS_ID_MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn sqs_id(s: &str, name: &str) -> Result<String, EventError> {
-    if valid_sqs_id(s) {
+/// An event's id as its envelope's correlationId (its deduplication id and
+/// results key), or why it cannot be one.
+fn correlation_id(s: &str, name: &str) -> Result<String, EventError> {
+    if is_valid_correlation_id(s) {
         Ok(s.to_owned())
     } else {
-        Err(invalid(format!("`{name}` must be 1–{SQS_ID_MAX} printable ASCII characters")))
+        Err(invalid(format!("`{name}` must be 1-{MAX_CORRELATION_ID} letters, digits, '-' or '_'")))
     }
 }
 

@@ -29,7 +29,6 @@ use serde_json::{Value, json};
 
 use crate::clock;
 use crate::config::EventsConfig;
-use crate::delivery::is_valid_id;
 use crate::events::GenesysEvent;
 
 /// SQS's largest message (256 KiB): an event whose envelope would not fit
@@ -101,9 +100,6 @@ async fn receive(State(api): State<Arc<EventsApi>>, headers: HeaderMap, body: Bo
         Ok(event) => event,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.code, &e.message),
     };
-    if !is_valid_id(&event.id) {
-        return error(StatusCode::BAD_REQUEST, "INVALID_EVENT", "`id` must be 1-64 letters, digits, '-' or '_'");
-    }
     let envelope = event.envelope(clock::now_ms());
     let message = match serde_json::to_string(&envelope) {
         Ok(message) if message.len() <= MAX_EVENT_BYTES => message,

@@ -32,10 +32,11 @@ use tokio::net::TcpListener;
 
 use crate::clock;
 use crate::config::Secret;
-use crate::delivery::{Delivery, is_valid_id};
+use crate::delivery::Delivery;
 use crate::edge_stats::{self, Ingested, MAX_REPORT_BYTES};
 use crate::results::{Status, Store};
 use crate::telemetry;
+use failsoft_shared::envelope::is_valid_correlation_id;
 
 /// What the handlers read.
 pub struct ApiState {
@@ -137,7 +138,7 @@ async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, head
     if let Err(refused) = verify_internal(&state, &headers, b"") {
         return *refused;
     }
-    if !is_valid_id(&id) {
+    if !is_valid_correlation_id(&id) {
         return error(StatusCode::BAD_REQUEST, "INVALID_CORRELATION_ID", "not a correlationId");
     }
     match state.store.get(&id, clock::now_ms()).await {

@@ -8,6 +8,18 @@ use alloc::format;
 use alloc::string::String;
 use serde::{Deserialize, Serialize};
 
+/// The longest correlationId.
+pub const MAX_CORRELATION_ID: usize = 64;
+
+/// Whether `id` may be a correlationId: 1 to 64 letters, digits, `-` or
+/// `_`. It goes as it is into FIFO deduplication ids, DynamoDB keys, URLs
+/// and headers; the origin keys a refresh's record with a `:`, which no
+/// correlationId has, so it never lands on a write's.
+pub fn is_valid_correlation_id(id: &str) -> bool {
+    (1..=MAX_CORRELATION_ID).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u8 = 1;
 
@@ -78,6 +90,16 @@ mod tests {
 
     fn refresh(at: u64) -> Envelope<()> {
         Envelope::new(Kind::Refresh, "c-1".into(), "ab".repeat(32), (), at)
+    }
+
+    #[test]
+    fn correlation_ids_are_short_and_plain() {
+        assert!(is_valid_correlation_id("3f1e2d4c-0000-4000-8000-00000000abcd"));
+        assert!(is_valid_correlation_id("conv_1-callback"));
+        assert!(is_valid_correlation_id(&"a".repeat(64)));
+        for bad in ["", "x:y", "has spaces", "a/b", "é", &"a".repeat(65)] {
+            assert!(!is_valid_correlation_id(bad), "{bad:?}");
+        }
     }
 
     #[test]

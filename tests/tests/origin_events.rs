@@ -206,6 +206,10 @@ async fn origin_events_from_an_api_destination_are_queued_then_delivered_once() 
     no_detail.as_object_mut().unwrap().remove("detail");
     let (status, body) = post_event(&stack, &worker, &no_detail.to_string(), Some(EVENTS_API_KEY)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("INVALID_EVENT")), "{body}");
+    // An id that cannot be a correlationId (the results table's key).
+    let odd_id = genesys_event("x:y", &conversation(13));
+    let (status, body) = post_event(&stack, &worker, &odd_id.to_string(), Some(EVENTS_API_KEY)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("INVALID_EVENT")), "{body}");
     let mut huge = genesys_event(&event_id(12), &conversation(12));
     huge["detail"]["eventBody"]["padding"] = json!("x".repeat(300 * 1024));
     let (status, body) = post_event(&stack, &worker, &huge.to_string(), Some(EVENTS_API_KEY)).await;
