@@ -35,6 +35,28 @@ impl ConfigError {
     }
 }
 
+/// Checks a full-jitter backoff read from the settings `[base, cap]`: a
+/// positive base, and a cap of at least the base and at most `max_cap_ms`
+/// (`max_cap_why` says what sets that bound). The error names the setting
+/// at fault.
+pub fn check_backoff(
+    backoff: &Backoff,
+    [base, cap]: [&'static str; 2],
+    max_cap_ms: u64,
+    max_cap_why: &str,
+) -> Result<(), ConfigError> {
+    if backoff.base_ms == 0 {
+        return Err(ConfigError::new(base, "must be above 0"));
+    }
+    if backoff.cap_ms < backoff.base_ms {
+        return Err(ConfigError::new(cap, format!("must be at least {base}")));
+    }
+    if backoff.cap_ms > max_cap_ms {
+        return Err(ConfigError::new(cap, format!("must not exceed {max_cap_why}, {} s", max_cap_ms / 1000)));
+    }
+    Ok(())
+}
+
 /// The resilience policy shared by the edge and the origin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -198,19 +220,12 @@ impl Policy {
                 ),
             );
         }
-        let b = &self.retry.backoff;
-        if b.base_ms == 0 {
-            return fail("FAILSOFT_BACKOFF_BASE_MS", "must be above 0".into());
-        }
-        if b.cap_ms < b.base_ms {
-            return fail("FAILSOFT_BACKOFF_CAP_MS", "must be at least FAILSOFT_BACKOFF_BASE_MS".into());
-        }
-        if b.cap_ms > SQS_MAX_VISIBILITY_SECS * 1000 {
-            return fail(
-                "FAILSOFT_BACKOFF_CAP_MS",
-                format!("must not exceed SQS's largest visibility timeout, {SQS_MAX_VISIBILITY_SECS} s"),
-            );
-        }
+        check_backoff(
+            &self.retry.backoff,
+            ["FAILSOFT_BACKOFF_BASE_MS", "FAILSOFT_BACKOFF_CAP_MS"],
+            SQS_MAX_VISIBILITY_SECS * 1000,
+            "SQS's largest visibility timeout",
+        )?;
         if self.retry.budget_ms == 0 || self.retry.budget_ms > SQS_MAX_RETENTION_SECS * 1000 {
             return fail(
                 "FAILSOFT_RETRY_BUDGET_SECS",
@@ -289,7 +304,7 @@ mod tests {
 
     #[test]
     fn names_the_setting_that_breaks_a_promise() {
-        let cases: [(&'static [(&str, &str)], &str); 8] = [
+        let cases: [(&'static [(&str, &str)], &str); 10] = [
             (&[("FAILSOFT_CRM_DEADLINE_MS", "9500")], "FAILSOFT_CRM_DEADLINE_MS"),
             (&[("FAILSOFT_CRM_DEADLINE_MS", "soon")], "FAILSOFT_CRM_DEADLINE_MS"),
             (&[("FAILSOFT_DATA_ACTION_TIMEOUT_MS", "90000")], "FAILSOFT_DATA_ACTION_TIMEOUT_MS"),
@@ -299,6 +314,8 @@ mod tests {
             ),
             (&[("FAILSOFT_LAST_KNOWN_HORIZON_SECS", "300")], "FAILSOFT_LAST_KNOWN_HORIZON_SECS"),
             (&[("FAILSOFT_BACKOFF_CAP_MS", "500")], "FAILSOFT_BACKOFF_CAP_MS"),
+            (&[("FAILSOFT_BACKOFF_CAP_MS", "43200001")], "FAILSOFT_BACKOFF_CAP_MS"),
+            (&[("FAILSOFT_BACKOFF_BASE_MS", "0")], "FAILSOFT_BACKOFF_BASE_MS"),
             (&[("FAILSOFT_RETRY_BUDGET_SECS", "2000000")], "FAILSOFT_RETRY_BUDGET_SECS"),
             (&[("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "30")], "FAILSOFT_BREAKER_FAILURE_THRESHOLD"),
         ];

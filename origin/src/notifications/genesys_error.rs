@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-/// Longest `Retry-After` honoured: a bigger value is capped rather than
-/// leaving the consumer silent for longer than its own backoff cap would.
+use failsoft_shared::error_class::parse_retry_after;
+
+/// Longest `Retry-After` honoured (five times the default backoff cap): a
+/// bigger value is capped rather than leaving the consumer silent longer.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,7 +35,7 @@ impl GenesysError {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(parse_retry_after)
             .map(|secs| Duration::from_secs(secs).min(RETRY_AFTER_MAX));
         match status {
             401 => Self::Unauthorized,

@@ -80,6 +80,8 @@ pub struct Session {
     /// When and why the last connection ended, until the next one starts.
     disconnected: Option<(Instant, &'static str)>,
     attempt: u32,
+    /// Token refreshes failed in a row while connected (backs off the next).
+    token_failures: u32,
     connected: Arc<AtomicBool>,
 }
 
@@ -109,6 +111,7 @@ impl Session {
             created: 0,
             disconnected: None,
             attempt: 0,
+            token_failures: 0,
             connected,
         }
     }
@@ -303,10 +306,17 @@ impl Session {
                     return Ended::Lost { reason: "heartbeat_missed", healthy };
                 }
                 _ = sleep_until(token_at) => {
-                    if let Err(e) = self.tokens.refresh().await {
-                        let delay = Duration::from_millis(self.settings.backoff.base_ms);
-                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "token refresh failed");
-                        self.tokens.postpone(delay);
+                    match self.tokens.refresh().await {
+                        Ok(_) => self.token_failures = 0,
+                        Err(e) => {
+                            // The shared full-jitter backoff, at least its base:
+                            // a login outage is not asked once a second.
+                            let backoff = &self.settings.backoff;
+                            let ms = backoff.delay_ms(self.token_failures, clock::random_u64()).max(backoff.base_ms);
+                            self.token_failures = self.token_failures.saturating_add(1);
+                            tracing::warn!(error = %e, retry_in_ms = ms, "token refresh failed");
+                            self.tokens.postpone(Duration::from_millis(ms));
+                        }
                     }
                 }
                 next = socket.next() => {

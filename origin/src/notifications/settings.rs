@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use failsoft_shared::backoff::Backoff;
-use failsoft_shared::config::{ConfigError, number};
+use failsoft_shared::config::{ConfigError, check_backoff, number};
 
 use crate::config::{Lookup, Secret, fifo_queue_url, http_url, required, text};
 
@@ -131,12 +131,13 @@ impl NotificationSettings {
         let (login_url, api_url) = urls(lookup)?;
         let base_ms = number(&lookup, "FAILSOFT_NOTIFICATION_BACKOFF_BASE_MS", 1_000u64)?;
         let cap_ms = number(&lookup, "FAILSOFT_NOTIFICATION_BACKOFF_CAP_MS", 60_000u64)?;
-        if base_ms == 0 || cap_ms < base_ms || cap_ms > 3_600_000 {
-            return Err(ConfigError::new(
-                "FAILSOFT_NOTIFICATION_BACKOFF_CAP_MS",
-                "must be at least the base (which must be positive) and at most an hour",
-            ));
-        }
+        let backoff = Backoff { base_ms, cap_ms };
+        check_backoff(
+            &backoff,
+            ["FAILSOFT_NOTIFICATION_BACKOFF_BASE_MS", "FAILSOFT_NOTIFICATION_BACKOFF_CAP_MS"],
+            3_600_000,
+            "an hour",
+        )?;
         let buffer = number(&lookup, "FAILSOFT_NOTIFICATION_BUFFER", BUFFER_DEFAULT)?;
         if !(1..=1_000_000).contains(&buffer) {
             return Err(ConfigError::new("FAILSOFT_NOTIFICATION_BUFFER", "must be between 1 and 1000000 events"));
@@ -173,7 +174,7 @@ impl NotificationSettings {
                 0,
                 12 * 3_600_000,
             )?,
-            backoff: Backoff { base_ms, cap_ms },
+            backoff,
             buffer,
             flush: Duration::from_secs(flush_secs),
             http_timeout: millis(lookup, "FAILSOFT_NOTIFICATION_HTTP_TIMEOUT_MS", 10_000, 100, 120_000)?,
@@ -235,6 +236,8 @@ mod tests {
             (&[("FAILSOFT_QUEUE_URL", "http://127.0.0.1:5000/q")], "FAILSOFT_QUEUE_URL"),
             (&[("FAILSOFT_NOTIFICATION_HEARTBEAT_TIMEOUT_MS", "5")], "FAILSOFT_NOTIFICATION_HEARTBEAT_TIMEOUT_MS"),
             (&[("FAILSOFT_NOTIFICATION_BACKOFF_CAP_MS", "10")], "FAILSOFT_NOTIFICATION_BACKOFF_CAP_MS"),
+            (&[("FAILSOFT_NOTIFICATION_BACKOFF_CAP_MS", "3600001")], "FAILSOFT_NOTIFICATION_BACKOFF_CAP_MS"),
+            (&[("FAILSOFT_NOTIFICATION_BACKOFF_BASE_MS", "0")], "FAILSOFT_NOTIFICATION_BACKOFF_BASE_MS"),
             (&[("FAILSOFT_NOTIFICATION_BUFFER", "0")], "FAILSOFT_NOTIFICATION_BUFFER"),
         ];
         for (pairs, name) in cases {
