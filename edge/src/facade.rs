@@ -43,11 +43,19 @@ pub struct Handled {
     pub after: Vec<QueueMessage>,
     /// How the traffic counters count it (`None`: not a counted answer).
     answer: Option<Answer>,
+    /// Whether a traffic report was due once this was counted.
+    report_due: bool,
+}
+
+impl Handled {
+    fn new(response: Response, after: Vec<QueueMessage>, answer: Option<Answer>) -> Self {
+        Self { response, after, answer, report_due: false }
+    }
 }
 
 impl From<Response> for Handled {
     fn from(response: Response) -> Self {
-        Self { response, after: Vec::new(), answer: None }
+        Self::new(response, Vec::new(), None)
     }
 }
 
@@ -145,10 +153,17 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// Handles one request. Never fails: every outcome is a response.
     pub async fn handle(&self, req: Request) -> Handled {
         let started = self.clock.now_ms();
-        let handled = self.route(req).await;
-        if let Some(answer) = handled.answer {
+        let mut handled = self.route(req).await;
+        let reporting = self.config.origin_url.is_some();
+        if handled.answer.is_some() || reporting {
+            // One lock and one clock read: count it, and see whether the
+            // report is due (any response may carry it, `/healthz` too).
             let now = self.clock.now_ms();
-            self.lock_stats().record(answer, now.saturating_sub(started), now);
+            let mut stats = self.lock_stats();
+            if let Some(answer) = handled.answer {
+                stats.record(answer, now.saturating_sub(started), now);
+            }
+            handled.report_due = reporting && stats.is_due(now);
         }
         handled
     }
@@ -187,17 +202,13 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 }
             }
         };
-        result.unwrap_or_else(|Refusal(response)| Handled {
-            response,
-            after: Vec::new(),
-            answer: Some(Answer::Refused),
-        })
+        result.unwrap_or_else(|Refusal(response)| Handled::new(response, Vec::new(), Some(Answer::Refused)))
     }
 
     /// Whether [`Self::run_after`] has anything to do for `handled` (hosts
     /// schedule work after a response only then).
     pub fn has_work_after(&self, handled: &Handled) -> bool {
-        !handled.after.is_empty() || self.stats_due()
+        !handled.after.is_empty() || handled.report_due
     }
 
     /// Forwards the messages a handled request left for after its response,
@@ -824,7 +835,7 @@ impl Refusal {
 }
 
 fn lookup_answered(response: Response, source: Source, after: Vec<QueueMessage>) -> Handled {
-    Handled { response, after, answer: Some(Answer::Lookup(source)) }
+    Handled::new(response, after, Some(Answer::Lookup(source)))
 }
 
 fn write_answered(response: Response, status: WriteStatus) -> Handled {
@@ -834,7 +845,7 @@ fn write_answered(response: Response, status: WriteStatus) -> Handled {
         WriteStatus::Failed => WriteOutcome::Failed,
         WriteStatus::NotAccepted => WriteOutcome::NotAccepted,
     };
-    Handled { response, after: Vec::new(), answer: Some(Answer::Write(outcome)) }
+    Handled::new(response, Vec::new(), Some(Answer::Write(outcome)))
 }
 
 fn text_field(body: &Map<String, Value>, name: &str, max: usize, required: bool) -> Checked<Option<String>> {

@@ -281,6 +281,34 @@ async fn answers_are_counted_and_reported_signed_after_the_interval() {
 }
 
 #[tokio::test]
+async fn a_due_report_rides_on_the_next_response_and_a_refused_one_is_dropped() {
+    let (kv, clock, http) = (SharedKv::default(), TestClock::at(1_000_000), Scripted::default());
+    let settings = [
+        ("FAILSOFT_ORIGIN_URL", "http://origin.invalid"),
+        ("FAILSOFT_INTERNAL_SECRET", INTERNAL),
+        ("FAILSOFT_EDGE_STATS_EVERY_MS", "1000"),
+    ];
+    let f = facade(&kv, &http, &clock, &settings);
+    let first = f.handle(Request::new("POST", "/v1/customer-lookup").body("{}")).await;
+    assert!(!f.has_work_after(&first), "a refusal leaves nothing to do before the interval");
+    clock.advance(1_000);
+    // Any response may carry the due report, a health check too.
+    let health = f.handle(Request::new("GET", "/healthz")).await;
+    assert!(f.has_work_after(&health));
+
+    // 400 and 413 cannot get better by resending the same bytes: dropped.
+    http.push(ok(413, json!({"error": {"code": "PAYLOAD_TOO_LARGE"}})));
+    f.report_stats().await;
+    let calls = http.calls();
+    assert!(!f.stats_due(), "a refused report is not resent");
+    clock.advance(1_000);
+    f.report_stats().await;
+    assert_eq!(http.calls(), calls, "nothing sent again");
+    let next = f.handle(Request::new("GET", "/healthz")).await;
+    assert!(!f.has_work_after(&next));
+}
+
+#[tokio::test]
 async fn without_an_origin_the_counters_only_count() {
     let (kv, clock, http) = (SharedKv::default(), TestClock::at(1_000_000), Scripted::default());
     let f = facade(&kv, &http, &clock, &[]);
