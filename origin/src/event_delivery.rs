@@ -4,7 +4,7 @@
 //! 1. **Claim** the event's id in the results table (the same conditional
 //!    write and lease as a case creation). A duplicate of an event already
 //!    delivered, whether SQS let it through (its deduplication window is
-//!    5 minutes, and moto forgets an id once the message is deleted) or it
+//!    5 minutes) or it
 //!    came the other way (SQS target and API destination both wired), finds
 //!    the claim `COMPLETE` and is deleted without a call. Two workers never
 //!    post the same event at once.
@@ -26,10 +26,9 @@ use failsoft_shared::envelope::Envelope;
 use failsoft_shared::error_class::Verdict;
 use serde_json::{Value, json};
 
-use crate::clock;
 use crate::delivery::{Attempted, Delivery};
 use crate::event_sink::EventSink;
-use crate::write_once::{claim, finished_at_crm, give_back};
+use crate::write_once::{claim, failed, record};
 
 const KIND: &str = "event";
 
@@ -41,22 +40,10 @@ pub async fn deliver(d: &Delivery, sink: &EventSink, envelope: &Envelope<Value>,
     }
     let reply = sink.post(id, &envelope.payload, Delivery::remaining(deadline)).await;
     d.observe(&reply);
-    let class = match reply.verdict {
+    match reply.verdict {
         Verdict::Success | Verdict::NotFound => {
-            let result = json!({"delivered": true, "status": reply.status});
-            return match d.store.complete(id, KIND, &result, None, clock::now_ms()).await {
-                Ok(()) => {
-                    tracing::info!(correlation_id = id, kind = KIND, status = reply.status, "delivered");
-                    Attempted::Delivered
-                }
-                Err(e) => Attempted::Store(e),
-            };
+            record(d, id, KIND, &json!({"delivered": true, "status": reply.status}), None).await
         }
-        Verdict::Failed(class) => class,
-    };
-    if finished_at_crm(&reply) {
-        give_back(d, id, class, reply.status).await
-    } else {
-        Attempted::Crm { class, status: reply.status }
+        Verdict::Failed(class) => failed(d, id, class, &reply).await,
     }
 }

@@ -55,7 +55,7 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
             Verdict::Success => match crm::parse_found_case(&found.body) {
                 Ok(Some(case)) => {
                     tracing::info!(correlation_id, "case found by externalRef; not creating another");
-                    return record(d, correlation_id, &case).await;
+                    return record_case(d, correlation_id, &case).await;
                 }
                 Ok(None) => {}
                 Err(_) => return give_back(d, correlation_id, ErrorClass::Transient, found.status).await,
@@ -69,17 +69,23 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
     d.observe(&created);
     let class = match created.verdict {
         Verdict::Success | Verdict::NotFound => match crm::parse_case(&created.body) {
-            Some(case) => return record(d, correlation_id, &case).await,
+            Some(case) => return record_case(d, correlation_id, &case).await,
             // A 2xx without a case id may still have created one; the next
             // attempt's look settles it.
             None => ErrorClass::Transient,
         },
         Verdict::Failed(class) => class,
     };
-    if finished_at_crm(&created) {
-        give_back(d, correlation_id, class, created.status).await
+    failed(d, correlation_id, class, &created).await
+}
+
+/// After a failed call under a claim: the claim goes back at once when the
+/// downstream is done with the request, else it runs its lease out.
+pub(crate) async fn failed(d: &Delivery, correlation_id: &str, class: ErrorClass, reply: &Reply) -> Attempted {
+    if finished_at_crm(reply) {
+        give_back(d, correlation_id, class, reply.status).await
     } else {
-        Attempted::Crm { class, status: created.status }
+        Attempted::Crm { class, status: reply.status }
     }
 }
 
@@ -103,11 +109,21 @@ pub(crate) fn finished_at_crm(reply: &Reply) -> bool {
     !reply.maybe_reached || reply.status.is_some()
 }
 
-async fn record(d: &Delivery, correlation_id: &str, case: &Value) -> Attempted {
-    let case_id = case.get("caseId").and_then(Value::as_str);
-    match d.store.complete(correlation_id, KIND, case, case_id, clock::now_ms()).await {
+async fn record_case(d: &Delivery, correlation_id: &str, case: &Value) -> Attempted {
+    record(d, correlation_id, KIND, case, case.get("caseId").and_then(Value::as_str)).await
+}
+
+/// Records a delivery under its claim (step 3).
+pub(crate) async fn record(
+    d: &Delivery,
+    correlation_id: &str,
+    kind: &'static str,
+    result: &Value,
+    case_id: Option<&str>,
+) -> Attempted {
+    match d.store.complete(correlation_id, kind, result, case_id, clock::now_ms()).await {
         Ok(()) => {
-            tracing::info!(correlation_id, kind = KIND, case_id, "delivered");
+            tracing::info!(correlation_id, kind, case_id, "delivered");
             Attempted::Delivered
         }
         Err(e) => Attempted::Store(e),
