@@ -2,7 +2,7 @@
 //! (where the CRM is, the secrets, the caller's credentials). Read once per
 //! process (per isolate on Workers) through a lookup function and validated.
 
-use failsoft_shared::config::{ConfigError, Policy};
+use failsoft_shared::config::{ConfigError, Policy, number};
 use failsoft_shared::edge_stats::{DEFAULT_REPORT_EVERY_MS, MAX_REPORT_EVERY_MS, MIN_REPORT_EVERY_MS};
 
 /// Shortest secret accepted: an HMAC key shorter than this is guessable.
@@ -122,19 +122,14 @@ impl EdgeConfig {
                 Some(_) => return Err(ConfigError::new("FAILSOFT_ORIGIN_URL", "must be an http:// or https:// URL")),
                 None => None,
             },
-            stats_every_ms: match lookup("FAILSOFT_EDGE_STATS_EVERY_MS") {
-                None => DEFAULT_REPORT_EVERY_MS,
-                Some(text) => text
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|ms| (MIN_REPORT_EVERY_MS..=MAX_REPORT_EVERY_MS).contains(ms))
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            "FAILSOFT_EDGE_STATS_EVERY_MS",
-                            format!("must be milliseconds from {MIN_REPORT_EVERY_MS} to {MAX_REPORT_EVERY_MS}"),
-                        )
-                    })?,
+            stats_every_ms: {
+                const NAME: &str = "FAILSOFT_EDGE_STATS_EVERY_MS";
+                let ms = number(&lookup, NAME, DEFAULT_REPORT_EVERY_MS)?;
+                if !(MIN_REPORT_EVERY_MS..=MAX_REPORT_EVERY_MS).contains(&ms) {
+                    let range = format!("must be milliseconds from {MIN_REPORT_EVERY_MS} to {MAX_REPORT_EVERY_MS}");
+                    return Err(ConfigError::new(NAME, range));
+                }
+                ms
             },
         })
     }

@@ -268,7 +268,7 @@ impl Delivery {
             (Kind::Refresh, _) => self.refresh(&envelope, deadline).await,
             (Kind::Write, _) => write_once::deliver(self, &envelope, deadline).await,
             (Kind::Event, Some(sink)) => event_delivery::deliver(self, sink, &envelope, deadline).await,
-            (Kind::Event, None) => Attempted::Invalid("EVENTS_NOT_CONFIGURED".to_owned()),
+            (Kind::Event, None) => unreachable!("dead-lettered EVENTS_NOT_CONFIGURED above"),
         };
         let now = clock::now_ms();
         match attempted {

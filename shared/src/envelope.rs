@@ -20,6 +20,13 @@ pub fn is_valid_correlation_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The freshness window a refresh stamped at `submitted_at_ms` falls in:
+/// the edge asks for one refresh per customer per window (its
+/// deduplication id), and the drill counts them the same way.
+pub fn refresh_window(submitted_at_ms: u64, window_ms: u64) -> u64 {
+    submitted_at_ms / window_ms.max(1)
+}
+
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u8 = 1;
 
@@ -77,8 +84,7 @@ impl<P> Envelope<P> {
         match self.kind {
             Kind::Write | Kind::Event => self.correlation_id.clone(),
             Kind::Refresh => {
-                let bucket = self.submitted_at / refresh_window_ms.max(1);
-                format!("r-{}-{bucket}", self.entity_key)
+                format!("r-{}-{}", self.entity_key, refresh_window(self.submitted_at, refresh_window_ms))
             }
         }
     }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use failsoft_shared::envelope::refresh_window;
 use serde::Serialize;
 
 use super::logscan::LogScan;
@@ -384,7 +385,7 @@ impl Report {
         };
 
         // Refreshes: the worker records each under the lookup's correlationId.
-        let window_ms = (settings.freshness_secs.max(1) * 1000) as f64;
+        let window_ms = settings.freshness_secs.max(1) * 1000;
         let outage_lookups: HashMap<&str, &Record> = records
             .iter()
             .filter(|r| r.kind == Kind::Lookup && r.phase == Phase::Outage)
@@ -405,10 +406,10 @@ impl Report {
             // next window, more on a Worker, whose clock stands still
             // between I/O.
             let stamped_unix = match refresh.submitted_at_ms {
-                Some(at) => at as f64,
-                None => clock.unix0_ms as f64 + r.start_ms + r.latency_ms,
+                Some(at) => at,
+                None => (clock.unix0_ms as f64 + r.start_ms + r.latency_ms) as u64,
             };
-            *per_window.entry((customer, (stamped_unix / window_ms) as u64)).or_insert(0) += 1;
+            *per_window.entry((customer, refresh_window(stamped_unix, window_ms))).or_insert(0) += 1;
         }
         let refreshes_report = Refreshes {
             window_secs: settings.freshness_secs,
