@@ -865,14 +865,7 @@ impl LocalStack {
                 self.wait_line("edge", EDGE_READY, "Ready on ").await?;
             }
             EdgeHost::Spin => {
-                let wasmtime = root.join(".venv/bin/wasmtime");
-                if !wasmtime.exists() {
-                    return Err(StackError::Missing {
-                        what: "wasmtime",
-                        path: wasmtime,
-                        hint: "run `make setup` (scripts/setup.sh installs it)",
-                    });
-                }
+                let wasmtime = installed("wasmtime", root.join(".venv/bin/wasmtime"))?;
                 let component = bin_dir()
                     .parent()
                     .map(|target| target.join("spin/failsoft-edge-spin-with-shim.wasm"))
@@ -921,7 +914,7 @@ fn moto_command(port: u16) -> Result<Command, StackError> {
     let binary = crate::moto::moto_binary().ok_or(StackError::Missing {
         what: "moto_server",
         path: workspace_root().join(".venv/bin/moto_server"),
-        hint: "run `make setup` (scripts/setup.sh installs it)",
+        hint: SETUP_HINT,
     })?;
     let python = binary.with_file_name("python");
     let mut command = if python.exists() {
@@ -1002,6 +995,13 @@ pub fn worker_config(root: &Path, secrets: &[&str]) -> Result<String, StackError
     Ok(out)
 }
 
+/// `path`, a tool `make setup` installs, or what to run when it is missing.
+fn installed(what: &'static str, path: PathBuf) -> Result<PathBuf, StackError> {
+    if path.exists() { Ok(path) } else { Err(StackError::Missing { what, path, hint: SETUP_HINT }) }
+}
+
+const SETUP_HINT: &str = "run `make setup` (scripts/setup.sh installs it)";
+
 /// `wrangler dev --local` of the built Worker on 127.0.0.1:`port` (0: it
 /// picks, and names it in its "Ready on" line), KV kept in `persist`, with
 /// `vars` as `--var`s and none of this process's failsoft, AWS or
@@ -1015,14 +1015,7 @@ pub fn wrangler_dev(
     logs: &Path,
     vars: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
 ) -> Result<Command, StackError> {
-    let wrangler = root.join("node_modules/.bin/wrangler");
-    if !wrangler.exists() {
-        return Err(StackError::Missing {
-            what: "wrangler",
-            path: wrangler,
-            hint: "run `make setup` (scripts/setup.sh installs it)",
-        });
-    }
+    let wrangler = installed("wrangler", root.join("node_modules/.bin/wrangler"))?;
     fs::create_dir_all(logs).map_err(io_error(format!("creating {}", logs.display())))?;
     let mut dev = clean_command(&wrangler);
     dev.arg("dev")

@@ -108,14 +108,22 @@ async fn post_event(stack: &OriginStack, worker: &Worker, body: &str, key: Optio
 
 /// The simulator's events ledger: deliveries per `Idempotency-Key`.
 async fn deliveries(stack: &OriginStack) -> HashMap<String, usize> {
-    let response = stack.http.get(format!("{}/admin/events", stack.admin_url())).send().await.expect("events ledger");
-    let ledger: Vec<Value> = response.json().await.expect("events ledger JSON");
+    let ledger = ledger_entries(stack).await;
     let mut counts = HashMap::new();
     for delivery in ledger {
         let key = delivery["idempotencyKey"].as_str().unwrap_or("<none>").to_owned();
         *counts.entry(key).or_insert(0) += 1;
     }
     counts
+}
+
+/// The stack with a CRM simulator that ignores `Idempotency-Key` (so
+/// "once" is failsoft's doing) and a worker delivering events to it.
+async fn events_stack() -> (OriginStack, Worker) {
+    let stack = OriginStack::start().await;
+    ignore_idempotency(&stack).await;
+    let worker = events_worker(&stack, &[]).await;
+    (stack, worker)
 }
 
 async fn ledger_entries(stack: &OriginStack) -> Vec<Value> {
@@ -144,9 +152,7 @@ async fn ignore_idempotency(stack: &OriginStack) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_events_from_an_sqs_target_are_delivered_once() {
-    let stack = OriginStack::start().await;
-    ignore_idempotency(&stack).await;
-    let worker = events_worker(&stack, &[]).await;
+    let (stack, worker) = events_stack().await;
     let (first, second) = (event_id(1), event_id(2));
 
     send_as_rule(&stack, &genesys_event(&first, &conversation(1))).await;
@@ -188,9 +194,7 @@ async fn origin_events_from_an_sqs_target_are_delivered_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_events_from_an_api_destination_are_queued_then_delivered_once() {
-    let stack = OriginStack::start().await;
-    ignore_idempotency(&stack).await;
-    let worker = events_worker(&stack, &[]).await;
+    let (stack, worker) = events_stack().await;
 
     // Refusals first, with the downstream down: anything queued would stay
     // on the queue (retrying), so an empty queue shows nothing was queued.
@@ -250,9 +254,7 @@ async fn origin_events_from_an_api_destination_are_queued_then_delivered_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_events_wait_out_a_downstream_outage_and_arrive_once() {
-    let stack = OriginStack::start().await;
-    ignore_idempotency(&stack).await;
-    let worker = events_worker(&stack, &[]).await;
+    let (stack, worker) = events_stack().await;
     stack.crm(json!({"mode": "down"})).await;
 
     let mut ids = Vec::new();
