@@ -14,15 +14,14 @@ use serde_json::Value;
 
 const PHONE: &str = "+44 20 7946 0303";
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 fn check_line(line: &str, started_ms: u64) -> Value {
     let doc: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("stdout holds only EMF JSON ({e}): {line}"));
     let aws = &doc["_aws"];
     let ts = aws["Timestamp"].as_u64().unwrap_or_else(|| panic!("a Timestamp: {line}"));
-    assert!((started_ms..=now_ms()).contains(&ts), "Timestamp in milliseconds, of this run: {ts}");
+    assert!(
+        (started_ms..=failsoft_origin::clock::now_ms()).contains(&ts),
+        "Timestamp in milliseconds, of this run: {ts}"
+    );
     let directive = &aws["CloudWatchMetrics"][0];
     assert_eq!(directive["Namespace"], "Failsoft", "{line}");
     assert_eq!(directive["Dimensions"], serde_json::json!([["Service"]]), "{line}");
@@ -38,7 +37,7 @@ fn check_line(line: &str, started_ms: u64) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_prints_emf_lines_on_stdout() {
-    let started = now_ms();
+    let started = failsoft_origin::clock::now_ms();
     let stack = OriginStack::start().await;
     let worker = stack.worker(&[("FAILSOFT_EMF", "1"), ("FAILSOFT_EMF_INTERVAL_SECS", "1")]).await;
     stack.enqueue_write("emf-ok-0", PHONE, "counted").await;

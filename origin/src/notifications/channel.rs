@@ -42,7 +42,7 @@ struct ChannelReply {
 /// `now_ms`, is replaced, counted from now.
 pub fn renew_in(now_ms: u64, expires_ms: Option<u64>, margin: Duration) -> Duration {
     let lifetime = expires_ms.map(|at| Duration::from_millis(at.saturating_sub(now_ms))).unwrap_or(DEFAULT_LIFETIME);
-    lifetime.saturating_sub(margin).max(lifetime / 2)
+    super::token::refresh_after(lifetime, margin)
 }
 
 /// Reads an RFC 3339 UTC time (`2026-11-29T10:00:00.123Z`, or `+00:00`)

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -175,7 +175,7 @@ async fn create_channel(State(sim): State<Shared>, headers: HeaderMap) -> Respon
     }
     let id = format!("streaming-{}", sim.id());
     let ttl = Duration::from_millis(sim.args.channel_ttl_ms);
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_ms = failsoft_origin::clock::now_ms();
     let channel = Channel { topics: Vec::new(), expires: Instant::now() + ttl, expired: false, socket: None };
     sim.lock().channels.insert(id.clone(), channel);
     sim.count("channels");
@@ -405,15 +405,7 @@ async fn main() -> ExitCode {
         .route("/admin/stats", get(stats))
         .with_state(sim);
     println!("genesys-sim listening {base}");
-    let stop = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    match axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    match axum::serve(listener, app).with_graceful_shutdown(failsoft_origin::worker::stop_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("genesys-sim: {e}");
