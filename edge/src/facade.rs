@@ -30,11 +30,6 @@ const RESULT_KEY_PREFIX: &str = "res:v1:";
 const MAX_SUBJECT: usize = 255;
 const MAX_DESCRIPTION: usize = 4_000;
 
-/// Bound on one traffic report to the origin: it runs after the response,
-/// but a hung origin must not keep a Worker's `wait_until` or a Spin
-/// instance alive for long.
-pub const STATS_SEND_DEADLINE_MS: u64 = 2_000;
-
 /// A handled request: the response, and the messages to forward once it
 /// has been sent (a refresh never sits on the response path).
 #[derive(Debug)]
@@ -245,7 +240,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
             body: Some(body),
         };
         let seq = report.seq;
-        let outcome = match self.downstream.send(request, STATS_SEND_DEADLINE_MS).await {
+        let outcome = match self.downstream.send(request, edge_stats::SEND_DEADLINE_MS).await {
             Ok(resp) if (200..300).contains(&resp.status) => {
                 self.lock_stats().delivered(seq);
                 "delivered"

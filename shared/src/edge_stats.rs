@@ -45,10 +45,16 @@ pub const MAX_REPORT_EVERY_MS: u64 = 60_000;
 /// A report is due early once this many answers have accumulated, so a
 /// burst reaches the origin before the interval ends.
 pub const REPORT_AT_ANSWERS: u64 = 1_000;
+/// How long a host waits for the origin to take a report: it runs after
+/// the response, but a hung origin must not keep a Worker's `wait_until`
+/// or a Spin instance alive for long.
+pub const SEND_DEADLINE_MS: u64 = 2_000;
 /// A report handed out and neither acknowledged nor failed within this long
 /// is treated as failed (its sender was cancelled, e.g. an isolate evicted
-/// during `wait_until`); far above the 2 s send bound.
+/// during `wait_until`); far above the send deadline, so a send still in
+/// its deadline is never resent under it.
 pub const IN_FLIGHT_LIMIT_MS: u64 = 30_000;
+const _: () = assert!(IN_FLIGHT_LIMIT_MS >= 10 * SEND_DEADLINE_MS);
 /// Longest isolate id the origin accepts.
 pub const MAX_ISOLATE_LEN: usize = 64;
 
