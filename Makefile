@@ -8,6 +8,8 @@ DEMO_ARGS ?=
 
 # The tools scripts/setup.sh installs, for the tests and the demo that spawn them.
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+# The checkout the binaries use (a shared target dir may hold ones built elsewhere).
+export FAILSOFT_ROOT := $(CURDIR)
 export WRANGLER_SEND_METRICS := false
 # Miniflare would fetch the `Request.cf` placeholder from the internet.
 export CLOUDFLARE_CF_FETCH_ENABLED := false

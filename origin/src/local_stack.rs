@@ -426,10 +426,18 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(25)..].join("\n")
 }
 
-/// The workspace this binary was built from: its `wrangler.toml`,
-/// `node_modules/` and `.venv/`.
+/// The checkout whose `wrangler.toml`, `node_modules/` and `.venv/` the
+/// stack uses: `FAILSOFT_ROOT` (the Makefile sets it), else the workspace of
+/// the package `cargo run`/`cargo test` runs us from, else the one this
+/// binary was built in. Not the build-time path first: a target directory
+/// shared by clones (CI's cache) keeps binaries cargo built in another clone.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    if let Some(root) = std::env::var_os("FAILSOFT_ROOT").filter(|r| !r.is_empty()) {
+        return PathBuf::from(root);
+    }
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let package = manifest_dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    package.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 fn free_port() -> Result<u16, StackError> {

@@ -41,8 +41,9 @@ pub struct MotoServer {
     pub endpoint: String,
 }
 
-/// `FAILSOFT_MOTO_SERVER`, else `.venv/bin/moto_server` of the workspace the
-/// binaries were built in, else the one on `PATH`.
+/// `FAILSOFT_MOTO_SERVER`, else `.venv/bin/moto_server` beside the binaries
+/// or in the checkout ([`crate::local_stack::workspace_root`]), else the one
+/// on `PATH`.
 pub fn moto_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("FAILSOFT_MOTO_SERVER") {
         return Some(PathBuf::from(path));
@@ -58,8 +59,8 @@ pub fn moto_binary() -> Option<PathBuf> {
             break;
         }
     }
-    // A target directory outside the clone (CI's): this crate's workspace.
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+    // A target directory outside the checkout (CI's cache): the checkout's.
+    let workspace = crate::local_stack::workspace_root().join(".venv/bin/moto_server");
     if workspace.exists() {
         return Some(workspace);
     }

@@ -8,7 +8,7 @@
 //! intrinsics in long form (`Ref:`, `Fn::GetAtt:`), so it is plain YAML.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -25,7 +25,7 @@ const SQS_MAX_RECEIVE_COUNT: u64 = 1_000;
 const MIN_RECEIVE_COUNT: u64 = 100;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    failsoft_origin::local_stack::workspace_root()
 }
 
 fn template_path() -> PathBuf {

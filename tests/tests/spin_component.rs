@@ -13,7 +13,7 @@ use failsoft_edge::sqs::SqsSettings;
 use failsoft_origin::stack::bin_dir;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    failsoft_origin::local_stack::workspace_root()
 }
 
 /// The cargo target directory (the one the test binaries are in).

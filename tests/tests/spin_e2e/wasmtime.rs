@@ -6,7 +6,7 @@
 //! Build it first: `make spin-test-component`.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -21,7 +21,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const LISTENING: &str = "Serving HTTP on ";
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    failsoft_origin::local_stack::workspace_root()
 }
 
 /// The composed test component `make spin-test-component` writes.
