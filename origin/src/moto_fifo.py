@@ -1,6 +1,6 @@
 """moto's server, with its SQS FIFO queues made to behave like SQS's.
 
-Two fixes, both for FIFO queues; everything else is moto's own code.
+Three fixes, all for FIFO queues; everything else is moto's own code.
 
 1. Receive keeps per-group order. moto 5.2.5 decides whether a message group is locked from a snapshot of the
 groups with messages in flight, and refreshes that snapshot in the middle of
@@ -20,11 +20,20 @@ the interval. And `delete_message` rebuilds the message list, so a send
 landing during a delete could vanish. Here one lock covers sends and
 deletes, and each queue remembers the ids it took for the interval.
 
+3. A long poll waits instead of spinning. moto's long poll waits for "a
+visible message", so while every visible message sits in a group with one
+in flight it rescans the queue without pause and holds the interpreter: one
+waiting receive took a core and slowed every other call (sends, deletes,
+DynamoDB): a send took 78 ms on average (p95 251 ms) instead of 6 ms. Here
+it looks again every POLL_PAUSE_SECS, which also notices within that pause a
+message whose visibility timeout ran out (moto's own wait takes a second).
+
 Run as: python -c "<this file>" -H 127.0.0.1 -p PORT
 """
 
 import sys
 import threading
+import time
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -96,7 +105,11 @@ def receive_message(self, queue_name, count, wait_seconds_timeout, visibility_ti
         if previous_result_count == len(result):
             if wait_seconds_timeout == 0:
                 break
-            queue.wait_for_messages(1)
+            if queue.messages:
+                # Visible, but every one behind a message of its group in flight.
+                time.sleep(POLL_PAUSE_SECS)
+            else:
+                queue.wait_for_messages(POLL_PAUSE_SECS)
             continue
 
         previous_result_count = len(result)
@@ -105,6 +118,9 @@ def receive_message(self, queue_name, count, wait_seconds_timeout, visibility_ti
 
 
 models.SQSBackend.receive_message = receive_message
+
+# How often a waiting long poll looks at the queue again.
+POLL_PAUSE_SECS = 0.05
 
 # Sends, deletes and dead-letter moves of every queue, one at a time (moto's
 # server runs each request on its own thread).

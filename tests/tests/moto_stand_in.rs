@@ -1,7 +1,7 @@
 //! moto's server stands in for SQS in the tests and the drill; these check
-//! the two FIFO behaviours `moto_fifo.py` gives it that SQS has and moto
-//! 5.2.5 lacks, so that a broken launcher fails here and not, at random,
-//! as a "duplicate refresh" in a drill.
+//! the FIFO behaviours `moto_fifo.py` gives it that SQS has and moto 5.2.5
+//! lacks, so that a broken launcher fails here and not, at random, as a
+//! "duplicate refresh" or a slow drain in a drill.
 
 mod origin_support;
 
@@ -45,14 +45,16 @@ async fn a_deduplication_id_is_refused_for_its_interval_even_after_a_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_sends_of_one_deduplication_id_queue_one_message() {
     let stack = OriginStack::start().await;
-    // moto busy as in an outage: a group with one message in flight and one
-    // waiting keeps a long poll spinning on the server, so its threads are
-    // switched mid-request.
+    // moto as in an outage: a group with one message in flight and one
+    // waiting, and a consumer's long poll behind it. Stock moto spins there,
+    // switching threads mid-request, and queued 42-54 messages for these 40
+    // ids; the launcher's poll no longer spins, which makes the race rare
+    // rather than gone, so the lock stays and this checks it holds.
     send(&stack, "busy", "first").await;
     let got = stack.sqs.receive_message().queue_url(&stack.queue_url).visibility_timeout(120).send().await.unwrap();
     assert_eq!(got.messages().len(), 1);
     let (sqs, url) = (stack.sqs.clone(), stack.queue_url.clone());
-    let spinning = tokio::spawn(async move { sqs.receive_message().queue_url(url).wait_time_seconds(12).send().await });
+    let polling = tokio::spawn(async move { sqs.receive_message().queue_url(url).wait_time_seconds(12).send().await });
 
     const ROUNDS: usize = 40;
     const SENDERS: usize = 8;
@@ -67,11 +69,42 @@ async fn concurrent_sends_of_one_deduplication_id_queue_one_message() {
             sent.expect("a send");
         }
     }
-    spinning.abort();
+    polling.abort();
     let depth = tokio::time::timeout(Duration::from_secs(30), stack.depth(&stack.queue_url)).await.expect("depth");
     assert_eq!(
         depth,
         1 + ROUNDS as u64,
         "the message in flight, and one of {SENDERS} concurrent sends of each of {ROUNDS} ids"
     );
+}
+
+/// The CPU time moto's process has used (user + system), from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("moto's /proc stat");
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("(comm)") + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf reads a constant.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_behind_a_locked_group_waits_without_spinning() {
+    let stack = OriginStack::start().await;
+    send(&stack, "locked", "one").await;
+    send(&stack, "locked", "two").await;
+    let got = stack.sqs.receive_message().queue_url(&stack.queue_url).visibility_timeout(120).send().await.unwrap();
+    assert_eq!(got.messages().len(), 1, "the group's first message, now in flight");
+
+    // "two" is visible but locked behind "one": SQS answers empty after the
+    // wait, having used no CPU for it. moto 5.2.5 rescans without pause for
+    // the whole wait (a core's worth: about 3 s of CPU here).
+    const WAIT_SECS: i32 = 3;
+    let pid = stack.moto.pid();
+    let before = cpu_secs(pid);
+    let got =
+        stack.sqs.receive_message().queue_url(&stack.queue_url).wait_time_seconds(WAIT_SECS).send().await.unwrap();
+    let used = cpu_secs(pid) - before;
+    assert!(got.messages().is_empty(), "nothing of a locked group is handed out");
+    assert!(used < 0.5, "moto used {used:.2} s of CPU over a {WAIT_SECS} s wait behind a locked group");
 }
