@@ -237,10 +237,11 @@ impl Consumer {
                     tracing::warn!(error = %DisplayErrorContext(&e), message_id = %message.message_id, "delete failed");
                 }
             }
-            Outcome::Retry { delay_ms, class, status } => {
+            Outcome::Retry { delay_ms, attempt, class, status } => {
                 tracing::info!(
                     message_id = %message.message_id,
-                    attempt = message.attempt(),
+                    attempt,
+                    receives = message.receive_count,
                     delay_ms,
                     class = class.as_str(),
                     status,

@@ -20,6 +20,7 @@ use crate::crm::{self, Crm, Reply};
 use crate::edge_push::EdgePush;
 use crate::event_sink::EventSink;
 use crate::events::{self, GenesysEvent};
+use crate::failures::Failures;
 use crate::received::Received;
 use crate::results::{RefreshRecord, Store, StoreError};
 use crate::{clock, event_delivery, write_once};
@@ -29,8 +30,9 @@ use crate::{clock, event_delivery, write_once};
 pub enum Outcome {
     /// Delivered now or before: delete it.
     Done,
-    /// The attempt failed: make it visible again after the backoff.
-    Retry { delay_ms: u64, class: ErrorClass, status: Option<u16> },
+    /// Failed attempt number `attempt` (0-based): make it visible again
+    /// after the backoff.
+    Retry { delay_ms: u64, attempt: u32, class: ErrorClass, status: Option<u16> },
     /// Not attempted (breaker open, another worker's claim, settling):
     /// make it visible again after `delay_ms`, attempts not counted.
     Defer { delay_ms: u64, why: &'static str },
@@ -78,6 +80,8 @@ pub struct Delivery {
     pub owner: String,
     breaker: Mutex<Breaker>,
     rate: Mutex<ReplayRate>,
+    /// Each message's failed attempts, which the backoff doubles on.
+    failures: Failures,
     epoch: Instant,
 }
 
@@ -111,6 +115,7 @@ impl Delivery {
             owner,
             breaker: Mutex::new(Breaker::default()),
             rate: Mutex::new(rate),
+            failures: Failures::default(),
             epoch: Instant::now(),
         }
     }
@@ -201,6 +206,14 @@ impl Delivery {
 
     /// Delivers one message and says what to do with it.
     pub async fn deliver(&self, message: &Received) -> Outcome {
+        let outcome = self.try_deliver(message).await;
+        if matches!(outcome, Outcome::Done | Outcome::DeadLetter(_)) {
+            self.failures.forget(&message.message_id);
+        }
+        outcome
+    }
+
+    async fn try_deliver(&self, message: &Received) -> Outcome {
         let envelope = match read(message) {
             Ok(envelope) => envelope,
             Err(reason) => {
@@ -222,7 +235,7 @@ impl Delivery {
             message_id = %message.message_id,
             correlation_id = %envelope.correlation_id,
             kind,
-            attempt = message.attempt(),
+            receives = message.receive_count,
             "delivering"
         );
         let dead = |reason: String, error_class, last_status| {
@@ -292,15 +305,12 @@ impl Delivery {
         now: u64,
         dead: impl Fn(String, &'static str, Option<u16>) -> Outcome,
     ) -> Outcome {
-        let decision = self.config.policy.retry.after_failure(
-            class,
-            message.attempt(),
-            envelope.submitted_at,
-            now,
-            clock::random_u64(),
-        );
+        // Failed attempts, not receives: see `failures`.
+        let attempt = self.failures.record(&message.message_id);
+        let decision =
+            self.config.policy.retry.after_failure(class, attempt, envelope.submitted_at, now, clock::random_u64());
         match decision {
-            RetryDecision::RetryAfter { delay_ms } => Outcome::Retry { delay_ms, class, status },
+            RetryDecision::RetryAfter { delay_ms } => Outcome::Retry { delay_ms, attempt, class, status },
             RetryDecision::DeadLetter(DeadLetterReason::Permanent { status }) => {
                 let downstream = if envelope.kind == Kind::Event { "EVENTS" } else { "CRM" };
                 dead(format!("{downstream}_REJECTED_{status}"), class.as_str(), Some(status))

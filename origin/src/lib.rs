@@ -23,6 +23,7 @@ pub mod event_delivery;
 pub mod event_sink;
 pub mod events;
 pub mod events_api;
+pub mod failures;
 pub mod init_local;
 pub mod leases;
 pub mod local_stack;

@@ -33,11 +33,4 @@ impl Received {
             body: message.body.unwrap_or_default(),
         })
     }
-
-    /// The 0-based attempt number for the backoff: receives before this one.
-    /// Approximate, as SQS says: a receive that was handed back unprocessed
-    /// (breaker open, shutdown) counts too, which only lengthens the backoff.
-    pub fn attempt(&self) -> u32 {
-        self.receive_count.saturating_sub(1)
-    }
 }

@@ -1,6 +1,7 @@
 //! The origin worker delivering queued writes through CRM failures: an
-//! outage, a breaker that stops the hammering, throttling, an expiring
-//! retry budget, per-customer order, and slow deliveries kept invisible.
+//! outage, a breaker that stops the hammering, throttling, a backoff that
+//! counts failures, an expiring retry budget, per-customer order, and slow
+//! deliveries kept invisible.
 //! Real processes: moto's server, the CRM simulator, `failsoft worker`.
 
 mod origin_support;
@@ -215,6 +216,41 @@ async fn origin_a_429_with_retry_after_is_not_retried_sooner() {
     // `first_seen_ms` is no earlier than the 429 itself.
     assert!(created >= first_seen_ms + 4_800, "created {} ms after the 429", created - first_seen_ms);
     assert_eq!(refs(&ledger), ["throttled-1"]);
+}
+
+/// Receives are not attempts: a write settling, a message handed back
+/// behind its group's head or a lease that ran out are received again
+/// without a failure. The backoff doubles on the failures the worker saw;
+/// doubling on `ApproximateReceiveCount` gave a write received seven times
+/// and failing once up to 64 s before its second attempt, after an outage
+/// that had already ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_a_retry_backs_off_by_failed_attempts_not_by_receives() {
+    let stack = OriginStack::start().await;
+    stack.enqueue_write("receives-1", PHONES[2], "received often").await;
+    const RECEIVES: usize = 6;
+    for n in 0..RECEIVES {
+        let got = stack.sqs.receive_message().queue_url(&stack.queue_url).visibility_timeout(0).send().await.unwrap();
+        assert_eq!(got.messages().len(), 1, "receive {n} hands it out and back");
+    }
+    stack.crm(json!({"mode": "error", "status": 503})).await;
+    let _worker = stack.worker(&[("FAILSOFT_BACKOFF_BASE_MS", "1000"), ("FAILSOFT_BACKOFF_CAP_MS", "60000")]).await;
+    wait_for("the first (failed) attempt", Duration::from_secs(20), || async {
+        (stack.sim_count("failed").await >= 1).then_some(())
+    })
+    .await;
+    let failed = Instant::now();
+    stack.crm(json!({"mode": "up"})).await;
+    let ledger = stack.ledger_with(1, Duration::from_secs(90)).await;
+    let retried_after = failed.elapsed();
+    assert_eq!(refs(&ledger), ["receives-1"]);
+    assert_eq!(stack.sim_count("failed").await, 1, "one failure, then delivered");
+    // The first failure's backoff is at most the base, 1 s, rounded up to
+    // SQS's whole seconds; then a receive and the CRM call.
+    assert!(
+        retried_after < Duration::from_secs(6),
+        "the second attempt came {retried_after:?} after the first failure"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
