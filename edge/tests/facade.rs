@@ -17,6 +17,12 @@ use serde_json::{Value, json};
 
 const INTERNAL: &str = "internal-secret-for-tests-0123";
 const CACHE_SECRET: &str = "cache-secret-for-tests-0123";
+/// An edge that reports its counts to the origin every second.
+const REPORTING: &[(&str, &str)] = &[
+    ("FAILSOFT_ORIGIN_URL", "http://origin.invalid"),
+    ("FAILSOFT_INTERNAL_SECRET", INTERNAL),
+    ("FAILSOFT_EDGE_STATS_EVERY_MS", "1000"),
+];
 
 #[derive(Clone)]
 struct TestClock(Arc<AtomicU64>);
@@ -238,12 +244,7 @@ async fn results_come_from_the_origin_when_it_knows_them() {
 #[tokio::test]
 async fn answers_are_counted_and_reported_signed_after_the_interval() {
     let (kv, clock, http) = (SharedKv::default(), TestClock::at(1_000_000), Scripted::default());
-    let settings = [
-        ("FAILSOFT_ORIGIN_URL", "http://origin.invalid"),
-        ("FAILSOFT_INTERNAL_SECRET", INTERNAL),
-        ("FAILSOFT_EDGE_STATS_EVERY_MS", "1000"),
-    ];
-    let f = facade(&kv, &http, &clock, &settings);
+    let f = facade(&kv, &http, &clock, REPORTING);
     // Live, then cache for the same number; the CRM refuses the third: default.
     http.push(ok(200, json!({"customerId": "C-1", "tier": "gold"})));
     assert_eq!(source(&f, "+442071234567").await, "live");
@@ -283,12 +284,7 @@ async fn answers_are_counted_and_reported_signed_after_the_interval() {
 #[tokio::test]
 async fn a_due_report_rides_on_the_next_response_and_a_refused_one_is_dropped() {
     let (kv, clock, http) = (SharedKv::default(), TestClock::at(1_000_000), Scripted::default());
-    let settings = [
-        ("FAILSOFT_ORIGIN_URL", "http://origin.invalid"),
-        ("FAILSOFT_INTERNAL_SECRET", INTERNAL),
-        ("FAILSOFT_EDGE_STATS_EVERY_MS", "1000"),
-    ];
-    let f = facade(&kv, &http, &clock, &settings);
+    let f = facade(&kv, &http, &clock, REPORTING);
     let first = f.handle(Request::new("POST", "/v1/customer-lookup").body("{}")).await;
     assert!(!f.has_work_after(&first), "a refusal leaves nothing to do before the interval");
     clock.advance(1_000);

@@ -93,11 +93,19 @@ async fn send_as_rule_with(stack: &OriginStack, event: &Value, dedup: &str) {
 
 /// `POST /v1/events` as an API destination does; (status, body).
 async fn post_event(stack: &OriginStack, worker: &Worker, body: &str, key: Option<&str>) -> (u16, Value) {
-    let mut request = stack
-        .http
-        .post(format!("{}/v1/events", worker.url()))
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body.to_owned());
+    post_events(&stack.http, worker, "application/json; charset=utf-8", body, key).await
+}
+
+/// `POST /v1/events` with `client` and `content_type`.
+async fn post_events(
+    client: &reqwest::Client,
+    worker: &Worker,
+    content_type: &str,
+    body: &str,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut request =
+        client.post(format!("{}/v1/events", worker.url())).header("content-type", content_type).body(body.to_owned());
     if let Some(key) = key {
         request = request.header(API_KEY_HEADER, key);
     }
@@ -220,27 +228,10 @@ async fn origin_events_from_an_api_destination_are_queued_then_delivered_once() 
     // the body and closes the connection, which a pooled client could
     // otherwise pick for the next request (IncompleteMessage).
     let once = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).build().unwrap();
-    let refused = once
-        .post(format!("{}/v1/events", worker.url()))
-        .header("content-type", "application/json")
-        .header(API_KEY_HEADER, EVENTS_API_KEY)
-        .body(huge.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = refused.status().as_u16();
-    let body: Value = refused.json().await.unwrap_or(Value::Null);
+    let (status, body) = post_events(&once, &worker, "application/json", &huge.to_string(), Some(EVENTS_API_KEY)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (413, Some("BODY_TOO_LARGE")), "{body}");
-    let text = stack
-        .http
-        .post(format!("{}/v1/events", worker.url()))
-        .header("content-type", "text/plain")
-        .header(API_KEY_HEADER, EVENTS_API_KEY)
-        .body(valid.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(text.status().as_u16(), 415);
+    let (status, _) = post_events(&stack.http, &worker, "text/plain", &valid, Some(EVENTS_API_KEY)).await;
+    assert_eq!(status, 415);
     assert_eq!(stack.depth(&stack.queue_url).await, 0, "nothing queued for a refused request");
     assert!(stack.dead_letters().await.is_empty());
     stack.crm(json!({"mode": "up"})).await;
