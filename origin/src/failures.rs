@@ -45,7 +45,8 @@ impl Failures {
     }
 
     /// Messages with a failure counted and no outcome yet.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
