@@ -2,11 +2,12 @@
 //! tests, the demo and the benchmark: started on a free port, killed by PID
 //! when dropped, even when a test panics.
 //!
-//! It runs through `moto_fifo.py`, which makes moto's FIFO queues keep three
+//! It runs through `moto_fifo.py`, which makes moto's FIFO queues keep four
 //! promises of SQS (see there): a receive never hands out a group's
 //! messages out of order, a deduplication id is refused for its whole
-//! 5-minute interval, even by two sends at once or after a delete, and a
-//! long poll waiting behind locked groups costs no CPU. The worker's order
+//! 5-minute interval, even by two sends at once or after a delete, a long
+//! poll waiting behind locked groups costs no CPU, and a delete unlocks its
+//! group for a poll already waiting. The worker's order
 //! tests, the drill's one-refresh-per-window count and its drain would
 //! otherwise test moto. `tests/tests/moto_stand_in.rs` checks them.
 

@@ -1,6 +1,6 @@
 """moto's server, with its SQS FIFO queues made to behave like SQS's.
 
-Three fixes, all for FIFO queues; everything else is moto's own code.
+Four fixes, all for FIFO queues; everything else is moto's own code.
 
 1. Receive keeps per-group order. moto 5.2.5 decides whether a message group is locked from a snapshot of the
 groups with messages in flight, and refreshes that snapshot in the middle of
@@ -28,6 +28,13 @@ DynamoDB): a send took 78 ms on average (p95 251 ms) instead of 6 ms. Here
 it looks again every POLL_PAUSE_SECS, which also notices within that pause a
 message whose visibility timeout ran out (moto's own wait takes a second).
 
+4. A delete unlocks its group for a long poll already waiting. moto decides
+which groups are locked once, when a receive starts, so a poll waiting
+behind a locked group stayed blind to its unlocking until the wait ended:
+the worker's 20 s. A drill's last write once reached the CRM 27 s after the
+CRM came back, its message visible and unclaimed for the last 20. Here
+each pass looks at the groups anew.
+
 Run as: python -c "<this file>" -H 127.0.0.1 -p PORT
 """
 
@@ -53,11 +60,13 @@ def receive_message(self, queue_name, count, wait_seconds_timeout, visibility_ti
     previous_result_count = len(result)
 
     polling_end = unix_time() + wait_seconds_timeout
-    currently_pending_groups = deepcopy(queue.pending_message_groups)
 
     while True:
         if result or (wait_seconds_timeout and unix_time() > polling_end):
             break
+
+        # Fix 4: the locked groups as of this pass, not of the receive's start.
+        currently_pending_groups = deepcopy(queue.pending_message_groups)
 
         messages_to_dlq = []
         # The fix: a group skipped once in this pass stays skipped.

@@ -5,7 +5,7 @@
 
 mod origin_support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use origin_support::OriginStack;
 
@@ -107,4 +107,36 @@ async fn a_long_poll_behind_a_locked_group_waits_without_spinning() {
     let used = cpu_secs(pid) - before;
     assert!(got.messages().is_empty(), "nothing of a locked group is handed out");
     assert!(used < 0.5, "moto used {used:.2} s of CPU over a {WAIT_SECS} s wait behind a locked group");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_gets_a_group_s_next_message_once_the_one_in_flight_is_deleted() {
+    let stack = OriginStack::start().await;
+    send(&stack, "g", "first").await;
+    send(&stack, "g", "second").await;
+    let got = stack.sqs.receive_message().queue_url(&stack.queue_url).visibility_timeout(120).send().await.unwrap();
+    let first = got.messages().first().expect("the group's first message, now in flight");
+    let handle = first.receipt_handle().unwrap().to_owned();
+
+    // A consumer long-polls behind the locked group, as the worker does.
+    const WAIT_SECS: i32 = 15;
+    let (sqs, url) = (stack.sqs.clone(), stack.queue_url.clone());
+    let poll = tokio::spawn(async move {
+        let got = sqs.receive_message().queue_url(url).wait_time_seconds(WAIT_SECS).send().await.unwrap();
+        (Instant::now(), got.messages().iter().filter_map(|m| m.body().map(str::to_owned)).collect::<Vec<_>>())
+    });
+    // Give the poll time to reach moto (were it later, it would find the
+    // group unlocked at once and this would pass without showing anything).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.sqs.delete_message().queue_url(&stack.queue_url).receipt_handle(handle).send().await.unwrap();
+    let deleted = Instant::now();
+
+    // SQS unlocks the group on the delete, and the waiting poll gets the
+    // next message. moto 5.2.5 decides which groups are locked once per
+    // receive, so its poll waited out all 15 s (and the worker's its 20 s:
+    // a drill's last write once reached the CRM 27 s after recovery).
+    let (answered, bodies) = tokio::time::timeout(Duration::from_secs(30), poll).await.expect("the poll ends").unwrap();
+    assert_eq!(bodies, [r#"{"dedup":"second"}"#], "the group's next message");
+    let after = answered.saturating_duration_since(deleted);
+    assert!(after < Duration::from_secs(5), "handed out {after:?} after the delete, not at the end of the wait");
 }

@@ -291,7 +291,7 @@ async fn origin_an_expired_retry_budget_dead_letters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_per_customer_order_holds_through_a_flapping_crm() {
     let stack = OriginStack::start().await;
-    stack.crm(json!({"mode": "flap", "periodMs": 700})).await;
+    stack.crm(json!({"mode": "flap", "periodMs": 100})).await;
     let _worker = stack.worker(&[("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "20")]).await;
     let mut enqueued = Vec::new();
     for i in 0..10 {
