@@ -88,13 +88,20 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
+/// Sends two messages to `group` and receives the first for 120 s: the
+/// second is visible but locked behind it. Returns the first's receipt.
+async fn lock_group(stack: &OriginStack, group: &str, [first, second]: [&str; 2]) -> String {
+    send(stack, group, first).await;
+    send(stack, group, second).await;
+    let got = stack.sqs.receive_message().queue_url(&stack.queue_url).visibility_timeout(120).send().await.unwrap();
+    assert_eq!(got.messages().len(), 1, "the group's first message, now in flight");
+    got.messages()[0].receipt_handle().expect("a receipt handle").to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_behind_a_locked_group_waits_without_spinning() {
     let stack = OriginStack::start().await;
-    send(&stack, "locked", "one").await;
-    send(&stack, "locked", "two").await;
-    let got = stack.sqs.receive_message().queue_url(&stack.queue_url).visibility_timeout(120).send().await.unwrap();
-    assert_eq!(got.messages().len(), 1, "the group's first message, now in flight");
+    lock_group(&stack, "locked", ["one", "two"]).await;
 
     // "two" is visible but locked behind "one": SQS answers empty after the
     // wait, having used no CPU for it. moto 5.2.5 rescans without pause for
@@ -112,11 +119,7 @@ async fn a_long_poll_behind_a_locked_group_waits_without_spinning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_gets_a_group_s_next_message_once_the_one_in_flight_is_deleted() {
     let stack = OriginStack::start().await;
-    send(&stack, "g", "first").await;
-    send(&stack, "g", "second").await;
-    let got = stack.sqs.receive_message().queue_url(&stack.queue_url).visibility_timeout(120).send().await.unwrap();
-    let first = got.messages().first().expect("the group's first message, now in flight");
-    let handle = first.receipt_handle().unwrap().to_owned();
+    let handle = lock_group(&stack, "g", ["first", "second"]).await;
 
     // A consumer long-polls behind the locked group, as the worker does.
     const WAIT_SECS: i32 = 15;
