@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
@@ -83,9 +83,10 @@ impl Consumer {
     }
 
     /// Receives and dispatches until `stop` turns true, then waits up to
-    /// `grace` for the deliveries in flight; what is left returns to the
-    /// queue by visibility expiry.
+    /// `grace` for the receive and the deliveries in flight; what is left
+    /// returns to the queue by visibility expiry.
     pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
+        let mut stopped_at = None;
         let wait_secs = self.delivery.config.receive_wait_secs;
         let visibility = self.delivery.config.policy.visibility_timeout_secs as i32;
         while !*stop.borrow() {
@@ -125,11 +126,22 @@ impl Consumer {
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .message_attribute_names("All")
                 .send();
+            tokio::pin!(receive);
             let received = tokio::select! {
-                r = receive => r,
-                // A message SQS hands out as the poll is dropped returns
-                // after its visibility timeout.
-                _ = stop.wait_for(|s| *s) => break,
+                r = &mut receive => Some(r),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(received) = received else {
+                // SQS goes on handing messages to a long poll whose client
+                // has gone, and they stay hidden for the visibility timeout.
+                // So the poll runs out, and what it got goes straight back.
+                stopped_at = Some(Instant::now());
+                if let Ok(Ok(out)) = tokio::time::timeout(grace, receive).await {
+                    for message in out.messages.unwrap_or_default().into_iter().filter_map(Received::from_sdk) {
+                        self.change_visibility(&message, 0).await;
+                    }
+                }
+                break;
             };
             let messages = match received {
                 Ok(out) => out.messages.unwrap_or_default(),
@@ -150,7 +162,8 @@ impl Consumer {
         }
         tracing::info!(in_flight = self.in_flight(), "stopped receiving; finishing deliveries in flight");
         let all = self.concurrency as u32;
-        if tokio::time::timeout(grace, self.slots.acquire_many(all)).await.is_err() {
+        let left = grace.saturating_sub(stopped_at.map_or(Duration::ZERO, |at| at.elapsed()));
+        if tokio::time::timeout(left, self.slots.acquire_many(all)).await.is_err() {
             tracing::warn!(
                 in_flight = self.in_flight(),
                 "shutdown grace over; the rest returns to the queue when its visibility runs out"

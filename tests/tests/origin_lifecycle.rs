@@ -114,6 +114,34 @@ async fn origin_sigterm_finishes_deliveries_in_flight_and_exits_0() {
     assert_eq!(ledger.len(), 10);
 }
 
+/// SQS goes on handing messages to a long poll whose client has gone, and
+/// such a message stays hidden for the visibility timeout (12 s here; 120 s
+/// by default, on every rolling deploy). A stopping worker lets its poll run
+/// out and hands back what it got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_a_message_handed_to_a_stopping_workers_poll_goes_straight_back() {
+    let stack = OriginStack::start().await;
+    let mut old = stack.worker(&[("FAILSOFT_RECEIVE_WAIT_SECS", "10")]).await;
+    // One delivery, after which the worker is back in its 10 s long poll.
+    stack.enqueue_write("before-stop", "+44 20 7946 4100", "first").await;
+    stack.ledger_with(1, Duration::from_secs(30)).await;
+
+    // SAFETY: signalling our own child by its PID; it is reaped below.
+    unsafe { libc::kill(old.service.pid() as libc::pid_t, libc::SIGTERM) };
+    stack.enqueue_write("during-stop", "+44 20 7946 4101", "second").await;
+    let sent = Instant::now();
+    let exited_0 = tokio::task::spawn_blocking(move || old.service.stop(Duration::from_secs(20))).await.unwrap();
+    assert!(exited_0, "exit status 0 after SIGTERM");
+    assert_eq!(stack.ledger().await.len(), 1, "a stopped worker starts no delivery");
+
+    let _new = stack.worker(&[]).await;
+    let ledger = stack.ledger_with(2, Duration::from_secs(30)).await;
+    assert_eq!(refs(&ledger), ["before-stop", "during-stop"]);
+    let took = sent.elapsed();
+    // Handed back at once, not after the 12 s visibility timeout.
+    assert!(took < Duration::from_secs(10), "delivered {took:?} after it was sent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_refreshes_update_last_known_and_push_signed_entries_to_the_edge() {
     let stack = OriginStack::start().await;
