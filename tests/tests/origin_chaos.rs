@@ -44,9 +44,9 @@ async fn origin_sigkill_five_times_during_200_creates_leaves_exactly_200_cases()
 
     let stack = OriginStack::start().await;
     stack.admin("/admin/idempotency", json!({"mode": "ignore"})).await;
-    // A little latency widens the windows a kill can land in (mid-create,
-    // between the create and the record).
-    stack.crm(json!({"mode": "slow", "latencyMs": 40})).await;
+    // Latency widens the windows a kill can land in (mid-create, between
+    // the create and the record), and keeps the work going past the kills.
+    stack.crm(json!({"mode": "slow", "latencyMs": 120})).await;
     // Short leases and visibility, so killed deliveries come back soon.
     let settings = [("FAILSOFT_PROCESSING_LIMIT_SECS", "1"), ("FAILSOFT_VISIBILITY_TIMEOUT_SECS", "6")];
 
@@ -65,6 +65,7 @@ async fn origin_sigkill_five_times_during_200_creates_leaves_exactly_200_cases()
         tokio::time::sleep(rng.between_ms(300, 2_500)).await;
         let delivered = stack.ledger().await.len();
         println!("kill {} at {:?}: {delivered} cases so far", kill + 1, started.elapsed());
+        assert!(delivered < WRITES, "kill {} landed after the last create: nothing to interrupt", kill + 1);
         worker.kill();
     }
     let _worker = stack.worker(&settings).await;
