@@ -9,7 +9,7 @@ mod origin_support;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use origin_support::{OriginStack, refs, wait_for};
+use origin_support::{OriginStack, refs, sample, wait_for};
 use serde_json::{Value, json};
 
 const PHONES: [&str; 4] = ["+44 20 7946 0101", "+44 20 7946 0102", "+44 20 7946 0103", "+44 20 7946 0104"];
@@ -120,19 +120,25 @@ async fn origin_the_breaker_stops_hammering_a_failing_crm_and_the_replay_ramps_u
 async fn origin_a_hung_crm_is_probed_at_the_crm_deadline_and_the_probe_cadence() {
     let stack = OriginStack::start().await;
     stack.crm(json!({"mode": "hang"})).await;
-    let _worker = stack.worker(&[("FAILSOFT_CRM_DEADLINE_MS", "300"), ("FAILSOFT_WORKER_PROBE_EVERY_MS", "500")]).await;
+    let worker = stack.worker(&[("FAILSOFT_CRM_DEADLINE_MS", "300"), ("FAILSOFT_WORKER_PROBE_EVERY_MS", "500")]).await;
     let enqueued: Vec<(String, &str)> = (0..6).map(|i| (format!("probe-{i}"), PHONES[i % PHONES.len()])).collect();
     for (id, phone) in &enqueued {
         stack.enqueue_write(id, phone, "probe").await;
     }
-    wait_for("the first attempts to reach the hung CRM", Duration::from_secs(20), || async {
-        (stack.sim_count("requests").await >= 4).then_some(())
+    // The attempts fail at the deadline and open the breaker (its gauge:
+    // 2 open, 1 half-open); from then on only probes reach the CRM. The
+    // window starts at the first of them.
+    let opened = wait_for("the breaker to open", Duration::from_secs(30), || async {
+        let metrics = stack.http.get(format!("{}/metrics", worker.url())).send().await.ok()?.text().await.ok()?;
+        let open = sample(&metrics, "failsoft_origin_breaker_state", &[]).is_some_and(|state| state >= 1.0);
+        if open { Some(stack.sim_count("requests").await) } else { None }
     })
     .await;
-    // The first attempts wait out the 2 s processing limit and open the
-    // breaker; from then on only probes reach the CRM.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let before = stack.sim_count("requests").await;
+    let before = wait_for("the first probe", Duration::from_secs(5), || async {
+        let now = stack.sim_count("requests").await;
+        (now > opened).then_some(now)
+    })
+    .await;
     let window = Duration::from_secs(5);
     tokio::time::sleep(window).await;
     let probes = stack.sim_count("requests").await - before;

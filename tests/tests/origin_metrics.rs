@@ -8,7 +8,7 @@ mod origin_support;
 use std::time::Duration;
 
 use failsoft_shared::health::{Level, Signal};
-use origin_support::{OriginStack, Worker, wait_for};
+use origin_support::{OriginStack, Worker, sample, wait_for};
 use serde_json::{Value, json};
 
 const PHONE: &str = "+44 20 7946 0301";
@@ -23,24 +23,6 @@ async fn health(stack: &OriginStack, worker: &Worker) -> Value {
     let (status, body) = get(stack, worker, "/v1/health").await;
     assert_eq!(status, 200, "/v1/health: {body}");
     serde_json::from_str(&body).expect("/v1/health is JSON")
-}
-
-/// The sum of a metric's samples whose labels include `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let (metric, label_text) = match series.split_once('{') {
-            Some((m, rest)) => (m, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric != name || !labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))) {
-            continue;
-        }
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number in {line:?}"));
-        *found.get_or_insert(0.0) += value;
-    }
-    found
 }
 
 fn level(value: &Value) -> Level {

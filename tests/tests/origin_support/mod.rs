@@ -460,3 +460,21 @@ impl Drop for AlertReceiver {
         self.task.abort();
     }
 }
+
+/// The sum of a metric's samples whose labels include `labels`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name || !labels.iter().all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\""))) {
+            continue;
+        }
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number in {line:?}"));
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
