@@ -46,9 +46,9 @@ test: setup setup-browser
 # The outage drill with the CRM down for 2 minutes, on the Worker host
 # (EDGE=…), at half the default rates and with fewer new callers: a backlog
 # moto's SQS drains well within the drill's 20 s promise (README, "See it
-# heal"). `failsoft demo` is still there: the short scripted tour.
+# heal"). `failsoft-lab demo` is still there: the short scripted tour.
 demo: stack-build
-	$(FAILSOFT) drill --edge $(EDGE) --outage 2m --lookups-per-sec 5 --cases-per-sec 1 --warm-customers 50 --warm-share 0.8 $(DEMO_ARGS)
+	$(LAB) drill --edge $(EDGE) --outage 2m --lookups-per-sec 5 --cases-per-sec 1 --warm-customers 50 --warm-share 0.8 $(DEMO_ARGS)
 
 bench:
 	$(CARGO) bench -p failsoft-shared
@@ -57,7 +57,7 @@ bench:
 # EDGE=worker|spin|native: the edge host (the targets build what it needs);
 # SQS=moto|fauxqs: what serves SQS (`make bench-worker` installs fauxqs);
 # CRM_URL=…: `make up` in front of your own downstream, without the simulator.
-# `make drill` takes OUTAGE=8m MODE=down|hang and DRILL_ARGS (failsoft drill --help).
+# `make drill` takes OUTAGE=8m MODE=down|hang and DRILL_ARGS (failsoft-lab drill --help).
 EDGE ?= worker
 SQS ?= moto
 MODE ?= down
@@ -66,7 +66,7 @@ DRILL_ARGS ?=
 # PROFILE=drill: the stack's binaries optimised (Cargo.toml's [profile.drill]);
 # the default is the debug build the tests use.
 PROFILE ?= dev
-FAILSOFT := $(or $(CARGO_TARGET_DIR),target)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))/failsoft
+LAB := $(or $(CARGO_TARGET_DIR),target)/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))/failsoft-lab
 EDGE_BUILD = $(if $(filter worker,$(EDGE)),worker,$(if $(filter spin,$(EDGE)),spin-test-component))
 
 .PHONY: up down drill stack-build
@@ -76,13 +76,13 @@ stack-build: setup
 	$(if $(EDGE_BUILD),$(MAKE) --no-print-directory $(EDGE_BUILD))
 
 up: stack-build
-	$(FAILSOFT) up --edge $(EDGE) --sqs $(SQS) $(if $(CRM_URL),--crm-url '$(CRM_URL)')
+	$(LAB) up --edge $(EDGE) --sqs $(SQS) $(if $(CRM_URL),--crm-url '$(CRM_URL)')
 
 down:
-	$(FAILSOFT) down
+	$(LAB) down
 
 drill: stack-build
-	$(FAILSOFT) drill --edge $(EDGE) --sqs $(SQS) --mode $(MODE) --outage $(OUTAGE) $(DRILL_ARGS)
+	$(LAB) drill --edge $(EDGE) --sqs $(SQS) --mode $(MODE) --outage $(OUTAGE) $(DRILL_ARGS)
 
 # The origin worker's messages/s and CPU per message on a fast local SQS
 # (fauxqs, with Node 22; both installed under .local/bench) and moto's
@@ -102,8 +102,8 @@ lint:
 # removing .local never orphans its processes.
 clean:
 	if [[ -f .local/stack.pids ]]; then \
-		if [[ -x $(FAILSOFT) ]]; then $(FAILSOFT) down; \
-		else echo "make clean: .local/stack.pids lists a running stack and $(FAILSOFT) is not built; run make down first" >&2; exit 1; fi; \
+		if [[ -x $(LAB) ]]; then $(LAB) down; \
+		else echo "make clean: .local/stack.pids lists a running stack and $(LAB) is not built; run make down first" >&2; exit 1; fi; \
 	fi
 	rm -rf .local $(WORKER_DIR)
 

@@ -1,4 +1,4 @@
-//! The downstream contract (DESIGN.md, "Downstream CRM"): how a lookup and a
+//! The downstream contract (docs/design.md, "With the CRM"): how a lookup and a
 //! case creation become HTTP requests, and how responses become records.
 
 use failsoft_shared::cache::CustomerRecord;

@@ -1,4 +1,4 @@
-//! The JSON the facade speaks with Genesys (DESIGN.md, "Contracts"). Field
+//! The JSON the facade speaks with Genesys (docs/design.md, "Contracts"). Field
 //! names are the contract the Data Action translation maps read.
 
 use failsoft_shared::ladder::Source;

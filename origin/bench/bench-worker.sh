@@ -2,7 +2,7 @@
 # `make bench-worker`: installs fauxqs and Node 22 (both from npm, pinned)
 # under .local/bench, builds the binaries in release mode (without LTO, in
 # their own target directory, so the shared debug and release builds are
-# untouched) and runs the worker benchmark (origin/examples/bench_worker.rs).
+# untouched) and runs the worker benchmark (tests/lab/examples/bench_worker.rs).
 #
 #   origin/bench/bench-worker.sh [--messages N] [--groups N] [--concurrency N]
 set -euo pipefail
@@ -23,7 +23,7 @@ fi
 
 export CARGO_TARGET_DIR="$ROOT/target/bench-worker"
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=3
-cargo build --release -p failsoft-origin -p failsoft-tests --bins
+cargo build --release -p failsoft-origin -p failsoft-lab -p failsoft-tests --bins
 export PATH="$ROOT/.venv/bin:$PATH"
-cargo run --release -p failsoft-origin --example bench_worker -- \
+cargo run --release -p failsoft-lab --example bench_worker -- \
     --fauxqs "$BENCH/node_modules/fauxqs/dist/cli.js" --node "$BENCH/node_modules/.bin/node" "$@"

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use crate::clock;
-use crate::delivery::{Delivery, Outcome};
+use crate::deliver::delivery::{Delivery, Outcome};
 use crate::telemetry;
 
 pub const NAMESPACE: &str = "Failsoft";

@@ -1,38 +1,29 @@
-//! failsoft's origin: the queue worker (`failsoft worker`), its operator
-//! tools (`failsoft init-local`, `failsoft dlq …`) and the local stack
-//! (starting failsoft's processes on loopback for the demo, the drill and
-//! the end-to-end tests).
+//! failsoft's origin worker: what runs in production and nothing else
+//! (the local stack, the drill and the demo are the lab, `tests/lab`).
+//!
+//! - [`queue`]: receiving from the FIFO work queue, leases, failure counts;
+//! - [`deliver`]: one message to the CRM or the events endpoint, exactly
+//!   once, and refreshed records back to the edge;
+//! - [`store`]: the DynamoDB results and last-known tables;
+//! - [`http`]: the results API, `POST /v1/events`, the edge's traffic
+//!   reports, health, metrics and the dashboard;
+//! - [`dead_letter`]: the DLQ, its operator tool and the alerts;
+//! - [`notifications`]: the Genesys Cloud Notification Service consumer;
+//! - settings ([`config`]), telemetry, and the [`worker`] that wires it up.
+//!
+//! The design and the invariants each part keeps: `docs/design.md`.
+#![forbid(unsafe_code)]
 
-pub mod alerts;
 pub mod aws;
-pub mod batch_write;
 pub mod clock;
 pub mod config;
-pub mod consumer;
-pub mod crm;
-pub mod dashboard;
 pub mod dead_letter;
-pub mod delivery;
-pub mod demo;
-pub mod dlq_cli;
-pub mod drill;
-pub mod edge_push;
-pub mod edge_stats;
+pub mod deliver;
 pub mod emf;
-pub mod event_delivery;
-pub mod event_sink;
-pub mod events;
-pub mod events_api;
-pub mod failures;
-pub mod init_local;
-pub mod leases;
-pub mod local_stack;
-pub mod moto;
+pub mod genesys_events;
+pub mod http;
 pub mod notifications;
-pub mod received;
-pub mod results;
-pub mod results_api;
-pub mod stack;
+pub mod queue;
+pub mod store;
 pub mod telemetry;
 pub mod worker;
-pub mod write_once;

@@ -1,13 +1,14 @@
-//! `failsoft`: the origin's worker and operator tool.
+//! `failsoft`: the origin's worker and operator tool, as the container
+//! image ships it. The lab's commands are `failsoft-lab` (tests/lab).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use failsoft_origin::config::{DlqConfig, InitConfig, WorkerConfig};
-use failsoft_origin::dlq_cli::{self, DlqCommand};
+use failsoft_origin::config::{DlqConfig, WorkerConfig};
+use failsoft_origin::dead_letter::tool::{self, DlqCommand};
 use failsoft_origin::notifications::{self, NotificationSettings};
-use failsoft_origin::{init_local, worker};
+use failsoft_origin::worker;
 use failsoft_shared::config::ConfigError;
 use tracing_subscriber::EnvFilter;
 
@@ -20,24 +21,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the CRM simulator and the native facade on loopback and show
-    /// what Genesys is answered while the CRM is up, down, hung and back.
-    Demo,
     /// Deliver queued work to the CRM: retries with backoff, dead-letters
     /// what cannot be delivered, serves the results API. Settings come from
     /// FAILSOFT_* environment variables (see README.md).
     Worker,
-    /// Create the queues and tables in the endpoint AWS_ENDPOINT_URL names
-    /// (idempotent); prints FAILSOFT_QUEUE_URL=… and FAILSOFT_DLQ_URL=….
-    InitLocal,
-    /// The outage drill: start the local stack, drive Genesys-like traffic
-    /// through a CRM outage, report, and exit non-zero if a promise broke.
-    Drill(failsoft_origin::drill::DrillArgs),
-    /// Start the whole local stack on loopback, detached; writes
-    /// .local/stack.env and .local/stack.pids.
-    Up(failsoft_origin::local_stack::UpArgs),
-    /// Stop what `failsoft up` started, by PID.
-    Down(failsoft_origin::local_stack::DownArgs),
     /// Consume the Genesys Cloud Notification Service (WebSocket) and queue
     /// every event; reconnects, renews the channel and the token by itself.
     /// Settings: GENESYS_* and FAILSOFT_NOTIFICATION_* (see README.md).
@@ -112,10 +99,6 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<()> = match cli.command {
-        Command::Demo => runtime.block_on(failsoft_origin::demo::run()),
-        Command::Drill(args) => return runtime.block_on(failsoft_origin::drill::main(args)),
-        Command::Up(args) => return runtime.block_on(failsoft_origin::local_stack::up(args)),
-        Command::Down(args) => return failsoft_origin::local_stack::down(args),
         Command::Worker => {
             let config = match WorkerConfig::from_lookup(env) {
                 Ok(c) => c,
@@ -132,21 +115,6 @@ fn main() -> ExitCode {
             init_logs();
             runtime.block_on(notifications::run(settings, metrics_addr)).map_err(Into::into)
         }
-        Command::InitLocal => {
-            let config = match InitConfig::from_lookup(env) {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            init_logs();
-            runtime.block_on(async {
-                let created = init_local::run(&config).await?;
-                println!("FAILSOFT_QUEUE_URL={}", created.queue_url);
-                println!("FAILSOFT_DLQ_URL={}", created.dlq_url);
-                println!("FAILSOFT_RESULTS_TABLE={}", config.tables.results);
-                println!("FAILSOFT_LAST_KNOWN_TABLE={}", config.tables.last_known);
-                Ok(())
-            })
-        }
         Command::Dlq { command } => {
             let config = match DlqConfig::from_lookup(env) {
                 Ok(c) => c,
@@ -159,7 +127,7 @@ fn main() -> ExitCode {
                 DlqArgs::Replay { ids, all, edit } => DlqCommand::Replay { ids, all, edit },
                 DlqArgs::Purge { yes } => DlqCommand::Purge { yes },
             };
-            runtime.block_on(dlq_cli::run(config, command)).map_err(Into::into)
+            runtime.block_on(tool::run(config, command)).map_err(Into::into)
         }
     };
     match result {

@@ -27,7 +27,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::edge_stats;
+use crate::http::edge_stats;
 
 pub const CRM_LATENCY: &str = "failsoft_origin_crm_latency_seconds";
 pub const DELIVERIES: &str = "failsoft_origin_deliveries_total";
@@ -162,7 +162,7 @@ pub async fn sample_depths(sqs: Client, queue_url: String, dlq_url: String, mut 
         }
         let (queue, dlq) = tokio::join!(depth(&sqs, &queue_url), depth(&sqs, &dlq_url));
         let now = Instant::now();
-        crate::dashboard::history::record_depths(queue.as_ref().ok().copied(), dlq.as_ref().ok().copied());
+        crate::http::dashboard::history::record_depths(queue.as_ref().ok().copied(), dlq.as_ref().ok().copied());
         let mut errors = Vec::new();
         {
             let mut depths = lock(&DEPTHS);

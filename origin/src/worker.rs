@@ -6,18 +6,18 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::alerts::Alerts;
 use crate::config::WorkerConfig;
-use crate::consumer::Consumer;
-use crate::crm::Crm;
 use crate::dead_letter::DeadLetters;
-use crate::delivery::Delivery;
-use crate::edge_push::EdgePush;
-use crate::event_sink::EventSink;
-use crate::events_api::{self, EventsApi};
-use crate::leases::Leases;
-use crate::results::Store;
-use crate::results_api::{self, ApiState};
+use crate::dead_letter::alerts::Alerts;
+use crate::deliver::crm::Crm;
+use crate::deliver::delivery::Delivery;
+use crate::deliver::edge_push::EdgePush;
+use crate::deliver::event_sink::EventSink;
+use crate::http::api::{self, ApiState};
+use crate::http::events::{self, EventsApi};
+use crate::queue::consumer::Consumer;
+use crate::queue::leases::Leases;
+use crate::store::results::Store;
 use crate::{aws, clock, emf, telemetry};
 
 /// How long pending alerts may still be sent after the consumer stopped.
@@ -65,7 +65,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         Consumer::new(sqs.clone(), config.queue_url.clone(), Arc::clone(&delivery), dead_letters, Arc::clone(&leases));
 
     let metrics = telemetry::install();
-    let listener = results_api::bind(config.listen).await.map_err(|e| WorkerError::Listen(config.listen, e))?;
+    let listener = api::bind(config.listen).await.map_err(|e| WorkerError::Listen(config.listen, e))?;
     let state = Arc::new(ApiState {
         store,
         secret: config.internal_secret.clone(),
@@ -81,7 +81,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         Arc::new(EventsApi { sqs: sqs.clone(), queue_url: config.queue_url.clone(), config: config.events.clone() });
     let (api_stop, mut api_stopped) = watch::channel(false);
     let api = tokio::spawn(
-        axum::serve(listener, results_api::router(state).merge(events_api::router(events_api)))
+        axum::serve(listener, api::router(state).merge(events::router(events_api)))
             .with_graceful_shutdown(async move {
                 let _ = api_stopped.wait_for(|s| *s).await;
             })

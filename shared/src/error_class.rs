@@ -66,7 +66,7 @@ impl ErrorClass {
     }
 }
 
-/// Classifies one attempt per the downstream contract in DESIGN.md.
+/// Classifies one attempt per the downstream contract in docs/design.md.
 pub fn classify(op: Operation, attempt: Attempt<'_>) -> Verdict {
     let (code, retry_after) = match attempt {
         Attempt::Timeout | Attempt::Connect => return Verdict::Failed(ErrorClass::Transient),

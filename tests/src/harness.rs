@@ -7,7 +7,7 @@ use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use failsoft_origin::stack::{Service, bin_dir};
+use failsoft_lab::process::{Service, bin_dir};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

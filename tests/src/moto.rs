@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use failsoft_origin::moto::MotoServer;
+use failsoft_lab::moto::MotoServer;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 

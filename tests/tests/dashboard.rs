@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use failsoft_origin::stack::bin_dir;
+use failsoft_lab::process::bin_dir;
 use origin_support::{OriginStack, Worker, wait_for};
 use serde_json::{Value, json};
 

@@ -273,7 +273,7 @@ impl Definition {
 }
 
 fn definitions_dir() -> PathBuf {
-    failsoft_origin::local_stack::workspace_root().join("genesys/data-actions")
+    failsoft_lab::local_stack::workspace_root().join("genesys/data-actions")
 }
 
 /// The integration's credential type.

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use failsoft_origin::config::DEFAULT_EVENTS_API_KEY_HEADER;
-use failsoft_origin::results::{LAST_KNOWN_KEY, RESULTS_KEY, TTL_ATTRIBUTE};
+use failsoft_origin::store::results::{LAST_KNOWN_KEY, RESULTS_KEY, TTL_ATTRIBUTE};
 use failsoft_shared::config::{Policy, SQS_MAX_RETENTION_SECS, SQS_MAX_VISIBILITY_SECS};
 use failsoft_shared::health::{Direction, Signal};
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ const SQS_MAX_RECEIVE_COUNT: u64 = 1_000;
 const MIN_RECEIVE_COUNT: u64 = 100;
 
 fn workspace_root() -> PathBuf {
-    failsoft_origin::local_stack::workspace_root()
+    failsoft_lab::local_stack::workspace_root()
 }
 
 fn template_path() -> PathBuf {

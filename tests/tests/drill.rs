@@ -1,14 +1,14 @@
 //! The outage drill as a real process, and the local stack it runs on.
 //!
-//! `failsoft drill` runs on the native host and on the Worker host, with the
+//! `failsoft-lab drill` runs on the native host and on the Worker host, with the
 //! CRM `down` and then `hang`, the outage compressed to 30 s, and must exit
 //! 0 with a report whose figures say every promise held and the outage
 //! really happened (stale and default answers, queued writes, refreshes).
 //! The rates are modest (5 lookups/s, 1 case/s, 1 poll/s): moto's SQS takes
 //! about 60–120 messages a second on 2 cores, and SendMessage slows as the
 //! queue grows. A drill whose CRM comes back refusing creates must exit
-//! non-zero, naming the dead letters and the lost writes. `failsoft up` and
-//! `failsoft down` must leave no process behind.
+//! non-zero, naming the dead letters and the lost writes. `failsoft-lab up` and
+//! `failsoft-lab down` must leave no process behind.
 //!
 //! Each drill starts its own stack (moto, crm-sim, the worker, an edge);
 //! they run one at a time. Needs `cargo build --workspace --bins` and, for
@@ -21,8 +21,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use failsoft_origin::local_stack::{ENV_FILE, PID_FILE, StackEnv, read_pids};
-use failsoft_origin::stack::bin_dir;
+use failsoft_lab::local_stack::{ENV_FILE, PID_FILE, StackEnv, read_pids};
+use failsoft_lab::process::bin_dir;
 use serde_json::Value;
 
 /// One stack at a time: each drill runs a whole stack on shared cores.
@@ -43,9 +43,9 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// `failsoft` with none of the machine's failsoft or AWS settings.
+/// `failsoft-lab` with none of the machine's failsoft or AWS settings.
 fn failsoft(args: &[&str]) -> Command {
-    let mut command = Command::new(bin_dir().join("failsoft"));
+    let mut command = Command::new(bin_dir().join("failsoft-lab"));
     for (key, _) in std::env::vars() {
         if key.starts_with("FAILSOFT_") || key.starts_with("AWS_") || key.starts_with("CRM_") {
             command.env_remove(key);
@@ -106,7 +106,7 @@ impl Drill {
     }
 }
 
-/// `failsoft drill` with an outage of `outage` at test rates, plus `extra`.
+/// `failsoft-lab drill` with an outage of `outage` at test rates, plus `extra`.
 fn drill(edge: &str, mode: &str, outage: &str, extra: &[&str]) -> Drill {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Relative to the drill's working directory, as `make drill` passes it.
@@ -312,7 +312,7 @@ fn pid_gone(pid: u32, start_time: u64) -> bool {
     }
 }
 
-/// Runs `failsoft down` when a test ends early, so a failed assertion
+/// Runs `failsoft-lab down` when a test ends early, so a failed assertion
 /// leaves no stack running.
 struct DownOnDrop(String);
 
@@ -324,8 +324,8 @@ impl Drop for DownOnDrop {
     }
 }
 
-/// `failsoft up --edge native` starts a stack that answers and outlives it;
-/// a second `up` refuses; `failsoft down` stops exactly those processes and
+/// `failsoft-lab up --edge native` starts a stack that answers and outlives it;
+/// a second `up` refuses; `failsoft-lab down` stops exactly those processes and
 /// removes its files.
 #[tokio::test(flavor = "multi_thread")]
 // The lock serialises whole tests, each on its own thread and runtime; no
@@ -349,7 +349,7 @@ async fn up_and_down_leave_no_process_behind() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
-    assert!(up.status.success(), "failsoft up: {stdout}\n{}", String::from_utf8_lossy(&up.stderr));
+    assert!(up.status.success(), "failsoft-lab up: {stdout}\n{}", String::from_utf8_lossy(&up.stderr));
 
     let recorded = read_pids(&dir).expect("stack.pids");
     let names: Vec<&str> = recorded.iter().map(|r| r.name.as_str()).collect();
@@ -419,7 +419,7 @@ async fn up_and_down_leave_no_process_behind() {
     })
     .await
     .unwrap();
-    assert!(down.status.success(), "failsoft down: {}", String::from_utf8_lossy(&down.stderr));
+    assert!(down.status.success(), "failsoft-lab down: {}", String::from_utf8_lossy(&down.stderr));
     for r in &recorded {
         assert!(pid_gone(r.pid, r.start_time), "{} ({}) still runs after down", r.name, r.pid);
     }

@@ -1,4 +1,4 @@
-//! The lookup read ladder over real processes (DESIGN.md, "Flows"):
+//! The lookup read ladder over real processes (docs/design.md, "Flows"):
 //! fresh → live → stale → default, the deadline and the breaker.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use failsoft_origin::stack::Service;
+use failsoft_lab::process::Service;
 use failsoft_tests::AUTH_TOKEN;
 use failsoft_tests::cases::{self, Case, Queue, Target};
 use failsoft_tests::harness::{base_edge_env, program};

@@ -11,7 +11,7 @@ mod origin_support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use failsoft_origin::stack::Service;
+use failsoft_lab::process::Service;
 use failsoft_tests::harness::{metric_sum, metric_value};
 use failsoft_tests::moto::Moto;
 use origin_support::{aws_env, program, wait_for};

@@ -7,7 +7,7 @@ mod origin_support;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use failsoft_origin::batch_write::{BatchWriter, MAX_ITEMS, Put};
+use failsoft_origin::store::batch_write::{BatchWriter, MAX_ITEMS, Put};
 use origin_support::OriginStack;
 
 const TABLE: &str = "failsoft-last-known";
@@ -53,7 +53,7 @@ async fn concurrent_puts_share_calls_and_each_is_stored_when_its_call_returns() 
         let (writer, ddb_stack_key) = (writer.clone(), format!("k-{i}"));
         calls.spawn(async move {
             writer.put(vec![put(&ddb_stack_key, "a"), put(&format!("{ddb_stack_key}-b"), "b")]).await?;
-            Ok::<_, failsoft_origin::results::StoreError>(ddb_stack_key)
+            Ok::<_, failsoft_origin::store::results::StoreError>(ddb_stack_key)
         });
     }
     let mut done = Vec::new();

@@ -25,7 +25,7 @@ fn now_secs() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_init_local_is_idempotent_and_bad_settings_exit_2() {
     let stack = OriginStack::start().await;
-    let (code, out, err) = stack.failsoft(&["init-local"], &[]).await;
+    let (code, out, err) = stack.failsoft_lab(&["init-local"], &[]).await;
     assert_eq!(code, 0, "{err}");
     let printed = parse_assignments(&out);
     assert_eq!(printed["FAILSOFT_QUEUE_URL"], stack.queue_url, "a second run finds the same queue");

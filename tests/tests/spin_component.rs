@@ -10,10 +10,10 @@ use std::sync::Mutex;
 
 use failsoft_edge::config::EdgeConfig;
 use failsoft_edge::sqs::SqsSettings;
-use failsoft_origin::stack::bin_dir;
+use failsoft_lab::process::bin_dir;
 
 fn workspace_root() -> PathBuf {
-    failsoft_origin::local_stack::workspace_root()
+    failsoft_lab::local_stack::workspace_root()
 }
 
 /// The cargo target directory (the one the test binaries are in).

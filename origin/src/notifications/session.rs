@@ -36,7 +36,7 @@ use super::outbox::Outbox;
 use super::settings::NotificationSettings;
 use super::token::Tokens;
 use crate::clock;
-use crate::events::GenesysEvent;
+use crate::genesys_events::GenesysEvent;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -1,6 +1,6 @@
 //! `crm-sim`: a stand-in for the customer's CRM that can be told to fail.
 //!
-//! It serves the downstream contract of `DESIGN.md` (customer lookup, case
+//! It serves the downstream contract of `docs/design.md` (customer lookup, case
 //! creation with `Idempotency-Key`) on one port and an admin API on another,
 //! through which tests load customers, switch failure modes (down, hang,
 //! error, slow, throttle, flap, reject), read the ledger of created cases and

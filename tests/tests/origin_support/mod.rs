@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use failsoft_origin::moto::MotoServer;
-use failsoft_origin::stack::{Service, bin_dir};
+use failsoft_lab::moto::MotoServer;
+use failsoft_lab::process::{Service, bin_dir};
 use failsoft_shared::envelope::{Envelope, Kind};
 use failsoft_shared::keys::{entity_key, normalize_phone};
 use failsoft_shared::signature;
@@ -125,7 +125,7 @@ impl OriginStack {
         .await
         .expect("the stack starts");
         let endpoint = moto.endpoint.clone();
-        let mut init = program("failsoft");
+        let mut init = program("failsoft-lab");
         init.arg("init-local").envs(aws_env(&endpoint));
         let out = tokio::task::spawn_blocking(move || init.output()).await.unwrap().expect("init-local runs");
         assert!(out.status.success(), "init-local: {}", String::from_utf8_lossy(&out.stderr));
@@ -186,7 +186,16 @@ impl OriginStack {
 
     /// Runs a `failsoft` operator command; returns (exit code, stdout, stderr).
     pub async fn failsoft(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
-        let mut cmd = program("failsoft");
+        self.run_program("failsoft", args, extra).await
+    }
+
+    /// Runs a `failsoft-lab` command (e.g. `init-local`); as [`Self::failsoft`].
+    pub async fn failsoft_lab(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
+        self.run_program("failsoft-lab", args, extra).await
+    }
+
+    async fn run_program(&self, name: &str, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
+        let mut cmd = program(name);
         cmd.args(args).envs(self.env(extra));
         let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().expect("failsoft runs");
         (

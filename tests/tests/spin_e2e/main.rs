@@ -14,7 +14,7 @@ mod wasmtime;
 
 use std::time::{Duration, Instant};
 
-use failsoft_origin::stack::Service;
+use failsoft_lab::process::Service;
 use failsoft_tests::harness::{base_edge_env, program};
 use failsoft_tests::moto::{Moto, hung_queue};
 use failsoft_tests::{AUTH_TOKEN, assert_error, wait_until};

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use failsoft_origin::stack::bin_dir;
+use failsoft_lab::process::bin_dir;
 
 /// How long wasmtime may take to compile the component and listen (a
 /// second cold on 2 shared cores; its code cache makes later starts ~0.1 s).
@@ -21,7 +21,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const LISTENING: &str = "Serving HTTP on ";
 
 pub fn workspace_root() -> PathBuf {
-    failsoft_origin::local_stack::workspace_root()
+    failsoft_lab::local_stack::workspace_root()
 }
 
 /// The composed test component `make spin-test-component` writes.

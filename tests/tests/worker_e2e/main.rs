@@ -12,7 +12,7 @@ mod wrangler;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use failsoft_origin::stack::Service;
+use failsoft_lab::process::Service;
 use failsoft_shared::keys::{entity_key, normalize_phone};
 use failsoft_tests::harness::{CACHE_KEY_SECRET, base_edge_env, program};
 use failsoft_tests::moto::{Moto, hung_queue};

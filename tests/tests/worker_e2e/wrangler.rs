@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use failsoft_origin::local_stack;
+use failsoft_lab::local_stack;
 
 /// How long wrangler may take to bundle and start workerd (2 cores, shared).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -31,7 +31,7 @@ pub fn temp_dir() -> PathBuf {
 }
 
 pub fn workspace_root() -> PathBuf {
-    failsoft_origin::local_stack::workspace_root()
+    failsoft_lab::local_stack::workspace_root()
 }
 
 /// A running `wrangler dev`.

@@ -26,9 +26,9 @@ use failsoft_shared::envelope::Envelope;
 use failsoft_shared::error_class::Verdict;
 use serde_json::{Value, json};
 
-use crate::delivery::{Attempted, Delivery};
-use crate::event_sink::EventSink;
-use crate::write_once::{claim, failed, record};
+use crate::deliver::delivery::{Attempted, Delivery};
+use crate::deliver::event_sink::EventSink;
+use crate::deliver::write_once::{claim, failed, record};
 
 const KIND: &str = "event";
 

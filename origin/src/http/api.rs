@@ -1,7 +1,7 @@
 //! The origin's HTTP surface: `GET /v1/results/{correlationId}` (what the
 //! edge's result route proxies to), `GET /healthz` (the process's own
 //! liveness), `GET /v1/health` (the five operational signals, classified)
-//! `GET /metrics` (Prometheus), and the dashboard ([`crate::dashboard`]:
+//! `GET /metrics` (Prometheus), and the dashboard ([`crate::http::dashboard`]:
 //! `GET /dashboard` and `GET /v1/dashboard`).
 //!
 //! `/healthz`, `/v1/health`, `/metrics` and the dashboard need no
@@ -9,7 +9,7 @@
 //! codes, never a phone number, payload or secret.
 //!
 //! `POST /v1/internal/edge-stats` receives the edge's traffic reports
-//! ([`crate::edge_stats`]), signed over the body the same way.
+//! ([`crate::http::edge_stats`]), signed over the body the same way.
 //!
 //! Result reads are authenticated with the internal signature the edge
 //! already uses for its calls to the origin: `X-Failsoft-Timestamp` and
@@ -32,9 +32,9 @@ use tokio::net::TcpListener;
 
 use crate::clock;
 use crate::config::Secret;
-use crate::delivery::Delivery;
-use crate::edge_stats::{self, Ingested, MAX_REPORT_BYTES};
-use crate::results::{Status, Store};
+use crate::deliver::delivery::Delivery;
+use crate::http::edge_stats::{self, Ingested, MAX_REPORT_BYTES};
+use crate::store::results::{Status, Store};
 use crate::telemetry;
 use failsoft_shared::envelope::is_valid_correlation_id;
 
@@ -56,7 +56,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/health", get(signals))
         .route("/metrics", get(render_metrics))
         .route("/v1/results/{id}", get(result))
-        .merge(crate::dashboard::routes())
+        .merge(crate::http::dashboard::routes())
         .route(REPORT_PATH, post(edge_report))
         .with_state(state)
 }

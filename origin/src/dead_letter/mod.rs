@@ -9,17 +9,20 @@
 //! same message is deduplicated, while the same correlationId failing again
 //! after a replay (inside SQS's 5-minute window) is not silently dropped.
 
+pub mod alerts;
+pub mod tool;
+
 use std::collections::HashMap;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use crate::alerts::{Alert, Alerts};
 use crate::clock;
-use crate::delivery::DeadLetter;
-use crate::received::Received;
-use crate::results::Store;
+use crate::dead_letter::alerts::{Alert, Alerts};
+use crate::deliver::delivery::DeadLetter;
+use crate::queue::received::Received;
+use crate::store::results::Store;
 
 /// Attribute names on DLQ messages (`failsoft dlq show` prints them).
 pub mod attr {
@@ -126,7 +129,7 @@ impl DeadLetters {
             attempts = message.receive_count,
             "dead-lettered"
         );
-        crate::dashboard::history::record_dead_letter(why, message.receive_count, now);
+        crate::http::dashboard::history::record_dead_letter(why, message.receive_count, now);
         crate::emf::dead_lettered();
         self.alerts.raise(Alert {
             correlation_id: why.correlation_id.clone().unwrap_or_else(|| message.message_id.clone()),

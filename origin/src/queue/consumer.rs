@@ -21,9 +21,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::clock;
 use crate::dead_letter::DeadLetters;
-use crate::delivery::{Delivery, Gate, Outcome};
-use crate::leases::Leases;
-use crate::received::Received;
+use crate::deliver::delivery::{Delivery, Gate, Outcome};
+use crate::queue::leases::Leases;
+use crate::queue::received::Received;
 use crate::telemetry;
 
 /// SQS's largest receive batch.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::clock;
-use crate::delivery::DeadLetter;
+use crate::deliver::delivery::DeadLetter;
 use crate::telemetry::DEPTH_SAMPLE_EVERY;
 
 /// How far back the depth chart looks.

@@ -20,8 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use failsoft_origin::moto::MotoServer;
-use failsoft_origin::stack::{Service, bin_dir};
+use failsoft_lab::moto::MotoServer;
+use failsoft_lab::process::{Service, bin_dir};
 use serde_json::{Value, json};
 
 struct Args {
@@ -125,7 +125,7 @@ async fn main() {
         ("AWS_SECRET_ACCESS_KEY", "bench".to_owned()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
     ];
-    let init = Command::new(bin_dir().join("failsoft"))
+    let init = Command::new(bin_dir().join("failsoft-lab"))
         .arg("init-local")
         .envs(aws_env.iter().map(|(k, v)| (k, v)))
         .output()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use failsoft_shared::error_class::Operation;
 use serde_json::Value;
 
-use crate::crm::{self, Reply};
+use crate::deliver::crm::{self, Reply};
 
 /// `POST {FAILSOFT_EVENTS_URL}` with the event's payload.
 #[derive(Clone)]

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::stack::bin_dir;
+use crate::process::bin_dir;
 
 /// The launcher that fixes moto's FIFO receive (run with `python -c`).
 const MOTO_FIFO: &str = include_str!("moto_fifo.py");

@@ -1,7 +1,7 @@
-//! `failsoft drill`: the outage drill, the program's main demonstration and
-//! its acceptance test (DESIGN.md, "The drill").
+//! `failsoft-lab drill`: the outage drill, the program's main demonstration and
+//! its acceptance test (README.md, "See it heal").
 //!
-//! It starts the whole local stack (or uses one `failsoft up` started),
+//! It starts the whole local stack (or uses one `failsoft-lab up` started),
 //! loads customers into the CRM simulator, warms part of the edge's cache,
 //! and drives Genesys-like open-loop traffic through four phases: before,
 //! outage (the CRM `down` or `hang`), after, then drain until every write
@@ -73,7 +73,7 @@ pub enum RecoverMode {
     Reject,
 }
 
-/// `failsoft drill`.
+/// `failsoft-lab drill`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
     /// The edge host of the stack the drill starts.
@@ -126,7 +126,7 @@ pub struct DrillArgs {
     /// `--set FAILSOFT_WORKER_CONCURRENCY=32`; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
-    /// Use the stack `failsoft up` started (its stack.env) instead of
+    /// Use the stack `failsoft-lab up` started (its stack.env) instead of
     /// starting one; it must run the CRM simulator.
     #[arg(long, value_name = "FILE")]
     pub stack_env: Option<PathBuf>,
@@ -230,7 +230,7 @@ impl DrillArgs {
 /// Runs the drill and turns its verdict into the exit status.
 pub async fn main(args: DrillArgs) -> ExitCode {
     if let Err(e) = args.check() {
-        eprintln!("failsoft drill: {e}");
+        eprintln!("failsoft-lab drill: {e}");
         return ExitCode::from(2);
     }
     // The stack's processes stop when the drill's future is dropped (its
@@ -242,8 +242,8 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         .and_then(|e| e.get("CRM_ADMIN_URL").map(str::to_owned));
     let outcome = tokio::select! {
         outcome = run(args) => outcome,
-        () = crate::worker::stop_signal() => {
-            eprintln!("\nfailsoft drill: interrupted");
+        () = failsoft_origin::worker::stop_signal() => {
+            eprintln!("\nfailsoft-lab drill: interrupted");
             if let Some(admin) = running_admin {
                 // A running stack's CRM must not be left down.
                 let crm = Crm { http: http_client(Duration::from_secs(5)), admin };
@@ -256,7 +256,7 @@ pub async fn main(args: DrillArgs) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("failsoft drill: {e:#}");
+            eprintln!("failsoft-lab drill: {e:#}");
             ExitCode::from(3)
         }
     }
@@ -285,7 +285,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     let freshness = args.freshness();
     let (before, after) = (args.before(), args.after());
 
-    // The stack: our own, or the one `failsoft up` started.
+    // The stack: our own, or the one `failsoft-lab up` started.
     let (env, _stack, stack_label) = match &args.stack_env {
         Some(path) => {
             let env = StackEnv::read(path)?;
@@ -344,7 +344,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     crm.set_mode("up").await.context("the CRM simulator's admin API")?;
 
     // Callers: warm customers, and enough cold numbers for every cold lookup.
-    let seed = args.seed.unwrap_or_else(crate::clock::random_u64);
+    let seed = args.seed.unwrap_or_else(failsoft_origin::clock::random_u64);
     let run_id = 100 + (seed % 900) as u32;
     let tag = format!("drill{run_id}x{:04x}", (seed >> 16) & 0xffff);
     let traffic_secs = (before + args.outage + after).as_secs_f64();
@@ -516,7 +516,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     let dlq_at_end = aws.depth(&dlq_url).await.map(|(v, f)| v + f).unwrap_or(0);
     let depth_at_end = aws.depth(&queue_url).await.map(|(v, f)| v + f).unwrap_or(0);
     let refreshes = aws.refreshes(&results_table, &tag).await.unwrap_or_else(|e| {
-        eprintln!("failsoft drill: counting refreshes: {e:#}");
+        eprintln!("failsoft-lab drill: counting refreshes: {e:#}");
         Vec::new()
     });
     let mut records = shared.take_records();
@@ -525,7 +525,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     let traced = match crm.correlations().await {
         Ok(calls) => Some(trace::trace(&records, refreshes.iter().map(|r| r.correlation_id.as_str()), &calls)),
         Err(e) => {
-            eprintln!("failsoft drill: tracing correlationIds: {e:#}");
+            eprintln!("failsoft-lab drill: tracing correlationIds: {e:#}");
             None
         }
     };
@@ -578,7 +578,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
 }
 
 /// The stack's logs, scanned for the population's phone numbers: the own
-/// stack's `stack/logs`, or the `logs/` beside a `failsoft up` stack's
+/// stack's `stack/logs`, or the `logs/` beside a `failsoft-lab up` stack's
 /// stack.env. `None` when there are none to read.
 fn scan_logs(args: &DrillArgs, population: &Population) -> Option<logscan::LogScan> {
     let dir = match &args.stack_env {
@@ -588,7 +588,7 @@ fn scan_logs(args: &DrillArgs, population: &Population) -> Option<logscan::LogSc
     match logscan::scan(&dir, population.customers.iter().map(|c| c.phone.as_str())) {
         Ok(scan) => Some(scan),
         Err(e) => {
-            eprintln!("failsoft drill: the stack's logs in {} were not scanned: {e}", dir.display());
+            eprintln!("failsoft-lab drill: the stack's logs in {} were not scanned: {e}", dir.display());
             None
         }
     }

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::config::DlqConfig;
 use crate::dead_letter::attr;
-use crate::results::Store;
+use crate::store::results::Store;
 use crate::{aws, clock};
 
 /// How long the tool holds what it received before handing it back.

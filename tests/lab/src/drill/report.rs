@@ -722,7 +722,7 @@ pub fn duration_text(secs: f64) -> String {
 
 /// A Unix time in milliseconds as `2026-11-28 21:03:04 UTC`.
 pub fn utc_text(unix_ms: u64) -> String {
-    let t = crate::clock::UtcTime::from_unix_ms(unix_ms);
+    let t = failsoft_origin::clock::UtcTime::from_unix_ms(unix_ms);
     format!("{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC", t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 

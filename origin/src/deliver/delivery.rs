@@ -15,15 +15,16 @@ use failsoft_shared::replay::ReplayRate;
 use failsoft_shared::retry::{DeadLetterReason, RetryDecision};
 use serde_json::Value;
 
+use crate::clock;
 use crate::config::WorkerConfig;
-use crate::crm::{self, Crm, Reply};
-use crate::edge_push::EdgePush;
-use crate::event_sink::EventSink;
-use crate::events::{self, GenesysEvent};
-use crate::failures::Failures;
-use crate::received::Received;
-use crate::results::{RefreshRecord, Store, StoreError};
-use crate::{clock, event_delivery, write_once};
+use crate::deliver::crm::{self, Crm, Reply};
+use crate::deliver::edge_push::EdgePush;
+use crate::deliver::event_sink::EventSink;
+use crate::deliver::{event as event_delivery, write_once};
+use crate::genesys_events::{self, GenesysEvent};
+use crate::queue::failures::Failures;
+use crate::queue::received::Received;
+use crate::store::results::{RefreshRecord, Store, StoreError};
 
 /// What the consumer does with a message after a delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -368,7 +369,7 @@ impl Delivery {
 /// as one `POST /v1/events` queued, submitted when SQS took it.
 pub fn read(message: &Received) -> Result<Envelope<Value>, &'static str> {
     let body: Value = serde_json::from_str(&message.body).map_err(|_| "MALFORMED_ENVELOPE")?;
-    if events::is_eventbridge_event(&body) {
+    if genesys_events::is_eventbridge_event(&body) {
         let event = GenesysEvent::from_eventbridge(&body).map_err(|_| "INVALID_EVENT")?;
         return check(event.envelope(message.sent_ms.unwrap_or_else(clock::now_ms)));
     }

@@ -49,7 +49,7 @@ impl Aws {
 
     /// (visible, in flight) of a queue.
     pub async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64)> {
-        crate::telemetry::queue_depths(&self.sqs, queue_url)
+        failsoft_origin::telemetry::queue_depths(&self.sqs, queue_url)
             .await
             .map_err(|e| anyhow::anyhow!("GetQueueAttributes {queue_url}: {e}"))
     }

@@ -1,4 +1,4 @@
-//! The worker's calls to the downstream CRM (DESIGN.md, "Downstream CRM"),
+//! The worker's calls to the downstream CRM (docs/design.md, "With the CRM"),
 //! each classified by the shared [`classify`] so the retry decision, the
 //! breaker and the pacing agree on what a response meant.
 

@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::results::{StoreError, store_error};
+use crate::store::results::{StoreError, store_error};
 
 /// DynamoDB's limit of items in one `BatchWriteItem`.
 pub const MAX_ITEMS: usize = 25;

@@ -1,6 +1,6 @@
 //! The whole local stack on loopback, for `make up` / `make down` and the
 //! drill: moto's server (SQS and DynamoDB) with the queues and tables
-//! `failsoft init-local` makes in it, the CRM simulator (unless a CRM URL is
+//! `failsoft-lab init-local` makes in it, the CRM simulator (unless a CRM URL is
 //! given), `failsoft worker` with its results API, and one edge host: the
 //! Worker under `wrangler dev`, the Spin test component under `wasmtime
 //! serve`, or the native `failsoft-edge`.
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use failsoft_shared::config::{ConfigError, Policy};
 
-use crate::stack::{bin_dir, parse_listening_line};
+use crate::process::{bin_dir, parse_listening_line};
 
 /// moto's launcher with the FIFO receive fix (see `moto.rs`).
 const MOTO_FIFO: &str = include_str!("moto_fifo.py");
@@ -75,7 +75,7 @@ fn discarded_wrangler_debug_log(logs: &Path) -> Result<PathBuf, StackError> {
 /// a short shutdown grace so `down` is quick.
 const STACK_DEFAULTS: &[(&str, &str)] = &[("FAILSOFT_SHUTDOWN_GRACE_SECS", "5")];
 
-/// The policy settings `failsoft up` passes on from its own environment to
+/// The policy settings `failsoft-lab up` passes on from its own environment to
 /// the edge, the worker and `init-local` (README, "Settings").
 pub const POLICY_SETTINGS: &[&str] = &[
     "FAILSOFT_CRM_DEADLINE_MS",
@@ -156,7 +156,7 @@ impl SqsHost {
 /// Whether the processes outlive the [`LocalStack`] value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifetime {
-    /// `failsoft up`: they run on until `failsoft down`.
+    /// `failsoft-lab up`: they run on until `failsoft-lab down`.
     Detached,
     /// The drill: stopped when the stack is dropped (on an error or a panic
     /// too), and killed by the kernel if this process dies first.
@@ -190,9 +190,9 @@ pub enum StackError {
     NotReady { name: String, within: Duration, log: String, tail: String },
     #[error("{name} exited ({status}); the end of {log}:\n{tail}")]
     Exited { name: String, status: String, log: String, tail: String },
-    #[error("failsoft init-local failed: {0}")]
+    #[error("failsoft-lab init-local failed: {0}")]
     InitLocal(String),
-    #[error("a stack is already up ({0}): run `make down` (or `failsoft down`) first")]
+    #[error("a stack is already up ({0}): run `make down` (or `failsoft-lab down`) first")]
     AlreadyUp(PathBuf),
     #[error("{0}: {1}")]
     Io(String, io::Error),
@@ -272,8 +272,7 @@ impl StackEnv {
             .mode(0o600)
             .open(path)
             .map_err(io_error(format!("writing {}", path.display())))?;
-        let header =
-            "# The local stack `failsoft up` started (`make down` stops it). Secrets: keep this file to yourself.\n";
+        let header = "# The local stack `failsoft-lab up` started (`make down` stops it). Secrets: keep this file to yourself.\n";
         file.write_all(header.as_bytes())
             .and_then(|()| file.write_all(self.render(false).as_bytes()))
             .map_err(io_error(format!("writing {}", path.display())))
@@ -697,7 +696,7 @@ impl LocalStack {
     }
 
     /// Writes `stack.env` and `stack.pids` and lets the processes run on
-    /// after this value is gone (`failsoft up`).
+    /// after this value is gone (`failsoft-lab up`).
     pub fn detach(mut self) -> Result<StackEnv, StackError> {
         self.env.write(&self.dir.join(ENV_FILE))?;
         let pids: String =
@@ -936,13 +935,13 @@ fn moto_command(port: u16) -> Result<Command, StackError> {
     Ok(command)
 }
 
-/// Runs `failsoft init-local` against moto; returns the queue URLs and the
+/// Runs `failsoft-lab init-local` against moto; returns the queue URLs and the
 /// table names.
 async fn init_local(
     aws: &[(&'static str, String)],
     settings: &[(String, String)],
 ) -> Result<(String, String, (String, String)), StackError> {
-    let mut command = tokio::process::Command::from(clean_command(&program("failsoft")?));
+    let mut command = tokio::process::Command::from(clean_command(&program("failsoft-lab")?));
     command
         .arg("init-local")
         .envs(aws.iter().cloned())
@@ -1044,9 +1043,9 @@ pub fn wrangler_dev(
     Ok(dev)
 }
 
-// ── failsoft up / down ──────────────────────────────────────────────────────
+// ── failsoft-lab up / down ──────────────────────────────────────────────────────
 
-/// `failsoft up`.
+/// `failsoft-lab up`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
     /// The edge host.
@@ -1063,10 +1062,10 @@ pub struct UpArgs {
     pub dir: PathBuf,
 }
 
-/// `failsoft down`.
+/// `failsoft-lab down`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DownArgs {
-    /// The directory `failsoft up` wrote stack.pids to.
+    /// The directory `failsoft-lab up` wrote stack.pids to.
     #[arg(long, default_value = ".local")]
     pub dir: PathBuf,
 }
@@ -1082,7 +1081,7 @@ pub fn read_pids(dir: &Path) -> Option<Vec<Recorded>> {
 pub async fn up(args: UpArgs) -> ExitCode {
     if let Some(recorded) = read_pids(&args.dir) {
         if recorded.iter().any(Recorded::alive) {
-            eprintln!("failsoft up: {}", StackError::AlreadyUp(args.dir.join(PID_FILE)));
+            eprintln!("failsoft-lab up: {}", StackError::AlreadyUp(args.dir.join(PID_FILE)));
             return ExitCode::FAILURE;
         }
         // A stack that died by itself: its files are stale.
@@ -1113,16 +1112,16 @@ pub async fn up(args: UpArgs) -> ExitCode {
     );
     let started = tokio::select! {
         started = LocalStack::start(spec) => started,
-        () = crate::worker::stop_signal() => {
+        () = failsoft_origin::worker::stop_signal() => {
             // Dropping the half-started stack stops what it started.
-            eprintln!("failsoft up: interrupted");
+            eprintln!("failsoft-lab up: interrupted");
             return ExitCode::from(130);
         }
     };
     let stack = match started {
         Ok(stack) => stack,
         Err(e) => {
-            eprintln!("failsoft up: {e}");
+            eprintln!("failsoft-lab up: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -1139,7 +1138,7 @@ pub async fn up(args: UpArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("failsoft up: {e}");
+            eprintln!("failsoft-lab up: {e}");
             ExitCode::FAILURE
         }
     }
@@ -1172,7 +1171,7 @@ pub fn down(args: DownArgs) -> ExitCode {
     if left.is_empty() {
         ExitCode::SUCCESS
     } else {
-        eprintln!("failsoft down: still running after SIGKILL: {}", left.join(", "));
+        eprintln!("failsoft-lab down: still running after SIGKILL: {}", left.join(", "));
         ExitCode::FAILURE
     }
 }

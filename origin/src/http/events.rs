@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::clock;
 use crate::config::EventsConfig;
-use crate::events::GenesysEvent;
+use crate::genesys_events::GenesysEvent;
 
 /// SQS's largest message (256 KiB): an event whose envelope would not fit
 /// could never be queued, so it is refused before anything is sent.

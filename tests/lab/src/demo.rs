@@ -1,4 +1,4 @@
-//! `failsoft demo`: the CRM simulator and the native facade on loopback,
+//! `failsoft-lab demo`: the CRM simulator and the native facade on loopback,
 //! and a short scripted scenario against them: lookups and a case while the
 //! CRM is up, down, hung and back, with what each answered and how fast.
 //!
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::stack::Service;
+use crate::process::Service;
 
 /// Demo-only secrets: generated per run, never written anywhere.
 fn ephemeral_secret(tag: &str) -> String {

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use failsoft_shared::cache::CacheEntry;
 use serde_json::Value;
 
-use crate::batch_write::{self, BatchWriter, Put};
 use crate::config::Tables;
+use crate::store::batch_write::{self, BatchWriter, Put};
 
 /// How long a result is kept for polling (the edge keeps its copy as long).
 pub const RESULT_TTL_SECS: u64 = 86_400;

@@ -29,9 +29,9 @@ use failsoft_shared::error_class::{ErrorClass, Verdict};
 use serde_json::Value;
 
 use crate::clock;
-use crate::crm::{self, Reply};
-use crate::delivery::{Attempted, Delivery};
-use crate::results::Claim;
+use crate::deliver::crm::{self, Reply};
+use crate::deliver::delivery::{Attempted, Delivery};
+use crate::store::results::Claim;
 
 const KIND: &str = "write";
 

@@ -1,4 +1,4 @@
-//! `failsoft init-local`: creates the work queue, its dead-letter queue and
+//! `failsoft-lab init-local`: creates the work queue, its dead-letter queue and
 //! the two tables in the endpoint `AWS_ENDPOINT_URL` names (moto's server in
 //! development and tests). Idempotent: run again, it converges the
 //! attributes and prints the same URLs.
@@ -13,9 +13,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::json;
 
-use crate::aws;
-use crate::config::InitConfig;
-use crate::results::{LAST_KNOWN_KEY, RESULTS_KEY, TTL_ATTRIBUTE};
+use failsoft_origin::aws;
+use failsoft_origin::config::InitConfig;
+use failsoft_origin::store::results::{LAST_KNOWN_KEY, RESULTS_KEY, TTL_ATTRIBUTE};
 
 /// SQS's longest retention: the retry budget may be up to 14 days.
 const RETENTION_SECS: u64 = 14 * 86_400;

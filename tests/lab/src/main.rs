@@ -1,0 +1,75 @@
+//! `failsoft-lab`: the local stack, the outage drill and the demo. Never
+//! part of the production image (that is `failsoft`, from `origin/`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use failsoft_lab::{demo, drill, init_local, local_stack};
+use failsoft_origin::config::InitConfig;
+
+#[derive(Parser)]
+#[command(version, about = "failsoft-lab: failsoft's local stack, outage drill and demo, on loopback")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the CRM simulator and the native facade on loopback and show
+    /// what Genesys is answered while the CRM is up, down, hung and back.
+    Demo,
+    /// The outage drill: start the local stack, drive Genesys-like traffic
+    /// through a CRM outage, report, and exit non-zero if a promise broke.
+    Drill(drill::DrillArgs),
+    /// Start the whole local stack on loopback, detached; writes
+    /// .local/stack.env and .local/stack.pids.
+    Up(local_stack::UpArgs),
+    /// Stop what `failsoft-lab up` started, by PID.
+    Down(local_stack::DownArgs),
+    /// Create the queues and tables in the endpoint AWS_ENDPOINT_URL names
+    /// (idempotent); prints FAILSOFT_QUEUE_URL=… and FAILSOFT_DLQ_URL=….
+    InitLocal,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("failsoft-lab: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Demo => runtime.block_on(demo::run()),
+        Command::Drill(args) => return runtime.block_on(drill::main(args)),
+        Command::Up(args) => return runtime.block_on(local_stack::up(args)),
+        Command::Down(args) => return local_stack::down(args),
+        Command::InitLocal => {
+            let config = match InitConfig::from_lookup(|name| std::env::var(name).ok()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("failsoft-lab: invalid setting {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime.block_on(async {
+                let created = init_local::run(&config).await?;
+                println!("FAILSOFT_QUEUE_URL={}", created.queue_url);
+                println!("FAILSOFT_DLQ_URL={}", created.dlq_url);
+                println!("FAILSOFT_RESULTS_TABLE={}", config.tables.results);
+                println!("FAILSOFT_LAST_KNOWN_TABLE={}", config.tables.last_known);
+                Ok(())
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("failsoft-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
