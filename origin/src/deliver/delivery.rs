@@ -4,7 +4,7 @@
 //! (`classify`, `Breaker`, `RetryPolicy::after_failure`); this module only
 //! sequences them.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use failsoft_shared::breaker::{Breaker, Mode, Permit};
@@ -15,16 +15,16 @@ use failsoft_shared::replay::ReplayRate;
 use failsoft_shared::retry::{DeadLetterReason, RetryDecision};
 use serde_json::Value;
 
-use crate::clock;
 use crate::config::WorkerConfig;
-use crate::deliver::crm::{self, Crm, Reply};
+use crate::deliver::crm::{self, Reply};
 use crate::deliver::edge_push::EdgePush;
 use crate::deliver::event_sink::EventSink;
+use crate::deliver::ports::{Clock, CrmCalls, Records, SystemClock};
 use crate::deliver::{event as event_delivery, write_once};
 use crate::genesys_events::{self, GenesysEvent};
 use crate::queue::failures::Failures;
 use crate::queue::received::Received;
-use crate::store::results::{RefreshRecord, Store, StoreError};
+use crate::store::results::{RefreshRecord, StoreError};
 
 /// What the consumer does with a message after a delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,8 +72,10 @@ pub enum Attempted {
 /// Everything a delivery needs, shared by all of the worker's tasks.
 pub struct Delivery {
     pub config: WorkerConfig,
-    pub crm: Crm,
-    pub store: Store,
+    pub crm: Arc<dyn CrmCalls>,
+    pub store: Arc<dyn Records>,
+    /// Wall-clock time and randomness: the system's, or a test's.
+    pub clock: Arc<dyn Clock>,
     pub edge: Option<EdgePush>,
     /// `FAILSOFT_EVENTS_URL`; `None`: events are dead-lettered.
     pub events: Option<EventSink>,
@@ -105,12 +107,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const HALF_OPEN_POLL: Duration = Duration::from_millis(100);
 
 impl Delivery {
-    pub fn new(config: WorkerConfig, crm: Crm, store: Store, edge: Option<EdgePush>, owner: String) -> Self {
+    pub fn new(
+        config: WorkerConfig,
+        crm: impl CrmCalls + 'static,
+        store: impl Records + 'static,
+        edge: Option<EdgePush>,
+        owner: String,
+    ) -> Self {
         let rate = ReplayRate::new(config.replay_rate_max);
         Self {
             config,
-            crm,
-            store,
+            crm: Arc::new(crm),
+            store: Arc::new(store),
+            clock: Arc::new(SystemClock),
             edge,
             events: None,
             owner,
@@ -128,6 +137,17 @@ impl Delivery {
         self
     }
 
+    /// Takes time and randomness from `clock` (tests move it by hand).
+    pub fn with_clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Milliseconds since the Unix epoch, by this delivery's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub fn breaker_mode(&self) -> Mode {
         lock(&self.breaker).mode
     }
@@ -142,7 +162,7 @@ impl Delivery {
 
     /// Whether the receive loop may receive, must wait, or must probe.
     pub fn gate(&self) -> Gate {
-        let now = clock::now_ms();
+        let now = self.now_ms();
         let mut breaker = lock(&self.breaker);
         match breaker.mode {
             Mode::Closed => Gate::Receive,
@@ -161,7 +181,7 @@ impl Delivery {
     /// comes back failed, and the next one finds the CRM back without
     /// waiting a whole cool-down more.
     pub async fn probe(&self) {
-        let sent_ms = clock::now_ms();
+        let sent_ms = self.now_ms();
         let reply = self.crm.probe(Duration::from_millis(self.config.policy.crm_deadline_ms)).await;
         tracing::info!(healthy = reply.healthy(), status = reply.status, "breaker probe");
         self.observe_at(&reply, sent_ms);
@@ -173,7 +193,7 @@ impl Delivery {
 
     /// Feeds one CRM reply to the breaker and the pacer.
     pub fn observe(&self, reply: &Reply) {
-        self.observe_at(reply, clock::now_ms());
+        self.observe_at(reply, self.now_ms());
     }
 
     /// [`Delivery::observe`] as of `now` (ms since the epoch).
@@ -193,7 +213,7 @@ impl Delivery {
                 rate.on_recovery(self.now_us());
             }
             (_, Mode::Open { until_ms }) => {
-                let wait_ms = until_ms.saturating_sub(clock::now_ms());
+                let wait_ms = until_ms.saturating_sub(self.now_ms());
                 tracing::warn!(next_probe_in_ms = wait_ms, "breaker open: deliveries paused");
             }
             _ => {}
@@ -215,7 +235,7 @@ impl Delivery {
     }
 
     async fn try_deliver(&self, message: &Received) -> Outcome {
-        let envelope = match read(message) {
+        let envelope = match read(message, self.now_ms()) {
             Ok(envelope) => envelope,
             Err(reason) => {
                 let correlation_id = serde_json::from_str::<Value>(&message.body)
@@ -254,7 +274,7 @@ impl Delivery {
             return dead("EVENTS_NOT_CONFIGURED".to_owned(), "permanent", None);
         }
 
-        let now = clock::now_ms();
+        let now = self.now_ms();
         if envelope.kind == Kind::Write {
             // SQS's own send time: the edge's clock may be skewed.
             let enqueued_at = message.sent_ms.unwrap_or(envelope.submitted_at);
@@ -284,7 +304,7 @@ impl Delivery {
             (Kind::Event, Some(sink)) => event_delivery::deliver(self, sink, &envelope, deadline).await,
             (Kind::Event, None) => unreachable!("dead-lettered EVENTS_NOT_CONFIGURED above"),
         };
-        let now = clock::now_ms();
+        let now = self.now_ms();
         match attempted {
             Attempted::Delivered | Attempted::AlreadyDone => Outcome::Done,
             Attempted::Busy { retry_in_ms } => Outcome::Defer { delay_ms: retry_in_ms, why: "claimed_elsewhere" },
@@ -309,7 +329,7 @@ impl Delivery {
         // Failed attempts, not receives: see `failures`.
         let attempt = self.failures.record(&message.message_id);
         let decision =
-            self.config.policy.retry.after_failure(class, attempt, envelope.submitted_at, now, clock::random_u64());
+            self.config.policy.retry.after_failure(class, attempt, envelope.submitted_at, now, self.clock.random_u64());
         match decision {
             RetryDecision::RetryAfter { delay_ms } => Outcome::Retry { delay_ms, attempt, class, status },
             RetryDecision::DeadLetter(DeadLetterReason::Permanent { status }) => {
@@ -343,7 +363,7 @@ impl Delivery {
             Verdict::NotFound => crm::not_found_record(&self.config.policy.default_tier),
             Verdict::Failed(class) => return Attempted::Crm { class, status: reply.status },
         };
-        let now = clock::now_ms();
+        let now = self.now_ms();
         let entry = CacheEntry { record, fetched_at_ms: now };
         let horizon = self.config.policy.freshness.last_known_horizon_ms;
         // With the message's stamp: its deduplication window, for the drill.
@@ -366,12 +386,13 @@ impl Delivery {
 /// The envelope of a received message, or why it has none. A raw
 /// EventBridge event (an EventBridge rule with the queue as its target puts
 /// the event itself on the queue) becomes the same `kind: event` envelope
-/// as one `POST /v1/events` queued, submitted when SQS took it.
-pub fn read(message: &Received) -> Result<Envelope<Value>, &'static str> {
+/// as one `POST /v1/events` queued, submitted when SQS took it (or `now_ms`
+/// when SQS did not say).
+pub fn read(message: &Received, now_ms: u64) -> Result<Envelope<Value>, &'static str> {
     let body: Value = serde_json::from_str(&message.body).map_err(|_| "MALFORMED_ENVELOPE")?;
     if genesys_events::is_eventbridge_event(&body) {
         let event = GenesysEvent::from_eventbridge(&body).map_err(|_| "INVALID_EVENT")?;
-        return check(event.envelope(message.sent_ms.unwrap_or_else(clock::now_ms)));
+        return check(event.envelope(message.sent_ms.unwrap_or(now_ms)));
     }
     check(serde_json::from_value(body).map_err(|_| "MALFORMED_ENVELOPE")?)
 }
@@ -437,7 +458,7 @@ mod tests {
                        "version": "2", "eventBody": {"conversationId": "6c8b3a1e-52b4-4b8e-9c61-0f2a7d4e9b10"},
                        "metadata": {}}
         });
-        let envelope = read(&received(event.to_string())).unwrap();
+        let envelope = read(&received(event.to_string()), 0).unwrap();
         assert_eq!(envelope.kind, Kind::Event);
         assert_eq!(envelope.correlation_id, "3f1e2d4c-0000-4000-8000-00000000abcd");
         assert_eq!(envelope.entity_key, "6c8b3a1e-52b4-4b8e-9c61-0f2a7d4e9b10");
@@ -445,10 +466,10 @@ mod tests {
 
         let mut bad_id = event.clone();
         bad_id["id"] = json!("has spaces in it");
-        assert_eq!(read(&received(bad_id.to_string())).unwrap_err(), "INVALID_EVENT");
+        assert_eq!(read(&received(bad_id.to_string()), 0).unwrap_err(), "INVALID_EVENT");
         let mut odd_id = event;
         odd_id["id"] = json!("x:y");
-        assert_eq!(read(&received(odd_id.to_string())).unwrap_err(), "INVALID_EVENT");
-        assert_eq!(read(&received(r#"{"hello":1}"#.into())).unwrap_err(), "MALFORMED_ENVELOPE");
+        assert_eq!(read(&received(odd_id.to_string()), 0).unwrap_err(), "INVALID_EVENT");
+        assert_eq!(read(&received(r#"{"hello":1}"#.into()), 0).unwrap_err(), "MALFORMED_ENVELOPE");
     }
 }

@@ -6,4 +6,5 @@ pub mod delivery;
 pub mod edge_push;
 pub mod event;
 pub mod event_sink;
+pub mod ports;
 pub mod write_once;

@@ -28,7 +28,6 @@ use failsoft_shared::envelope::Envelope;
 use failsoft_shared::error_class::{ErrorClass, Verdict};
 use serde_json::Value;
 
-use crate::clock;
 use crate::deliver::crm::{self, Reply};
 use crate::deliver::delivery::{Attempted, Delivery};
 use crate::store::results::Claim;
@@ -92,7 +91,7 @@ pub(crate) async fn failed(d: &Delivery, correlation_id: &str, class: ErrorClass
 /// Claims `correlation_id` for this worker until the lease ends (step 1);
 /// `Err` says why this attempt stops here.
 pub(crate) async fn claim(d: &Delivery, correlation_id: &str, kind: &str) -> Result<(), Attempted> {
-    let now = clock::now_ms();
+    let now = d.now_ms();
     let lease_until = now.saturating_add(d.config.lease_ms());
     match d.store.claim(correlation_id, kind, &d.owner, now, lease_until).await {
         Ok(Claim::Claimed) => Ok(()),
@@ -121,7 +120,7 @@ pub(crate) async fn record(
     result: &Value,
     case_id: Option<&str>,
 ) -> Attempted {
-    match d.store.complete(correlation_id, kind, result, case_id, clock::now_ms()).await {
+    match d.store.complete(correlation_id, kind, result, case_id, d.now_ms()).await {
         Ok(()) => {
             tracing::info!(correlation_id, kind, case_id, "delivered");
             Attempted::Delivered
@@ -132,7 +131,7 @@ pub(crate) async fn record(
 
 /// Gives the claim back (this attempt created nothing) and reports the failure.
 pub(crate) async fn give_back(d: &Delivery, correlation_id: &str, class: ErrorClass, status: Option<u16>) -> Attempted {
-    if let Err(e) = d.store.release(correlation_id, &d.owner, clock::now_ms()).await {
+    if let Err(e) = d.store.release(correlation_id, &d.owner, d.now_ms()).await {
         // Harmless: the lease runs out by itself.
         tracing::warn!(error = %e, correlation_id, "could not give a claim back early");
     }
