@@ -126,8 +126,7 @@ async fn origin_a_message_handed_to_a_stopping_workers_poll_goes_straight_back()
     stack.enqueue_write("before-stop", "+44 20 7946 4100", "first").await;
     stack.ledger_with(1, Duration::from_secs(30)).await;
 
-    // SAFETY: signalling our own child by its PID; it is reaped below.
-    unsafe { libc::kill(old.service.pid() as libc::pid_t, libc::SIGTERM) };
+    old.service.terminate();
     stack.enqueue_write("during-stop", "+44 20 7946 4101", "second").await;
     let sent = Instant::now();
     let exited_0 = tokio::task::spawn_blocking(move || old.service.stop(Duration::from_secs(20))).await.unwrap();

@@ -1,12 +1,15 @@
-//! Child processes of the local stack, started on ephemeral loopback ports
-//! and stopped by PID when dropped, even when a test panics.
+//! Child processes of the local stack and the tests, started on ephemeral
+//! loopback ports and stopped by PID (their whole process group) when
+//! dropped, even when a test panics: the one way every test, the lab and
+//! the benchmarks start, wait for and stop a program.
 //!
 //! Each failsoft program prints one line on stdout once it listens (e.g.
 //! `failsoft-edge listening http://127.0.0.1:PORT`); [`Service::start`]
 //! waits for it, bounded, so nobody polls a port that is not open yet.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -18,14 +21,30 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// (e.g. the worker's metric lines), so a long run holds bounded memory.
 pub const KEPT_LINES: usize = 1_000;
 
-/// A running child process, killed on drop.
+/// A running child process, leading its own process group, which is
+/// stopped as one (wrangler's workerd with it) when dropped.
 pub struct Service {
     name: String,
     child: Child,
     /// The `key=url` pairs of its listening line (`url` for a lone URL).
     pub urls: HashMap<String, String>,
-    /// The latest [`KEPT_LINES`] stdout lines after the listening line.
+    /// The latest [`KEPT_LINES`] lines it printed after it was ready (with
+    /// [`Ready::UrlAfter`], stderr's too, and everything before).
     later: Arc<Mutex<VecDeque<String>>>,
+    /// Whether a failing test is shown what it printed.
+    show_on_panic: bool,
+}
+
+/// How a started program says it is ready.
+#[derive(Debug, Clone, Copy)]
+pub enum Ready {
+    /// Its first stdout line, `name listening key=url …` (failsoft's own
+    /// programs); its stderr goes to the caller's.
+    ListeningLine,
+    /// A line on stdout or stderr holding this marker, its URL after it
+    /// (`wrangler dev`'s "Ready on ", `wasmtime serve`'s "Serving HTTP on ").
+    /// Both streams are kept, and shown when a test fails.
+    UrlAfter(&'static str),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +55,8 @@ pub enum StackError {
     Spawn(String, std::io::Error),
     #[error("{0} exited or printed nothing within {1:?}; its stderr is above")]
     NoListeningLine(String, Duration),
+    #[error("{0} was not ready within {1:?}; it printed:\n{2}")]
+    NotReady(String, Duration, String),
 }
 
 /// The directory holding this workspace's binaries: the one the running
@@ -51,6 +72,14 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+fn push_bounded(lines: &Mutex<VecDeque<String>>, line: String) {
+    let mut kept = lines.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.len() == KEPT_LINES {
+        kept.pop_front();
+    }
+    kept.push_back(line);
+}
+
 impl Service {
     /// Starts `program` from [`bin_dir`] with `args` and `env`, and waits
     /// for its listening line.
@@ -64,37 +93,63 @@ impl Service {
 
     /// Starts a prepared command and waits for its listening line.
     pub fn start_command(name: &str, command: &mut Command) -> Result<Self, StackError> {
+        Self::launch(name, command, Ready::ListeningLine, START_TIMEOUT)
+    }
+
+    /// Starts a prepared command in a process group of its own and waits,
+    /// at most `within`, until it says it is [`Ready`].
+    pub fn launch(name: &str, command: &mut Command, ready: Ready, within: Duration) -> Result<Self, StackError> {
+        let stderr = match ready {
+            Ready::ListeningLine => Stdio::inherit(),
+            Ready::UrlAfter(_) => Stdio::piped(),
+        };
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
+            .process_group(0)
             .spawn()
             .map_err(|e| StackError::Spawn(name.to_owned(), e))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
         let later = Arc::new(Mutex::new(VecDeque::new()));
-        let kept = Arc::clone(&later);
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                tx.send(line).ok();
-            }
-            // Keep draining so the child never blocks on a full pipe.
-            for line in lines.map_while(Result::ok) {
-                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                if kept.len() == KEPT_LINES {
-                    kept.pop_front();
+        let (tx, rx) = mpsc::channel::<HashMap<String, String>>();
+        let streams: Vec<Box<dyn Read + Send>> = [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for stream in streams {
+            let (kept, tx) = (Arc::clone(&later), tx.clone());
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(stream).lines().map_while(Result::ok);
+                if let Ready::ListeningLine = ready
+                    && let Some(line) = lines.next()
+                {
+                    tx.send(parse_listening_line(&line)).ok();
                 }
-                kept.push_back(line);
-            }
-        });
-        let mut service = Self { name: name.to_owned(), child, urls: HashMap::new(), later };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => {
-                service.urls = parse_listening_line(&line);
+                // Keep draining so the child never blocks on a full pipe.
+                for line in lines {
+                    if let Ready::UrlAfter(marker) = ready
+                        && let Some((_, url)) = line.split_once(marker)
+                    {
+                        let url = url.trim().trim_end_matches('/').to_owned();
+                        tx.send(HashMap::from([("url".to_owned(), url)])).ok();
+                    }
+                    push_bounded(&kept, line);
+                }
+            });
+        }
+        drop(tx);
+        let show_on_panic = matches!(ready, Ready::UrlAfter(_));
+        let mut service = Self { name: name.to_owned(), child, urls: HashMap::new(), later, show_on_panic };
+        match rx.recv_timeout(within) {
+            Ok(urls) => {
+                service.urls = urls;
                 Ok(service)
             }
-            Err(_) => Err(StackError::NoListeningLine(name.to_owned(), START_TIMEOUT)),
+            Err(_) if show_on_panic => Err(StackError::NotReady(name.to_owned(), within, service.output())),
+            Err(_) => Err(StackError::NoListeningLine(name.to_owned(), within)),
         }
     }
 
@@ -109,35 +164,63 @@ impl Service {
         self.later.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
+    /// Everything kept of what it printed, one line each.
+    pub fn output(&self) -> String {
+        let mut text = self.stdout_lines().join("\n");
+        text.push('\n');
+        text
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Sends SIGTERM and waits up to `grace` for an exit, then kills.
-    /// Returns whether it exited by itself with status 0.
+    /// Whether it has exited (and with what).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn signal_group(&self, signal: libc::c_int) {
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: signalling the process group our own child leads; the
+        // child is not reaped yet, so the group id is still its own.
+        unsafe { libc::kill(-group, signal) };
+    }
+
+    /// Sends SIGTERM to its group and returns at once.
+    pub fn terminate(&self) {
+        self.signal_group(libc::SIGTERM);
+    }
+
+    /// Sends SIGTERM to its group and waits up to `grace` for it to exit,
+    /// then kills the group. Returns whether it exited by itself with
+    /// status 0.
     pub fn stop(&mut self, grace: Duration) -> bool {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: signalling our own child by its PID; it has not been reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.signal_group(libc::SIGTERM);
         let deadline = std::time::Instant::now() + grace;
+        let mut clean = false;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
+                clean = status.success();
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.child.kill().ok();
+        // Whatever is left of the group (workerd outlives a slow wrangler).
+        self.signal_group(libc::SIGKILL);
         self.child.wait().ok();
-        false
+        clean
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.child.kill().ok();
-            self.child.wait().ok();
+        if self.show_on_panic && std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.name, self.output());
         }
+        // Before the reap, so the group id cannot have been reused.
+        self.signal_group(libc::SIGKILL);
+        self.child.wait().ok();
     }
 }
 

@@ -5,14 +5,12 @@
 //!
 //! Build it first: `make spin-test-component`.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use failsoft_lab::process::bin_dir;
+use failsoft_lab::process::{Ready, Service, bin_dir};
 
 /// How long wasmtime may take to compile the component and listen (a
 /// second cold on 2 shared cores; its code cache makes later starts ~0.1 s).
@@ -32,10 +30,9 @@ pub fn test_component() -> PathBuf {
 
 /// A running `wasmtime serve`.
 pub struct WasmtimeServe {
-    child: Child,
+    service: Service,
     pub url: String,
     kv_dir: PathBuf,
-    output: Arc<Mutex<String>>,
 }
 
 impl WasmtimeServe {
@@ -65,57 +62,19 @@ impl WasmtimeServe {
                 command.arg("--env").arg(format!("{key}={value}"));
             }
         }
-        let mut child = command
-            .arg(&component)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} starts: {e}", wasmtime.display()));
-
-        let output = Arc::new(Mutex::new(String::new()));
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            stdout.read_to_string(&mut text).ok();
-            sink.lock().unwrap().push_str(&text);
-        });
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = mpsc::channel();
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix(LISTENING) {
-                    tx.send(url.trim_end_matches('/').to_owned()).ok();
-                }
-                let mut all = sink.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        let mut serve = Self { child, url: String::new(), kv_dir, output };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(url) => serve.url = url,
-            Err(_) => panic!("wasmtime serve did not listen within {START_TIMEOUT:?}:\n{}", serve.output()),
-        }
-        serve
-    }
-
-    /// Everything wasmtime and the component printed so far.
-    pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        command.arg(&component);
+        let service = Service::launch("wasmtime serve", &mut command, Ready::UrlAfter(LISTENING), START_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{}: {e}", wasmtime.display()));
+        let url = service.url("url").to_owned();
+        Self { service, url, kv_dir }
     }
 }
 
 impl Drop for WasmtimeServe {
-    /// Stops wasmtime; when a test failed, shows what the component logged.
+    /// Stops wasmtime (a failing test is shown what the component logged),
+    /// then drops the key-value files.
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- wasmtime serve {} output ---\n{}", self.url, self.output());
-        }
-        self.child.kill().ok();
-        self.child.wait().ok();
+        self.service.stop(Duration::ZERO);
         std::fs::remove_dir_all(&self.kv_dir).ok();
     }
 }

@@ -7,15 +7,12 @@
 //! Build it first: `make worker` (the tests do not run worker-build: two
 //! tests building at once would race on `edge/worker/build`).
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use failsoft_lab::local_stack;
+use failsoft_lab::process::{Ready, Service};
 
 /// How long wrangler may take to bundle and start workerd (2 cores, shared).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -36,10 +33,9 @@ pub fn workspace_root() -> PathBuf {
 
 /// A running `wrangler dev`.
 pub struct WranglerDev {
-    child: Child,
+    service: Service,
     pub url: String,
     dir: PathBuf,
-    output: Arc<Mutex<String>>,
     started: Instant,
 }
 
@@ -64,59 +60,28 @@ impl WranglerDev {
         std::fs::write(&config, text).expect("the test wrangler.toml is written");
 
         let persist = state.map_or_else(|| dir.join("state"), Path::to_path_buf);
-        let vars = vars.iter().map(|(k, v)| (k, v));
-        let mut command = local_stack::wrangler_dev(&root, &config, 0, &persist, &dir.join("logs"), vars)
-            .expect("wrangler (scripts/setup.sh installs it)");
-        command
-            .current_dir(&dir)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so the drop can stop workerd too.
-            .process_group(0);
-        let mut child = command.spawn().expect("wrangler starts (scripts/setup.sh installs it)");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let (output, ready_tx) = (output.clone(), ready_tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(url) = line.split("Ready on ").nth(1) {
-                        ready_tx.send(url.trim().to_owned()).ok();
-                    }
-                    let mut output = output.lock().unwrap_or_else(|e| e.into_inner());
-                    output.push_str(&line);
-                    output.push('\n');
-                }
-            });
-        }
-        let mut dev = Self { child, url: String::new(), dir, output, started: Instant::now() };
-        let started = dev.started;
-        dev.url = loop {
-            if let Ok(url) = ready_rx.try_recv() {
-                break url;
-            }
-            dev.assert_running();
-            assert!(
-                started.elapsed() < START_TIMEOUT,
-                "wrangler dev was not ready within {START_TIMEOUT:?}:\n{}",
-                dev.output()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        dev
+        let vars: Vec<(String, String)> = vars.to_vec();
+        let logs = dir.join("logs");
+        let started = Instant::now();
+        let service = tokio::task::spawn_blocking(move || {
+            let vars = vars.iter().map(|(k, v)| (k, v));
+            let mut command = local_stack::wrangler_dev(&root, &config, 0, &persist, &logs, vars)
+                .expect("wrangler (scripts/setup.sh installs it)");
+            command
+                .current_dir(config.parent().expect("the test directory"))
+                .env("NO_PROXY", "127.0.0.1,localhost")
+                .env("no_proxy", "127.0.0.1,localhost");
+            Service::launch("wrangler dev", &mut command, Ready::UrlAfter("Ready on "), START_TIMEOUT)
+        })
+        .await
+        .expect("the start task")
+        .unwrap_or_else(|e| panic!("{e}"));
+        let url = service.url("url").to_owned();
+        Self { service, url, dir, started }
     }
 
     fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(status) = self.service.exited() {
             panic!("wrangler dev exited ({status}):\n{}", self.output());
         }
     }
@@ -143,29 +108,14 @@ impl WranglerDev {
 
     /// Everything wrangler and the Worker printed so far.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.service.output()
     }
 }
 
 impl Drop for WranglerDev {
+    /// Stops wrangler and workerd (its process group), then drops its files.
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- wrangler dev {} ---\n{}", self.url, self.output());
-        }
-        let group = self.child.id() as libc::pid_t;
-        // SAFETY: signalling the process group our own child leads.
-        unsafe { libc::kill(-group, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // Whatever is left of the group (workerd outlives a slow wrangler).
-        // SAFETY: as above.
-        unsafe { libc::kill(-group, libc::SIGKILL) };
-        self.child.wait().ok();
+        self.service.stop(STOP_GRACE);
         std::fs::remove_dir_all(&self.dir).ok();
     }
 }
