@@ -2,6 +2,8 @@
 //! needs, read once from the environment and validated before anything
 //! starts. Each command reads the part it needs; a missing or unusable
 //! setting is refused with its name (the process exits with status 2).
+//!
+//! (Over 500 lines only with its unit tests, kept beside the code.)
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -14,6 +14,8 @@
 //! origin is recognised there instead of counted twice. Meanwhile new
 //! answers keep accumulating into the next report: memory stays two fixed
 //! sets of counters however long the origin is away, and nothing is lost.
+//!
+//! (Over 500 lines only with its unit tests, kept beside the code.)
 
 use alloc::string::String;
 use serde::{Deserialize, Serialize};
