@@ -129,10 +129,12 @@ pub struct WorkerConfig {
     /// edge's abandoned first attempt has finished at the CRM before the
     /// worker looks for it.
     pub write_settle_ms: u64,
-    /// `FAILSOFT_CRM_LOOKUP_BEFORE_CREATE`: look for the case by its
-    /// `externalRef` before creating it (default true; needed when the CRM
-    /// ignores `Idempotency-Key`).
-    pub lookup_before_create: bool,
+    /// `FAILSOFT_CRM_CAN_FIND_CASES`: the CRM offers the optional
+    /// `GET /cases?externalRef=` (a declared capability, default false), so
+    /// the worker looks for a case before creating it: write-once even when
+    /// the CRM ignores `Idempotency-Key`. Without it, the two required calls
+    /// are all the worker uses, and `Idempotency-Key` is the guard.
+    pub can_find_cases: bool,
     /// `FAILSOFT_EMF` (default off): print a CloudWatch Embedded Metric
     /// Format line on stdout every `FAILSOFT_EMF_INTERVAL_SECS` (default 60).
     pub emf_every: Option<Duration>,
@@ -231,6 +233,18 @@ fn flag(lookup: Lookup<'_>, name: &'static str, default: bool) -> Result<bool, C
         Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
         Some(_) => Err(ConfigError::new(name, "must be true or false")),
     }
+}
+
+/// `FAILSOFT_CRM_CAN_FIND_CASES`; the setting it replaced is refused with
+/// its new name, so an upgrade cannot silently turn the look off.
+fn can_find_cases(lookup: Lookup<'_>) -> Result<bool, ConfigError> {
+    if lookup("FAILSOFT_CRM_LOOKUP_BEFORE_CREATE").is_some() {
+        return Err(ConfigError::new(
+            "FAILSOFT_CRM_LOOKUP_BEFORE_CREATE",
+            "is now FAILSOFT_CRM_CAN_FIND_CASES (true when the CRM offers GET /cases?externalRef=)",
+        ));
+    }
+    flag(lookup, "FAILSOFT_CRM_CAN_FIND_CASES", false)
 }
 
 fn policy(lookup: Lookup<'_>) -> Result<Policy, ConfigError> {
@@ -347,7 +361,7 @@ impl WorkerConfig {
             receive_wait_secs,
             shutdown_grace: Duration::from_secs(grace_secs),
             write_settle_ms,
-            lookup_before_create: flag(lookup, "FAILSOFT_CRM_LOOKUP_BEFORE_CREATE", true)?,
+            can_find_cases: can_find_cases(lookup)?,
             emf_every,
             events: events(lookup)?,
             policy,
@@ -424,7 +438,7 @@ mod tests {
         assert_eq!(c.receive_wait_secs, 20);
         assert_eq!(c.listen.port(), 8788);
         assert_eq!(c.write_settle_ms, c.policy.crm_deadline_ms);
-        assert!(c.lookup_before_create);
+        assert!(!c.can_find_cases, "the two required calls are all a CRM must offer");
         assert!(c.alert.is_none() && c.edge_url.is_none() && c.emf_every.is_none());
         assert_eq!(c.events, EventsConfig { url: None, api_key: None, api_key_header: "x-failsoft-api-key".into() });
         assert_eq!(c.lease_ms(), 40_000);

@@ -54,6 +54,9 @@ const LATENCY_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 static LATENCIES: Mutex<VecDeque<(Instant, f64)>> = Mutex::new(VecDeque::new());
 static DEPTHS: Mutex<Depths> = Mutex::new(Depths { queue: None, dlq: None });
+/// Configuration faults seen at run time, by what is misconfigured: each
+/// makes `/v1/health` critical until the process restarts with it fixed.
+static FAULTS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -252,8 +255,30 @@ fn sampled(depth: Option<(u64, Instant)>) -> (Option<f64>, &'static str, Value) 
     }
 }
 
+/// Records a configuration fault found at run time (a CRM route the
+/// settings say exists answers 404, a call AWS refuses). Returns true the
+/// first time `what` is recorded, so the caller logs it once. `detail` must
+/// carry no customer data: it is served on `/v1/health`.
+pub fn config_fault(what: &str, detail: String) -> bool {
+    let mut faults = lock(&FAULTS);
+    if faults.iter().any(|(w, _)| w == what) {
+        return false;
+    }
+    metrics::counter!("failsoft_config_faults_total", "what" => what.to_owned()).increment(1);
+    faults.push((what.to_owned(), detail));
+    true
+}
+
+fn configuration() -> (Level, Value) {
+    let faults = lock(&FAULTS);
+    let level = if faults.is_empty() { Level::Ok } else { Level::Critical };
+    let listed: Vec<Value> = faults.iter().map(|(what, detail)| json!({"what": what, "detail": detail})).collect();
+    (level, json!({"level": level, "faults": listed}))
+}
+
 /// The `/v1/health` document: the five signals classified with the guide's
-/// thresholds, the overall level, and the breaker's state.
+/// thresholds, the configuration faults seen, the overall level, and the
+/// breaker's state.
 pub fn health(breaker: Option<Mode>) -> Value {
     let depths = *lock(&DEPTHS);
     let latency = crm_latency_p99_ms();
@@ -282,12 +307,14 @@ pub fn health(breaker: Option<Mode>) -> Value {
         ("dlqDepth", signal(Signal::DlqDepth, d_value, "messages", d_source, d_extra)),
         ("degradedShare", signal(Signal::DegradedShare, degraded_value, "percent", degraded_source, degraded_extra)),
     ];
-    let level = overall(entries.iter().map(|(_, (level, _))| *level));
+    let (config_level, configuration) = configuration();
+    let level = overall(entries.iter().map(|(_, (level, _))| *level).chain([config_level]));
     let signals: serde_json::Map<String, Value> =
         entries.into_iter().map(|(name, (_, entry))| (name.to_owned(), entry)).collect();
     json!({
         "level": level,
         "signals": signals,
+        "configuration": configuration,
         "breaker": breaker.map(|m| m.as_str()),
     })
 }

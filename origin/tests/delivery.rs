@@ -240,9 +240,52 @@ fn received(body: String, sent_ms: u64) -> Received {
     }
 }
 
+/// A CRM that declares the optional `GET /cases?externalRef=`.
+const CAN_FIND_CASES: (&str, &str) = ("FAILSOFT_CRM_CAN_FIND_CASES", "true");
+
+#[tokio::test]
+async fn with_the_two_required_calls_a_write_is_created_with_no_search() {
+    let r = rig(&[]);
+    r.crm.then(created("CASE-0"));
+    assert_eq!(r.delivery.deliver(&write_message("c-0", T0)).await, Outcome::Done);
+    assert_eq!(r.crm.calls(), [Call::Create("c-0".into())], "no call outside the two the contract requires");
+    assert_eq!(r.records.item("c-0"), Some(Item::Complete { case_id: Some("CASE-0".into()) }));
+}
+
+#[tokio::test]
+async fn a_declared_search_the_crm_lacks_is_a_configuration_fault_not_the_writes_failure() {
+    for missing in [404, 405, 501] {
+        let r = rig(&[CAN_FIND_CASES]);
+        let id = format!("c-missing-{missing}");
+        r.crm
+            .then(status(missing, Verdict::Failed(ErrorClass::Permanent { status: missing }), json!({})))
+            .then(created("CASE-M"));
+        assert_eq!(r.delivery.deliver(&write_message(&id, T0)).await, Outcome::Done, "{missing}");
+        assert_eq!(r.crm.calls(), [Call::FindCases(id.clone()), Call::Create(id.clone())], "{missing}");
+        assert_eq!(r.records.item(&id), Some(Item::Complete { case_id: Some("CASE-M".into()) }));
+    }
+    let health = failsoft_origin::telemetry::health(None);
+    assert_eq!(health["level"], "critical", "{health}");
+    assert_eq!(health["configuration"]["faults"][0]["what"], "crm.find_cases", "{health}");
+}
+
+#[tokio::test]
+async fn a_probe_answered_404_not_found_closes_the_breaker() {
+    let r = rig(&[]);
+    for id in ["c-p1", "c-p2"] {
+        r.crm.then(unavailable());
+        r.delivery.deliver(&write_message(id, T0)).await;
+    }
+    r.clock.advance(COOL_DOWN_MS);
+    assert_eq!(r.delivery.gate(), Gate::Probe);
+    r.crm.then(status(404, Verdict::NotFound, json!({"error": "not_found"})));
+    r.delivery.probe().await;
+    assert_eq!(r.delivery.gate(), Gate::Receive, "the CRM answered: it is back");
+}
+
 #[tokio::test]
 async fn a_write_is_looked_up_created_once_and_recorded_and_a_redelivery_calls_nothing() {
-    let r = rig(&[]);
+    let r = rig(&[CAN_FIND_CASES]);
     r.crm.then(no_cases()).then(created("CASE-1"));
     let message = write_message("c-1", T0);
     assert_eq!(r.delivery.deliver(&message).await, Outcome::Done);
@@ -255,7 +298,7 @@ async fn a_write_is_looked_up_created_once_and_recorded_and_a_redelivery_calls_n
 
 #[tokio::test]
 async fn a_case_found_by_its_reference_is_recorded_without_a_create() {
-    let r = rig(&[]);
+    let r = rig(&[CAN_FIND_CASES]);
     r.crm.then(status(200, Verdict::Success, json!([{"caseId": "CASE-7", "externalRef": "c-7"}])));
     assert_eq!(r.delivery.deliver(&write_message("c-7", T0)).await, Outcome::Done);
     assert_eq!(r.crm.calls(), [Call::FindCases("c-7".into())]);
@@ -264,7 +307,7 @@ async fn a_case_found_by_its_reference_is_recorded_without_a_create() {
 
 #[tokio::test]
 async fn a_refusal_gives_the_claim_back_but_a_timeout_keeps_it_for_its_lease() {
-    let r = rig(&[("FAILSOFT_CRM_LOOKUP_BEFORE_CREATE", "false")]);
+    let r = rig(&[]);
     r.crm.then(unavailable());
     let outcome = r.delivery.deliver(&write_message("c-2", T0)).await;
     assert!(
@@ -285,7 +328,7 @@ async fn a_refusal_gives_the_claim_back_but_a_timeout_keeps_it_for_its_lease() {
 
 #[tokio::test]
 async fn the_backoff_doubles_on_failed_attempts() {
-    let r = rig(&[("FAILSOFT_CRM_LOOKUP_BEFORE_CREATE", "false"), ("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "4")]);
+    let r = rig(&[("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "4")]);
     let message = write_message("c-4", T0);
     let mut attempts = Vec::new();
     for _ in 0..3 {
@@ -300,7 +343,7 @@ async fn the_backoff_doubles_on_failed_attempts() {
 
 #[tokio::test]
 async fn a_permanent_refusal_is_dead_lettered_with_its_status() {
-    let r = rig(&[("FAILSOFT_CRM_LOOKUP_BEFORE_CREATE", "false")]);
+    let r = rig(&[]);
     r.crm.then(status(422, Verdict::Failed(ErrorClass::Permanent { status: 422 }), json!({"error": "subject"})));
     match r.delivery.deliver(&write_message("c-5", T0)).await {
         Outcome::DeadLetter(dead) => {
@@ -314,7 +357,7 @@ async fn a_permanent_refusal_is_dead_lettered_with_its_status() {
 
 #[tokio::test]
 async fn a_write_past_its_budget_is_dead_lettered_after_its_last_attempt() {
-    let r = rig(&[("FAILSOFT_CRM_LOOKUP_BEFORE_CREATE", "false")]);
+    let r = rig(&[]);
     let day_and_an_hour = 25 * 3_600_000;
     r.crm.then(unavailable());
     match r.delivery.deliver(&write_message("c-6", T0 - day_and_an_hour)).await {
@@ -333,7 +376,7 @@ async fn a_write_younger_than_the_settle_time_waits_without_a_call() {
 
 #[tokio::test]
 async fn the_breaker_opens_defers_without_calls_and_a_probe_after_the_cool_down_closes_it() {
-    let r = rig(&[("FAILSOFT_CRM_LOOKUP_BEFORE_CREATE", "false")]);
+    let r = rig(&[]);
     assert_eq!(r.delivery.gate(), Gate::Receive);
     for id in ["c-a", "c-b"] {
         r.crm.then(unavailable());

@@ -250,9 +250,16 @@ fn assert_kept(drill: &Drill, mode: &str) {
     let _ = std::fs::remove_dir_all(drill.dir.parent().unwrap_or(&drill.dir));
 }
 
+/// Against a CRM with only the two required calls (no case search): every
+/// queued write reaches it once, with `Idempotency-Key` as the only guard,
+/// and nothing is sent to a route it lacks.
 #[test]
-fn drill_native_down_keeps_every_promise() {
-    assert_kept(&drill("native", "down", "30s", &[]), "down");
+fn drill_native_down_keeps_every_promise_with_a_two_call_crm() {
+    let d = drill("native", "down", "30s", &["--crm-contract", "two-call"]);
+    assert_kept(&d, "down");
+    let traced = &d.report["traced"];
+    assert_eq!(traced["caseSearches"], 0, "no GET /cases to a CRM without it: {traced}");
+    assert!(traced["queuedWritesTraced"].as_u64().unwrap() >= 20, "{traced}");
 }
 
 #[test]

@@ -8,9 +8,13 @@ use failsoft_shared::cache::CustomerRecord;
 use failsoft_shared::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
 use serde_json::Value;
 
-/// `externalRef` of the breaker's probe: no case carries it, so the CRM
-/// answers an empty list, cheaply, when it is healthy.
-pub const PROBE_REF: &str = "failsoft-breaker-probe";
+/// The number the breaker's probe looks up: the lightest call of the two
+/// every CRM must offer. No customer has it (no North American area code
+/// starts with 0), so a healthy CRM answers 404 (or 400, if it checks
+/// numbers), cheaply, and both count as healthy.
+pub const PROBE_PHONE: &str = "+10000000000";
+/// The probe's correlationId, so a CRM's logs show what it was.
+pub const PROBE_ID: &str = "failsoft-breaker-probe";
 /// Carries the correlationId on every call, as the edge does, so one id
 /// follows a Data Action through the queue to the CRM's logs.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -68,8 +72,8 @@ impl Crm {
         send(request.header("accept", "application/json"), Operation::Lookup, deadline).await
     }
 
-    /// `GET /cases?externalRef=`: the cases a create with this reference made.
-    /// A 404 here means the route is missing, so it is classified as a write's.
+    /// `GET /cases?externalRef=`: the cases a create with this reference made
+    /// (an optional capability: see [`route_is_missing`]).
     pub async fn find_cases(&self, external_ref: &str, deadline: Duration) -> Reply {
         let request = self
             .http
@@ -91,10 +95,17 @@ impl Crm {
         send(request, Operation::Write, deadline).await
     }
 
-    /// The breaker's probe: the lightest read the contract has.
+    /// The breaker's probe: a lookup of [`PROBE_PHONE`].
     pub async fn probe(&self, deadline: Duration) -> Reply {
-        self.find_cases(PROBE_REF, deadline).await
+        self.lookup(PROBE_PHONE, PROBE_ID, deadline).await
     }
+}
+
+/// Whether an answer from an optional route says the CRM does not have it
+/// (404 Not Found, 405 Method Not Allowed, 501 Not Implemented): a fact of
+/// the CRM's configuration, never a write's failure.
+pub fn route_is_missing(status: Option<u16>) -> bool {
+    matches!(status, Some(404 | 405 | 501))
 }
 
 /// Sends one request with its deadline, classified as `op`, and times it.

@@ -31,6 +31,7 @@ use serde_json::Value;
 use crate::deliver::crm::{self, Reply};
 use crate::deliver::delivery::{Attempted, Delivery};
 use crate::store::results::Claim;
+use crate::telemetry;
 
 const KIND: &str = "write";
 
@@ -47,20 +48,30 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
         return stop;
     }
 
-    if d.config.lookup_before_create {
+    if d.config.can_find_cases {
         let found = d.crm.find_cases(correlation_id, Delivery::remaining(deadline)).await;
-        d.observe(&found);
         match found.verdict {
             Verdict::Success => match crm::parse_found_case(&found.body) {
                 Ok(Some(case)) => {
+                    d.observe(&found);
                     tracing::info!(correlation_id, "case found by externalRef; not creating another");
                     return record_case(d, correlation_id, &case).await;
                 }
-                Ok(None) => {}
-                Err(_) => return give_back(d, correlation_id, ErrorClass::Transient, found.status).await,
+                Ok(None) => d.observe(&found),
+                Err(_) => {
+                    d.observe(&found);
+                    return give_back(d, correlation_id, ErrorClass::Transient, found.status).await;
+                }
             },
-            Verdict::NotFound => {}
-            Verdict::Failed(class) => return give_back(d, correlation_id, class, found.status).await,
+            // The route the settings declare is not there: the operator's
+            // fault, not this write's. Create with the key, as a CRM
+            // without the capability is served.
+            _ if crm::route_is_missing(found.status) => search_route_missing(found.status),
+            Verdict::NotFound => d.observe(&found),
+            Verdict::Failed(class) => {
+                d.observe(&found);
+                return give_back(d, correlation_id, class, found.status).await;
+            }
         }
     }
 
@@ -76,6 +87,19 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
         Verdict::Failed(class) => class,
     };
     failed(d, correlation_id, class, &created).await
+}
+
+/// `FAILSOFT_CRM_CAN_FIND_CASES` is on but the CRM has no such route:
+/// logged once, `/v1/health` critical until the setting is fixed.
+fn search_route_missing(status: Option<u16>) {
+    let status = status.unwrap_or_default();
+    let detail = format!(
+        "FAILSOFT_CRM_CAN_FIND_CASES is true but GET /cases?externalRef= answers {status}: \
+         set it to false, or give the CRM the route; writes go on with Idempotency-Key alone"
+    );
+    if telemetry::config_fault("crm.find_cases", detail.clone()) {
+        tracing::error!(status, "{detail}");
+    }
 }
 
 /// After a failed call under a claim: the claim goes back at once when the

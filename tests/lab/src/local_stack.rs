@@ -153,6 +153,28 @@ impl SqsHost {
     }
 }
 
+/// Which calls the CRM simulator offers (`crm-sim --contract`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrmContract {
+    /// The required calls and the optional ones; the worker is told it may
+    /// look a case up by its reference (`FAILSOFT_CRM_CAN_FIND_CASES`).
+    #[default]
+    Full,
+    /// Only `GET /customers?phone=` and `POST /cases` with
+    /// `Idempotency-Key`: what every CRM must offer, and nothing more.
+    TwoCall,
+}
+
+impl CrmContract {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::TwoCall => "two-call",
+        }
+    }
+}
+
 /// Whether the processes outlive the [`LocalStack`] value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifetime {
@@ -170,6 +192,8 @@ pub struct StackSpec {
     pub sqs: SqsHost,
     /// A downstream to use as it is; `None` starts the CRM simulator.
     pub crm_url: Option<String>,
+    /// The calls the simulator offers (when it is started).
+    pub crm_contract: CrmContract,
     /// Where `logs/`, `state/`, `stack.env` and `stack.pids` go.
     pub dir: PathBuf,
     /// `FAILSOFT_*` settings for the edge, the worker and `init-local`, over
@@ -614,6 +638,7 @@ impl LocalStack {
             None => {
                 let mut sim = clean_command(&program("crm-sim")?);
                 sim.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "info");
+                sim.args(["--contract", spec.crm_contract.as_str()]);
                 stack.spawn("crm-sim", sim)?;
                 let urls = parse_listening_line(&stack.wait_line("crm-sim", PROGRAM_READY, "crm-sim listening").await?);
                 let api = urls.get("api").cloned().unwrap_or_default();
@@ -629,6 +654,11 @@ impl LocalStack {
 
         // The origin worker and its results API.
         let mut worker = clean_command(&program("failsoft")?);
+        // The simulator's full contract has the optional case search; a
+        // CRM given by URL declares its capabilities in the settings.
+        if spec.crm_url.is_none() && spec.crm_contract == CrmContract::Full {
+            worker.env("FAILSOFT_CRM_CAN_FIND_CASES", "true");
+        }
         worker.arg("worker").envs(aws.iter().cloned()).envs(settings.iter().map(|(k, v)| (k, v)));
         worker.envs([
             ("FAILSOFT_QUEUE_URL", queue_url.as_str()),
@@ -1054,6 +1084,9 @@ pub struct UpArgs {
     /// Use this downstream as it is instead of starting the CRM simulator.
     #[arg(long, value_name = "URL")]
     pub crm_url: Option<String>,
+    /// The calls the CRM simulator offers.
+    #[arg(long, value_enum, default_value_t = CrmContract::Full)]
+    pub crm_contract: CrmContract,
     /// What serves SQS (DynamoDB is always moto's).
     #[arg(long, value_enum, default_value_t = SqsHost::Moto)]
     pub sqs: SqsHost,
@@ -1096,6 +1129,7 @@ pub async fn up(args: UpArgs) -> ExitCode {
         edge: args.edge,
         sqs: args.sqs,
         crm_url: args.crm_url.clone().filter(|u| !u.is_empty()),
+        crm_contract: args.crm_contract,
         dir: args.dir.clone(),
         settings,
         lifetime: Lifetime::Detached,

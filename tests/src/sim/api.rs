@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::clock;
+use super::config::Contract;
 use super::correlations;
 use super::mode::{Failure, FailureMode, ModeState, Verdict};
 use super::reply::ErrorReply;
@@ -28,10 +29,15 @@ use super::store::{CaseCreation, EventReceipt, LedgerFull};
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The API router; every request passes through [`apply_mode`] first.
-pub fn router(sim: Arc<Sim>) -> Router {
+pub fn router(sim: Arc<Sim>, contract: Contract) -> Router {
+    let cases = match contract {
+        Contract::Full => get(find_cases).post(create_case),
+        // axum answers the missing GET with 405 and `Allow: POST`.
+        Contract::TwoCall => post(create_case),
+    };
     Router::new()
         .route("/customers", get(lookup))
-        .route("/cases", get(find_cases).post(create_case))
+        .route("/cases", cases)
         .route("/events", post(receive_event))
         .layer(middleware::from_fn_with_state(Arc::clone(&sim), apply_mode))
         .with_state(sim)

@@ -16,4 +16,18 @@ pub struct Args {
     /// Address of the admin API that tests drive.
     #[arg(long, env = "CRM_SIM_ADMIN_LISTEN", default_value = "127.0.0.1:0")]
     pub admin_listen: SocketAddr,
+
+    /// Which calls the CRM offers: `full` (the contract's required and
+    /// optional calls) or `two-call` (only the two every CRM must offer:
+    /// `GET /customers?phone=` and `POST /cases`; anything else is answered
+    /// as a web framework answers a route it lacks: 404, or 405 with `Allow`).
+    #[arg(long, env = "CRM_SIM_CONTRACT", value_enum, default_value_t = Contract::Full)]
+    pub contract: Contract,
+}
+
+/// The calls the simulated CRM offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Contract {
+    Full,
+    TwoCall,
 }

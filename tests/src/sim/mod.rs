@@ -41,7 +41,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Binds both ports, announces them on stdout and serves until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> io::Result<()> {
     let sim = Arc::new(Sim::new());
-    let api = ApiListener::bind(args.listen, api::router(Arc::clone(&sim)))?;
+    let api = ApiListener::bind(args.listen, api::router(Arc::clone(&sim), args.contract))?;
     let admin_listener = TcpListener::bind(args.admin_listen).await?;
     let api_addr = api.local_addr();
     let admin_addr = admin_listener.local_addr()?;

@@ -159,6 +159,8 @@ impl OriginStack {
             ("FAILSOFT_QUEUE_URL", self.queue_url.as_str()),
             ("FAILSOFT_DLQ_URL", self.dlq_url.as_str()),
             ("FAILSOFT_CRM_URL", self.sim.url("api")),
+            // The simulator offers the optional case search.
+            ("FAILSOFT_CRM_CAN_FIND_CASES", "true"),
             ("FAILSOFT_INTERNAL_SECRET", INTERNAL_SECRET),
             ("FAILSOFT_ORIGIN_LISTEN", "127.0.0.1:0"),
         ];

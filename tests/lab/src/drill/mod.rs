@@ -36,7 +36,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
-use crate::local_stack::{EdgeHost, Lifetime, LocalStack, SqsHost, StackEnv, StackSpec};
+use crate::local_stack::{CrmContract, EdgeHost, Lifetime, LocalStack, SqsHost, StackEnv, StackSpec};
 use observe::{Aws, Crm, Sampler};
 use population::Population;
 use report::{Inputs, Machine, Report, Settings, Timeline};
@@ -73,6 +73,22 @@ pub enum RecoverMode {
     Reject,
 }
 
+/// Whether the CRM simulator honours `Idempotency-Key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyPolicy {
+    Honour,
+    Ignore,
+}
+
+impl KeyPolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Honour => "honour",
+            Self::Ignore => "ignore",
+        }
+    }
+}
+
 /// `failsoft-lab drill`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
@@ -82,6 +98,16 @@ pub struct DrillArgs {
     /// What serves SQS in the drill's own stack (DynamoDB is moto's).
     #[arg(long, value_enum, default_value_t = SqsHost::Moto)]
     pub sqs: SqsHost,
+    /// The calls the CRM simulator offers: `two-call` is a CRM with only
+    /// the two required calls (no case search: `Idempotency-Key` alone
+    /// keeps writes once).
+    #[arg(long, value_enum, default_value_t = CrmContract::Full)]
+    pub crm_contract: CrmContract,
+    /// `ignore`: the CRM simulator creates a case for every request, as a
+    /// CRM without idempotency keys does (what write-once then rests on:
+    /// README, "Real CRMs").
+    #[arg(long, value_enum, default_value_t = KeyPolicy::Honour)]
+    pub crm_idempotency: KeyPolicy,
     /// How the CRM fails: `down` (port closed) or `hang` (never answers).
     #[arg(long, value_enum, default_value_t = OutageMode::Down)]
     pub mode: OutageMode,
@@ -304,6 +330,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
                 edge: args.edge,
                 sqs: args.sqs,
                 crm_url: None,
+                crm_contract: args.crm_contract,
                 dir: args.out.join("stack"),
                 settings: [
                     ("FAILSOFT_FRESHNESS_SECS".to_owned(), fresh.to_string()),
@@ -342,6 +369,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     .await;
     let crm = Crm { http: http_client(Duration::from_secs(20)), admin };
     crm.set_mode("up").await.context("the CRM simulator's admin API")?;
+    crm.set_idempotency(args.crm_idempotency.as_str()).await.context("the CRM simulator's idempotency")?;
 
     // Callers: warm customers, and enough cold numbers for every cold lookup.
     let seed = args.seed.unwrap_or_else(failsoft_origin::clock::random_u64);

@@ -207,6 +207,12 @@ impl Crm {
         self.post("/admin/mode", &json!({"mode": mode})).await.map(|_| ())
     }
 
+    /// Whether the simulator honours `Idempotency-Key` (`honour`) or
+    /// creates a case for every request (`ignore`).
+    pub async fn set_idempotency(&self, policy: &str) -> anyhow::Result<()> {
+        self.post("/admin/idempotency", &json!({"mode": policy})).await.map(|_| ())
+    }
+
     pub async fn load(&self, chunk: &Value) -> anyhow::Result<()> {
         self.post("/admin/customers", chunk).await.map(|_| ())
     }

@@ -30,6 +30,9 @@ pub struct Traced {
     pub refreshes_traced: u64,
     /// Up to ten correlationIds the CRM never saw, to look up in the logs.
     pub untraced_examples: Vec<String>,
+    /// `GET /cases` calls the CRM received: the optional case search,
+    /// which a CRM with only the two required calls must never be sent.
+    pub case_searches: u64,
 }
 
 impl Traced {
@@ -64,6 +67,7 @@ pub fn trace<'a>(records: &[Record], refreshes: impl IntoIterator<Item = &'a str
         }
     }
     traced.untraced_examples = examples;
+    traced.case_searches = calls.iter().filter(|c| c.method == "GET" && c.path == "/cases").count() as u64;
     traced
 }
 
