@@ -64,6 +64,67 @@ impl Permit {
     }
 }
 
+/// A change of mode made by [`Breaker::record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Mode,
+    pub to: Mode,
+}
+
+/// What a consumer that pulls work should do next (see [`Breaker::gate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Closed: take work.
+    Proceed,
+    /// The cool-down is over: send the one probe now.
+    Probe,
+    /// Open: nothing may go for this long.
+    Wait { ms: u64 },
+    /// Half-open with the probe still out: ask again shortly (how soon is
+    /// the host's choice; the probe's outcome decides what comes next).
+    ProbeOutstanding,
+}
+
+/// How long an instance trusts its copy of a shared breaker. Bounds both
+/// the shared-store reads per call and how late an instance learns of a
+/// peer's trip.
+pub const SHARED_SYNC_MS: u64 = 1_000;
+
+/// How a host's instances share the breaker through a key-value store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerSharing {
+    /// One long-lived process: the breaker lives in memory only.
+    Off,
+    /// Many long-lived instances (Worker isolates): publish trips and
+    /// recoveries, adopt a peer's trip. Rare writes respect a store that
+    /// takes one write per key per second.
+    Transitions,
+    /// A fresh instance per request (Spin): the whole state, window
+    /// included, lives in the store and is written after every outcome that
+    /// changed it.
+    EveryOutcome,
+}
+
+impl BreakerSharing {
+    /// Whether to re-read the shared copy before asking for a permit, given
+    /// when it was last read (`None`: never).
+    pub fn should_sync(self, synced_at_ms: Option<u64>, now_ms: u64) -> bool {
+        self != Self::Off && synced_at_ms.is_none_or(|at| now_ms.saturating_sub(at) >= SHARED_SYNC_MS)
+    }
+
+    /// Whether to publish the state after recording an outcome, given the
+    /// transition it made and the failures in the window before and after.
+    pub fn should_publish(self, transition: Option<Transition>, failures_before: u32, failures_after: u32) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Transitions => transition.is_some(),
+            // A healthy outcome on a clean window changes nothing a peer
+            // needs: skipping it keeps the normal case free of writes.
+            Self::EveryOutcome => transition.is_some() || failures_before + failures_after > 0,
+        }
+    }
+}
+
 /// The breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,9 +166,11 @@ impl Breaker {
         }
     }
 
-    /// Reports the outcome of a call that was permitted. Outcomes of calls
-    /// that started before the breaker opened are ignored while it is open.
-    pub fn record(&mut self, success: bool, now_ms: u64, policy: &BreakerPolicy) {
+    /// Reports the outcome of a call that was permitted, and returns the
+    /// change of mode it made, if any. Outcomes of calls that started before
+    /// the breaker opened are ignored while it is open.
+    pub fn record(&mut self, success: bool, now_ms: u64, policy: &BreakerPolicy) -> Option<Transition> {
+        let from = self.mode;
         match self.mode {
             Mode::Open { .. } => {}
             Mode::HalfOpen { .. } if success => *self = Self::default(),
@@ -121,6 +184,22 @@ impl Breaker {
                     self.open(now_ms, policy);
                 }
             }
+        }
+        (from != self.mode).then_some(Transition { from, to: self.mode })
+    }
+
+    /// Where a consumer that pulls work (the origin's receive loop) stands:
+    /// asks for a permit only once the cool-down is over, so an open
+    /// breaker is waited out without spending the probe.
+    pub fn gate(&mut self, now_ms: u64, policy: &BreakerPolicy) -> Gate {
+        match self.mode {
+            Mode::Closed => Gate::Proceed,
+            Mode::Open { until_ms } if now_ms < until_ms => Gate::Wait { ms: until_ms - now_ms },
+            Mode::Open { .. } | Mode::HalfOpen { .. } => match self.permit(now_ms, policy) {
+                Permit::Probe => Gate::Probe,
+                Permit::Allowed => Gate::Proceed,
+                Permit::Rejected => Gate::ProbeOutstanding,
+            },
         }
     }
 
@@ -228,6 +307,79 @@ mod tests {
         }
         tripped.adopt(&Breaker::default(), 200);
         assert!(matches!(tripped.mode, Mode::Open { .. }));
+    }
+
+    #[test]
+    fn record_reports_each_change_of_mode_once() {
+        let mut b = Breaker::default();
+        for t in 0..4 {
+            assert_eq!(b.record(false, t, &P), None, "failure {t} is below the threshold");
+        }
+        let opened = Mode::Open { until_ms: 100 + P.cool_down_ms };
+        assert_eq!(b.record(false, 100, &P), Some(Transition { from: Mode::Closed, to: opened }));
+        assert_eq!(b.record(false, 101, &P), None, "an open breaker ignores late outcomes");
+
+        assert_eq!(b.permit(opened_until(opened), &P), Permit::Probe);
+        let probing = b.mode;
+        assert_eq!(b.record(true, 5_200, &P), Some(Transition { from: probing, to: Mode::Closed }));
+        assert_eq!(b.record(true, 5_300, &P), None);
+
+        let mut failed_probe = Breaker { mode: Mode::HalfOpen { probe_started_ms: 0 }, ..Breaker::default() };
+        let to = Mode::Open { until_ms: 10 + P.cool_down_ms };
+        assert_eq!(
+            failed_probe.record(false, 10, &P),
+            Some(Transition { from: Mode::HalfOpen { probe_started_ms: 0 }, to })
+        );
+    }
+
+    fn opened_until(mode: Mode) -> u64 {
+        match mode {
+            Mode::Open { until_ms } => until_ms,
+            other => panic!("not open: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_gate_waits_out_the_cool_down_then_hands_out_one_probe() {
+        let mut b = Breaker::default();
+        assert_eq!(b.gate(0, &P), Gate::Proceed);
+        for _ in 0..P.failure_threshold {
+            b.record(false, 1_000, &P);
+        }
+        assert_eq!(b.gate(1_000, &P), Gate::Wait { ms: P.cool_down_ms });
+        assert_eq!(b.gate(5_999, &P), Gate::Wait { ms: 1 });
+        assert!(matches!(b.mode, Mode::Open { .. }), "waiting spends no probe");
+        assert_eq!(b.gate(6_000, &P), Gate::Probe);
+        assert_eq!(b.gate(6_001, &P), Gate::ProbeOutstanding);
+        assert_eq!(b.gate(6_000 + P.probe_timeout_ms, &P), Gate::Probe, "a lost probe is replaced");
+        b.record(true, 16_100, &P);
+        assert_eq!(b.gate(16_100, &P), Gate::Proceed);
+    }
+
+    #[test]
+    fn sharing_syncs_at_most_once_per_period_and_never_when_off() {
+        assert!(!BreakerSharing::Off.should_sync(None, 0));
+        for sharing in [BreakerSharing::Transitions, BreakerSharing::EveryOutcome] {
+            assert!(sharing.should_sync(None, 0), "{sharing:?}: never read");
+            assert!(!sharing.should_sync(Some(5_000), 5_000 + SHARED_SYNC_MS - 1), "{sharing:?}: still trusted");
+            assert!(sharing.should_sync(Some(5_000), 5_000 + SHARED_SYNC_MS), "{sharing:?}: expired");
+            assert!(!sharing.should_sync(Some(5_000), 4_000), "{sharing:?}: a clock that stepped back trusts its copy");
+        }
+    }
+
+    #[test]
+    fn sharing_publishes_what_peers_need_and_no_more() {
+        let trip = Some(Transition { from: Mode::Closed, to: Mode::Open { until_ms: 9 } });
+        assert!(!BreakerSharing::Off.should_publish(trip, 4, 0));
+
+        assert!(BreakerSharing::Transitions.should_publish(trip, 4, 0));
+        assert!(!BreakerSharing::Transitions.should_publish(None, 1, 2), "a failure below the threshold");
+
+        let every = BreakerSharing::EveryOutcome;
+        assert!(every.should_publish(trip, 4, 0));
+        assert!(every.should_publish(None, 1, 2), "the window changed");
+        assert!(every.should_publish(None, 1, 0), "a success pushed the last failure out");
+        assert!(!every.should_publish(None, 0, 0), "a success on a clean window");
     }
 
     #[test]

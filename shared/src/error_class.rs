@@ -37,6 +37,19 @@ pub enum Verdict {
     Failed(ErrorClass),
 }
 
+impl Verdict {
+    /// Whether the attempt says the downstream is healthy: what the breaker
+    /// records. A success, a "no such customer", and a permanent refusal of
+    /// one request (a 422 for one bad record says nothing about the CRM)
+    /// are healthy.
+    pub fn is_healthy(self) -> bool {
+        match self {
+            Self::Success | Self::NotFound => true,
+            Self::Failed(class) => !class.counts_against_downstream(),
+        }
+    }
+}
+
 /// How a failure should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "class", rename_all = "snake_case", rename_all_fields = "camelCase")]
@@ -140,5 +153,14 @@ mod tests {
         assert!(ErrorClass::Throttled { retry_after_secs: None }.counts_against_downstream());
         assert!(!ErrorClass::Permanent { status: 422 }.counts_against_downstream());
         assert_eq!(ErrorClass::Permanent { status: 422 }.as_str(), "permanent");
+    }
+
+    #[test]
+    fn a_verdict_is_healthy_unless_it_counts_against_the_downstream() {
+        assert!(Verdict::Success.is_healthy());
+        assert!(Verdict::NotFound.is_healthy());
+        assert!(Verdict::Failed(ErrorClass::Permanent { status: 422 }).is_healthy());
+        assert!(!Verdict::Failed(ErrorClass::Transient).is_healthy());
+        assert!(!Verdict::Failed(ErrorClass::Throttled { retry_after_secs: Some(5) }).is_healthy());
     }
 }
