@@ -50,10 +50,7 @@ impl Reply {
 
     /// Whether the outcome says the downstream is healthy (for the breaker).
     pub fn healthy(&self) -> bool {
-        match self.verdict {
-            Verdict::Success | Verdict::NotFound => true,
-            Verdict::Failed(class) => !class.counts_against_downstream(),
-        }
+        self.verdict.is_healthy()
     }
 }
 

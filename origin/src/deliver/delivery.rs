@@ -198,25 +198,18 @@ impl Delivery {
 
     /// [`Delivery::observe`] as of `now` (ms since the epoch).
     fn observe_at(&self, reply: &Reply, now: u64) {
-        let healthy = reply.healthy();
-        let (before, after) = {
-            let mut breaker = lock(&self.breaker);
-            let before = breaker.mode;
-            breaker.record(healthy, now, &self.config.breaker);
-            (before, breaker.mode)
-        };
+        let transition = lock(&self.breaker).record(reply.healthy(), now, &self.config.breaker);
         let mut rate = lock(&self.rate);
-        match (before, after) {
-            (Mode::Closed, Mode::Closed) | (Mode::Open { .. }, Mode::Open { .. }) => {}
-            (_, Mode::Closed) => {
+        match transition.map(|t| t.to) {
+            Some(Mode::Closed) => {
                 tracing::info!("breaker closed: the CRM is back; replay restarts slowly");
                 rate.on_recovery(self.now_us());
             }
-            (_, Mode::Open { until_ms }) => {
+            Some(Mode::Open { until_ms }) => {
                 let wait_ms = until_ms.saturating_sub(self.now_ms());
                 tracing::warn!(next_probe_in_ms = wait_ms, "breaker open: deliveries paused");
             }
-            _ => {}
+            Some(Mode::HalfOpen { .. }) | None => {}
         }
         match reply.verdict {
             Verdict::Success | Verdict::NotFound => rate.on_success(),
