@@ -1,0 +1,116 @@
+//! The downstream call, classified and fed to the breaker; the breaker's
+//! permit and its sharing through KV; forwarding to the queue.
+
+use failsoft_shared::breaker::{Breaker, Permit};
+use failsoft_shared::envelope::Kind;
+use failsoft_shared::error_class::{Attempt, Operation, Verdict, classify};
+
+use super::Facade;
+use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest, QueueMessage, TransportError};
+
+/// KV key of the breaker state shared between instances.
+pub const BREAKER_KEY: &str = "breaker:v1";
+/// The shared breaker state outlives any cool-down; KV needs at least 60 s.
+const BREAKER_TTL_SECS: u64 = 3_600;
+
+/// The instance's breaker and when it last read the shared copy.
+pub(super) struct BreakerCell {
+    pub(super) breaker: Breaker,
+    pub(super) synced_at_ms: Option<u64>,
+}
+
+impl BreakerCell {
+    pub(super) fn new() -> Self {
+        Self { breaker: Breaker::default(), synced_at_ms: None }
+    }
+}
+
+impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
+    /// Whether a CRM call may go now, after adopting the shared state when
+    /// the host shares the breaker and its copy is due a re-read.
+    pub(super) async fn permit(&self) -> Permit {
+        let now = self.clock.now_ms();
+        if self.sharing.should_sync(self.lock_breaker().synced_at_ms, now) {
+            let shared = match self.kv.get(BREAKER_KEY).await {
+                Ok(text) => text.and_then(|t| serde_json::from_str::<Breaker>(&t).ok()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the shared breaker failed");
+                    None
+                }
+            };
+            let mut cell = self.lock_breaker();
+            if let Some(shared) = shared {
+                cell.breaker.adopt(&shared, now);
+            }
+            cell.synced_at_ms = Some(now);
+        }
+        let permit = self.lock_breaker().breaker.permit(now, &self.config.policy.breaker);
+        if permit == Permit::Rejected {
+            metrics::counter!("failsoft_edge_breaker_rejections_total").increment(1);
+        }
+        permit
+    }
+
+    pub(super) fn lock_breaker(&self) -> std::sync::MutexGuard<'_, BreakerCell> {
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records an outcome, and publishes the state when the host shares it.
+    async fn record(&self, healthy: bool, now: u64) {
+        let (transition, failures_before, after) = {
+            let mut cell = self.lock_breaker();
+            let failures_before = cell.breaker.failures();
+            let transition = cell.breaker.record(healthy, now, &self.config.policy.breaker);
+            (transition, failures_before, cell.breaker)
+        };
+        if let Some(t) = transition {
+            tracing::info!(from = t.from.as_str(), to = t.to.as_str(), "CRM breaker changed");
+        }
+        if self.sharing.should_publish(transition, failures_before, after.failures()) {
+            let text = serde_json::to_string(&after).unwrap_or_default();
+            if let Err(e) = self.kv.put(BREAKER_KEY, &text, BREAKER_TTL_SECS).await {
+                tracing::warn!(error = %e, "publishing the breaker failed");
+            }
+        }
+    }
+
+    /// One attempt with the deadline; returns the verdict and a 2xx body.
+    pub(super) async fn call(&self, request: OutboundRequest, op: Operation) -> (Verdict, Option<Vec<u8>>) {
+        let started = self.clock.now_ms();
+        let outcome = self.downstream.send(request, self.config.policy.crm_deadline_ms).await;
+        let finished = self.clock.now_ms();
+        metrics::histogram!("failsoft_edge_crm_latency_seconds").record((finished - started) as f64 / 1000.0);
+        let (verdict, body) = match &outcome {
+            Ok(resp) => {
+                let attempt = Attempt::Status { code: resp.status, retry_after: resp.retry_after.as_deref() };
+                (classify(op, attempt), Some(resp.body.clone()))
+            }
+            Err(TransportError::Timeout) => (classify(op, Attempt::Timeout), None),
+            Err(TransportError::Connect) => (classify(op, Attempt::Connect), None),
+        };
+        let label = match verdict {
+            Verdict::Success | Verdict::NotFound => "success",
+            Verdict::Failed(class) => class.as_str(),
+        };
+        metrics::counter!("failsoft_edge_crm_calls_total", "outcome" => label).increment(1);
+        self.record(verdict.is_healthy(), finished).await;
+        (verdict, body)
+    }
+
+    /// Forwards one message to the queue within `deadline_ms`; a failure is
+    /// logged and counted here, and the caller decides what it means.
+    pub(super) async fn forward(&self, message: &QueueMessage, kind: Kind, deadline_ms: u64) -> Result<(), ()> {
+        match self.forwarder.forward(message, deadline_ms).await {
+            Ok(()) => {
+                metrics::counter!("failsoft_edge_forwarded_total", "kind" => kind.as_str()).increment(1);
+                Ok(())
+            }
+            Err(e) => {
+                metrics::counter!("failsoft_edge_forward_failures_total", "kind" => kind.as_str()).increment(1);
+                self.lock_stats().record_forward_failure(self.clock.now_ms());
+                tracing::warn!(error = %e, kind = kind.as_str(), "forwarding to the queue failed");
+                Err(())
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The internal endpoints: the origin's cache push and the CRM's change
+//! webhook (both signed), and the traffic report the edge sends the origin.
+
+use failsoft_shared::cache::CacheEntry;
+use failsoft_shared::edge_stats;
+use failsoft_shared::keys::{customer_kv_key, entity_key, normalize_phone};
+use failsoft_shared::signature;
+use serde_json::{Value, json};
+
+use super::{Checked, Facade, Refusal, checks};
+use crate::http::{Request, Response};
+use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest};
+use crate::wire::{CrmChange, ROUTING_FIELDS};
+
+impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
+    /// Whether a traffic report is due (never without an origin to send it to).
+    pub fn stats_due(&self) -> bool {
+        self.config.origin_url.is_some() && self.lock_stats().is_due(self.clock.now_ms())
+    }
+
+    /// Sends the due traffic report, if any, to the origin, signed like the
+    /// result proxy's calls. Without `FAILSOFT_ORIGIN_URL` the counters only
+    /// count. A failed send is handed back to be resent unchanged.
+    pub async fn report_stats(&self) {
+        let (Some(origin), Some(secret)) = (self.config.origin_url.as_deref(), self.config.internal_secret.as_deref())
+        else {
+            return;
+        };
+        let Some(report) = self.lock_stats().take_report(self.clock.now_ms()) else { return };
+        let body = serde_json::to_vec(&report).unwrap_or_default();
+        let mut headers = self.signed_headers(secret, &body);
+        headers.push(("content-type", "application/json".to_owned()));
+        let request = OutboundRequest {
+            method: "POST",
+            url: format!("{origin}{}", edge_stats::REPORT_PATH),
+            headers,
+            body: Some(body),
+        };
+        let seq = report.seq;
+        let outcome = match self.downstream.send(request, edge_stats::SEND_DEADLINE_MS).await {
+            Ok(resp) if (200..300).contains(&resp.status) => {
+                self.lock_stats().delivered(seq);
+                "delivered"
+            }
+            // Malformed or too large: resending the same bytes cannot succeed.
+            Ok(resp) if matches!(resp.status, 400 | 413) => {
+                tracing::warn!(status = resp.status, seq, "the origin refused a traffic report; dropped");
+                self.lock_stats().delivered(seq);
+                "refused"
+            }
+            outcome => {
+                let why = outcome.map(|r| r.status.to_string()).unwrap_or_else(|e| format!("{e:?}"));
+                tracing::warn!(why, seq, "sending a traffic report failed; it will be resent");
+                self.lock_stats().failed(report, self.clock.now_ms());
+                "failed"
+            }
+        };
+        metrics::counter!("failsoft_edge_stats_reports_total", "outcome" => outcome).increment(1);
+    }
+
+    /// The internal signature headers for `body`, signed now.
+    pub(super) fn signed_headers(&self, secret: &[u8], body: &[u8]) -> Vec<(&'static str, String)> {
+        let ts = self.clock.now_ms() / 1000;
+        vec![
+            (signature::TIMESTAMP_HEADER, ts.to_string()),
+            (signature::SIGNATURE_HEADER, signature::sign(secret, ts, body)),
+        ]
+    }
+
+    // ── the origin's cache push ──────────────────────────────────────────
+
+    /// `PUT /v1/internal/cache/{entityKey}`: the origin pushes a record it
+    /// refreshed. Signed with the internal secret; an older record never
+    /// replaces a newer one.
+    pub(super) async fn push_cache(&self, req: &Request, entity: &str, secret: &[u8]) -> Checked<Response> {
+        checks::within_cap(req)?;
+        signature::verify(
+            secret,
+            req.header_value(signature::SIGNATURE_HEADER),
+            req.header_value(signature::TIMESTAMP_HEADER),
+            &req.body,
+            self.clock.now_ms() / 1000,
+            self.config.policy.signature_tolerance_secs,
+        )
+        .map_err(|e| Refusal::new(401, e.code(), "the internal signature is missing, wrong or expired"))?;
+        if entity.len() != 64 || !entity.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Refusal::new(400, "INVALID_ENTITY_KEY", "the key must be 64 hex characters"));
+        }
+        let pushed: CacheEntry = serde_json::from_slice(&req.body)
+            .map_err(|_| Refusal::new(400, "INVALID_BODY", "the body must be a cache entry"))?;
+        let kv_key = customer_kv_key(entity);
+        if let Some(current) = self.read_entry(&kv_key).await
+            && current.fetched_at_ms >= pushed.fetched_at_ms
+        {
+            return Ok(Response::json(200, &json!({"stored": false, "reason": "newer record cached"})));
+        }
+        let ttl = self.config.policy.freshness.last_known_horizon_ms / 1000;
+        let text = serde_json::to_string(&pushed).unwrap_or_default();
+        match self.kv.put(&kv_key, &text, ttl).await {
+            Ok(()) => Ok(Response::json(200, &json!({"stored": true}))),
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a pushed record failed");
+                Ok(Response::error(503, "KV_UNAVAILABLE", "the record could not be stored; retry"))
+            }
+        }
+    }
+
+    // ── the CRM's change webhook ─────────────────────────────────────────
+
+    pub(super) async fn crm_update(&self, req: &Request) -> Checked<Response> {
+        checks::within_cap(req)?;
+        let now_secs = self.clock.now_ms() / 1000;
+        signature::verify(
+            &self.config.webhook_secret,
+            req.header_value(signature::SIGNATURE_HEADER),
+            req.header_value(signature::TIMESTAMP_HEADER),
+            &req.body,
+            now_secs,
+            self.config.policy.signature_tolerance_secs,
+        )
+        .map_err(|e| Refusal::new(401, e.code(), "the webhook signature is missing, wrong or expired"))?;
+        let change: CrmChange = serde_json::from_slice(&req.body)
+            .map_err(|_| Refusal::new(400, "INVALID_JSON", "the body is not a change event"))?;
+        let phone = match change.phone {
+            Some(Value::String(raw)) => normalize_phone(&raw)
+                .map_err(|e| Refusal::new(400, "INVALID_PHONE", &format!("`phone` is invalid: {e}")))?,
+            _ => return Err(Refusal::new(400, "MISSING_PHONE", "`phone` is required")),
+        };
+        let Some(field) = change.field_changed else {
+            return Err(Refusal::new(400, "MISSING_FIELD_CHANGED", "`fieldChanged` is required"));
+        };
+        if !ROUTING_FIELDS.contains(&field.as_str()) {
+            return Ok(Response::json(200, &json!({"invalidated": false})));
+        }
+        let kv_key = customer_kv_key(&entity_key(&self.config.cache_key_secret, &phone));
+        match self.kv.delete(&kv_key).await {
+            Ok(()) => {
+                metrics::counter!("failsoft_edge_invalidations_total").increment(1);
+                tracing::info!(field = field.as_str(), "cached record invalidated");
+                Ok(Response::json(200, &json!({"invalidated": true})))
+            }
+            // The CRM retries a 5xx, which is what we want: the record must go.
+            Err(e) => {
+                tracing::warn!(error = %e, "invalidation failed");
+                Ok(Response::error(503, "KV_UNAVAILABLE", "the cache could not be invalidated; retry"))
+            }
+        }
+    }
+}

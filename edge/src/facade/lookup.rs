@@ -1,0 +1,149 @@
+//! The lookup flow: the cache, the CRM within its deadline when the
+//! breaker permits, then the fallback ladder; a refresh is queued for after
+//! the response whenever the answer was not live.
+
+use failsoft_shared::cache::{CacheEntry, CustomerRecord};
+use failsoft_shared::edge_stats::Answer;
+use failsoft_shared::envelope::{Envelope, Kind};
+use failsoft_shared::error_class::{Operation, Verdict};
+use failsoft_shared::keys::{Phone, customer_kv_key, entity_key};
+use failsoft_shared::ladder::{Fallback, FirstStep, Source, fall_back, first_step};
+use serde_json::{Value, json};
+
+use super::{Checked, Facade, Handled, checks};
+use crate::crm;
+use crate::http::{Request, Response};
+use crate::ports::{Clock, Downstream, Forwarder, Kv, QueueMessage};
+use crate::wire::{LookupAnswer, UNKNOWN_CUSTOMER, WARNING_NO_CACHE, WARNING_STALE};
+
+impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
+    pub(super) async fn lookup(&self, req: &Request) -> Checked<Handled> {
+        checks::authorise(&self.config.credentials, req)?;
+        let body = checks::json_body(req)?;
+        let phone = checks::ani(&body)?;
+        let correlation_id = self.correlation_id(&body)?;
+        let policy = &self.config.policy;
+        let entity = entity_key(&self.config.cache_key_secret, &phone);
+        let kv_key = customer_kv_key(&entity);
+        let entry = self.read_entry(&kv_key).await;
+
+        // The breaker is asked only when the cache cannot answer: in half-open
+        // state its permit is the single probe, and a cache hit would spend it
+        // without calling the CRM, leaving the breaker stuck half-open.
+        let now = self.clock.now_ms();
+        let step = match first_step(entry.as_ref(), now, &policy.freshness, false) {
+            FirstStep::AnswerFresh => FirstStep::AnswerFresh,
+            _ => first_step(entry.as_ref(), now, &policy.freshness, self.permit().await.may_call()),
+        };
+        let fallback = match step {
+            FirstStep::AnswerFresh => {
+                let entry = entry.as_ref().expect("a fresh step has an entry");
+                let age = entry.age_secs(now);
+                let answer = self.answer(correlation_id, Source::Cache, &entry.record, Some(age), None);
+                return Ok(lookup_answered(Response::json(200, &answer), Source::Cache, Vec::new()));
+            }
+            FirstStep::CallCrm => match self.call_crm_lookup(&phone, &correlation_id).await {
+                Some(record) => {
+                    self.store_entry(&kv_key, &record).await;
+                    let answer = self.answer(correlation_id, Source::Live, &record, Some(0), None);
+                    return Ok(lookup_answered(Response::json(200, &answer), Source::Live, Vec::new()));
+                }
+                None => fall_back(entry.as_ref(), self.clock.now_ms(), &policy.freshness),
+            },
+            FirstStep::FallBack(fallback) => fallback,
+        };
+
+        let refresh = self.refresh_message(&correlation_id, &entity, &phone);
+        let response = match (fallback, entry) {
+            (Fallback::Stale { age_secs }, Some(entry)) => {
+                self.answer(correlation_id, Source::StaleCache, &entry.record, Some(age_secs), Some(WARNING_STALE))
+            }
+            _ => {
+                let record = CustomerRecord {
+                    found: false,
+                    customer_id: UNKNOWN_CUSTOMER.to_owned(),
+                    tier: policy.default_tier.clone(),
+                };
+                let mut response = self.answer(correlation_id, Source::Default, &record, None, Some(WARNING_NO_CACHE));
+                // Nobody knows whether this number is a customer.
+                response.found = None;
+                response
+            }
+        };
+        Ok(lookup_answered(Response::json(200, &response), response.source, vec![refresh]))
+    }
+
+    fn answer(
+        &self,
+        correlation_id: String,
+        source: Source,
+        record: &CustomerRecord,
+        cache_age_seconds: Option<u64>,
+        warning: Option<&str>,
+    ) -> LookupAnswer {
+        metrics::counter!("failsoft_edge_answers_total", "source" => source.as_str()).increment(1);
+        tracing::info!(correlation_id = %correlation_id, source = source.as_str(), "lookup answered");
+        LookupAnswer {
+            correlation_id,
+            source,
+            found: Some(record.found),
+            customer_id: record.customer_id.clone(),
+            tier: record.tier.clone(),
+            cache_age_seconds,
+            warning: warning.map(str::to_owned),
+        }
+    }
+
+    pub(super) async fn read_entry(&self, kv_key: &str) -> Option<CacheEntry> {
+        match self.kv.get(kv_key).await {
+            Ok(Some(text)) => serde_json::from_str(&text).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                metrics::counter!("failsoft_edge_kv_failures_total", "op" => "get").increment(1);
+                tracing::warn!(error = %e, "kv read failed; treating as a miss");
+                None
+            }
+        }
+    }
+
+    async fn store_entry(&self, kv_key: &str, record: &CustomerRecord) {
+        let entry = CacheEntry { record: record.clone(), fetched_at_ms: self.clock.now_ms() };
+        let ttl = self.config.policy.freshness.last_known_horizon_ms / 1000;
+        let text = serde_json::to_string(&entry).unwrap_or_default();
+        if let Err(e) = self.kv.put(kv_key, &text, ttl).await {
+            metrics::counter!("failsoft_edge_kv_failures_total", "op" => "put").increment(1);
+            tracing::warn!(error = %e, "kv write failed; the answer stands");
+        }
+    }
+
+    /// The CRM's record within the deadline, or `None` when it could not
+    /// give one (the ladder then falls back).
+    async fn call_crm_lookup(&self, phone: &Phone, correlation_id: &str) -> Option<CustomerRecord> {
+        let request = crm::lookup_request(&self.config.crm_url, phone, correlation_id);
+        let (verdict, body) = self.call(request, Operation::Lookup).await;
+        match verdict {
+            Verdict::Success => body.as_deref().and_then(crm::parse_customer),
+            Verdict::NotFound => Some(crm::not_found_record(&self.config.policy.default_tier)),
+            Verdict::Failed(_) => None,
+        }
+    }
+
+    fn refresh_message(&self, correlation_id: &str, entity: &str, phone: &Phone) -> QueueMessage {
+        let payload = json!({"phone": phone.as_str()});
+        let envelope =
+            Envelope::new(Kind::Refresh, correlation_id.to_owned(), entity.to_owned(), payload, self.clock.now_ms());
+        self.message(&envelope)
+    }
+
+    pub(super) fn message(&self, envelope: &Envelope<Value>) -> QueueMessage {
+        QueueMessage {
+            group_id: envelope.group_id().to_owned(),
+            dedup_id: envelope.dedup_id(self.config.policy.freshness.fresh_ms),
+            body: serde_json::to_string(envelope).unwrap_or_default(),
+        }
+    }
+}
+
+fn lookup_answered(response: Response, source: Source, after: Vec<QueueMessage>) -> Handled {
+    Handled::new(response, after, Some(Answer::Lookup(source)))
+}
