@@ -183,6 +183,45 @@ impl<D: Downstream, C: Clock> Forwarder for SqsForwarder<D, C> {
     }
 }
 
+/// The queue a host forwards to: SQS when `FAILSOFT_QUEUE_URL` is set,
+/// otherwise the host's own fallback ([`NoQueue`] where the host has
+/// nowhere durable to keep one, the in-process queue natively).
+pub enum SqsOr<D, C, Otherwise = NoQueue> {
+    Sqs(SqsForwarder<D, C>),
+    Otherwise(Otherwise),
+}
+
+impl<D: Downstream, C: Clock, Otherwise> SqsOr<D, C, Otherwise> {
+    /// SQS from `settings` when given, else `otherwise()`.
+    pub fn new(settings: Option<SqsSettings>, http: D, clock: C, otherwise: impl FnOnce() -> Otherwise) -> Self {
+        match settings {
+            Some(settings) => Self::Sqs(SqsForwarder::new(settings, http, clock)),
+            None => Self::Otherwise(otherwise()),
+        }
+    }
+}
+
+impl<D: Downstream, C: Clock, Otherwise: Forwarder> Forwarder for SqsOr<D, C, Otherwise> {
+    async fn forward(&self, message: &QueueMessage, deadline_ms: u64) -> Result<(), PortError> {
+        match self {
+            Self::Sqs(sqs) => sqs.forward(message, deadline_ms).await,
+            Self::Otherwise(otherwise) => otherwise.forward(message, deadline_ms).await,
+        }
+    }
+}
+
+/// No queue at all: every forward fails, so the facade drops refreshes
+/// (logged and counted) and answers a write the CRM did not take
+/// `NOT_ACCEPTED`, never a `PENDING` that nothing backs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoQueue;
+
+impl Forwarder for NoQueue {
+    async fn forward(&self, _: &QueueMessage, _: u64) -> Result<(), PortError> {
+        Err(PortError("no queue: FAILSOFT_QUEUE_URL is unset".to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +296,34 @@ mod tests {
         // request, string to sign, derived key) in a few lines of Python
         // with hashlib/hmac over the same body, headers and time.
         assert!(auth.ends_with("Signature=313ebb02a6177ee1e808142f7f47e10eb4562728643594d6d7f2253c29d9347d"), "{auth}");
+    }
+
+    /// A fallback that records what reached it.
+    #[derive(Default)]
+    struct Recorded(std::sync::Mutex<Vec<String>>);
+    impl Forwarder for Recorded {
+        async fn forward(&self, message: &QueueMessage, _: u64) -> Result<(), PortError> {
+            self.0.lock().unwrap().push(message.dedup_id.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn sqs_when_configured_else_the_hosts_fallback() {
+        let message = QueueMessage { group_id: "g1".into(), dedup_id: "d1".into(), body: "{}".into() };
+
+        let configured = SqsOr::new(settings(&BASE).unwrap(), NoHttp, FixedClock, Recorded::default);
+        assert!(matches!(configured, SqsOr::Sqs(_)));
+        let err = configured.forward(&message, 100).await.expect_err("SQS is unreachable here");
+        assert!(err.0.starts_with("SQS unreachable"), "{err}");
+
+        let local = SqsOr::new(None, NoHttp, FixedClock, Recorded::default);
+        local.forward(&message, 100).await.expect("the fallback takes it");
+        let SqsOr::Otherwise(recorded) = &local else { panic!("not the fallback") };
+        assert_eq!(*recorded.0.lock().unwrap(), ["d1"]);
+
+        let none: SqsOr<NoHttp, FixedClock> = SqsOr::new(None, NoHttp, FixedClock, || NoQueue);
+        let err = none.forward(&message, 100).await.expect_err("no queue");
+        assert!(err.0.contains("FAILSOFT_QUEUE_URL"), "names the setting: {err}");
     }
 }

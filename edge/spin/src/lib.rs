@@ -29,11 +29,10 @@ mod log;
 mod settings;
 
 use failsoft_edge::facade::{BreakerSharing, Facade};
-use failsoft_edge::http::{MAX_BODY_BYTES, Request, Response, payload_too_large};
-use failsoft_edge::ports::{Forwarder, PortError, QueueMessage};
-use failsoft_edge::sqs::SqsForwarder;
+use failsoft_edge::http::{Request, Response, misconfigured, read_capped};
+use failsoft_edge::sqs::{NoQueue, SqsOr};
 use failsoft_shared::edge_stats::Cadence;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use spin_sdk::http::{Fields, IncomingRequest, Method, OutgoingResponse, ResponseOutparam};
 
 pub use downstream::SpinHttp;
@@ -45,27 +44,13 @@ pub type SpinFacade = Facade<SpinKv, SpinHttp, SpinForwarder, SpinClock>;
 
 /// SQS when `FAILSOFT_QUEUE_URL` is set; otherwise nothing durable exists
 /// at the edge, so forwarding fails (writes answer `NOT_ACCEPTED`).
-pub enum SpinForwarder {
-    Sqs(SqsForwarder<SpinHttp, SpinClock>),
-    Unconfigured,
-}
-
-impl Forwarder for SpinForwarder {
-    async fn forward(&self, message: &QueueMessage, deadline_ms: u64) -> Result<(), PortError> {
-        match self {
-            Self::Sqs(sqs) => sqs.forward(message, deadline_ms).await,
-            Self::Unconfigured => Err(PortError("FAILSOFT_QUEUE_URL is not set".to_owned())),
-        }
-    }
-}
+pub type SpinForwarder = SqsOr<SpinHttp, SpinClock>;
 
 /// The facade from the Spin variables, or the setting that is wrong.
 pub fn facade() -> Result<SpinFacade, failsoft_shared::config::ConfigError> {
     let config = failsoft_edge::config::EdgeConfig::from_lookup(lookup)?;
-    let forwarder = match failsoft_edge::sqs::SqsSettings::from_lookup(lookup)? {
-        Some(sqs) => SpinForwarder::Sqs(SqsForwarder::new(sqs, SpinHttp, SpinClock)),
-        None => SpinForwarder::Unconfigured,
-    };
+    let sqs = failsoft_edge::sqs::SqsSettings::from_lookup(lookup)?;
+    let forwarder = SpinForwarder::new(sqs, SpinHttp, SpinClock, || NoQueue);
     let kv = SpinKv::open().map_err(|e| failsoft_shared::config::ConfigError::new("key_value_stores", e.0))?;
     // An instance lives for one request: the breaker's whole state is in KV,
     // and its traffic counters are reported before it ends.
@@ -83,19 +68,15 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     };
     let facade = match facade() {
         Ok(facade) => facade,
-        Err(e) => {
-            eprintln!("failsoft-edge-spin: invalid configuration: {e}");
-            let response = Response::error(500, "MISCONFIGURED", &format!("invalid configuration: {e}"));
-            return respond(out, response).await;
-        }
+        Err(e) => return respond(out, misconfigured(&e)).await,
     };
     let handled = facade.handle(request).await;
     respond(out, handled.response).await;
     facade.run_after(handled.after).await;
 }
 
-/// The host-neutral request, or the 413 for a body over the cap (read no
-/// further than one chunk past it).
+/// The host-neutral request, or the core's refusal of its body (see
+/// [`read_capped`]: read no further than one chunk past the cap).
 async fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
     let method = match incoming.method() {
         Method::Get => "GET".to_owned(),
@@ -117,19 +98,7 @@ async fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
         .into_iter()
         .filter_map(|(name, value)| Some((name.to_ascii_lowercase(), String::from_utf8(value).ok()?)))
         .collect();
-    let declared = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-        return Err(payload_too_large());
-    }
-    let mut body = Vec::new();
-    let mut stream = incoming.into_body_stream();
-    while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else { break };
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_BODY_BYTES {
-            return Err(payload_too_large());
-        }
-    }
+    let body = read_capped(&headers, incoming.into_body_stream()).await?;
     Ok(Request { method, path, headers, body })
 }
 

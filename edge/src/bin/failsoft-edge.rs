@@ -10,7 +10,7 @@ use failsoft_edge::facade::Facade;
 use failsoft_edge::native::{
     LocalQueue, MemoryKv, NativeForwarder, ReqwestDownstream, SystemClock, router, serve, spawn_stats_reporter,
 };
-use failsoft_edge::sqs::{SqsForwarder, SqsSettings};
+use failsoft_edge::sqs::SqsSettings;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 /// The failsoft Data Action facade (native host). Settings come from
@@ -50,13 +50,11 @@ async fn main() -> ExitCode {
         }
     };
     let http = ReqwestDownstream::new();
-    let forwarder = match sqs {
-        Some(settings) => {
-            tracing::info!(queue = %settings.queue_url, "forwarding to SQS");
-            NativeForwarder::Sqs(SqsForwarder::new(settings, http.clone(), SystemClock))
-        }
-        None => NativeForwarder::Local(Arc::new(LocalQueue::new(args.local_queue_capacity))),
-    };
+    if let Some(settings) = &sqs {
+        tracing::info!(queue = %settings.queue_url, "forwarding to SQS");
+    }
+    let forwarder =
+        NativeForwarder::new(sqs, http.clone(), SystemClock, || Arc::new(LocalQueue::new(args.local_queue_capacity)));
     let facade = Arc::new(Facade::new(config, MemoryKv::new(), http, forwarder, SystemClock));
     spawn_stats_reporter(facade.clone());
     match serve(args.listen, router(facade, metrics)).await {

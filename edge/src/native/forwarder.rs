@@ -5,19 +5,6 @@
 use std::sync::Arc;
 
 use super::{LocalQueue, ReqwestDownstream, SystemClock};
-use crate::ports::{Forwarder, PortError, QueueMessage};
-use crate::sqs::SqsForwarder;
+use crate::sqs::SqsOr;
 
-pub enum NativeForwarder {
-    Local(Arc<LocalQueue>),
-    Sqs(SqsForwarder<ReqwestDownstream, SystemClock>),
-}
-
-impl Forwarder for NativeForwarder {
-    async fn forward(&self, message: &QueueMessage, deadline_ms: u64) -> Result<(), PortError> {
-        match self {
-            Self::Local(queue) => queue.forward(message, deadline_ms).await,
-            Self::Sqs(sqs) => sqs.forward(message, deadline_ms).await,
-        }
-    }
-}
+pub type NativeForwarder = SqsOr<ReqwestDownstream, SystemClock, Arc<LocalQueue>>;

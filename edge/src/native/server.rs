@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::{MemoryKv, NativeForwarder, ReqwestDownstream};
 use crate::facade::Facade;
-use crate::http::{MAX_BODY_BYTES, Request, Response, payload_too_large};
+use crate::http::{Request, Response, read_capped};
 use crate::ports::Clock;
 
 /// Wall clock and operating-system randomness.
@@ -52,21 +52,14 @@ async fn render_metrics(State(state): State<AppState>) -> String {
 
 async fn handle(State(state): State<AppState>, req: axum::extract::Request) -> axum::response::Response {
     let (parts, body) = req.into_parts();
-    // Read one byte past the cap so an oversized body is recognised without
-    // buffering it whole.
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await else {
-        return into_axum(payload_too_large());
+    let headers: Vec<(String, String)> =
+        parts.headers.iter().filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect();
+    let body = match read_capped(&headers, body.into_data_stream()).await {
+        Ok(body) => body,
+        Err(refusal) => return into_axum(refusal),
     };
-    let request = Request {
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().to_owned(),
-        headers: parts
-            .headers
-            .iter()
-            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect(),
-        body: bytes.to_vec(),
-    };
+    let request =
+        Request { method: parts.method.as_str().to_owned(), path: parts.uri.path().to_owned(), headers, body };
     let handled = state.facade.handle(request).await;
     if state.facade.has_work_after(&handled) {
         let facade = state.facade.clone();

@@ -6,15 +6,20 @@ use std::rc::Rc;
 
 use failsoft_edge::config::EdgeConfig;
 use failsoft_edge::facade::{BreakerSharing, Facade};
-use failsoft_edge::http::{MAX_BODY_BYTES, Request, Response, payload_too_large};
-use failsoft_edge::sqs::SqsSettings;
-use futures_util::StreamExt as _;
+use failsoft_edge::http::{Request, Response, misconfigured, read_capped};
+use failsoft_edge::sqs::{SqsOr, SqsSettings};
+use failsoft_shared::config::ConfigError;
 use worker::{Context, Env, Headers, event};
 
-use crate::{FetchDownstream, JsClock, WorkerForwarder, WorkersKv, log};
+use crate::{FetchDownstream, JsClock, WorkersKv, log};
 
 /// The KV namespace binding in `wrangler.toml`.
 pub const KV_BINDING: &str = "FAILSOFT_KV";
+
+/// SQS through `fetch`, or no queue: a Worker has nowhere to keep one of
+/// its own, so without `FAILSOFT_QUEUE_URL` a write the CRM does not take is
+/// answered `NOT_ACCEPTED`, never a `PENDING` that nothing backs.
+pub type WorkerForwarder = SqsOr<FetchDownstream, JsClock>;
 
 /// The facade with the Worker's ports.
 pub type WorkerFacade = Facade<WorkersKv, FetchDownstream, WorkerForwarder, JsClock>;
@@ -32,18 +37,23 @@ thread_local! {
 
 /// The isolate's facade, built from `env` on its first request. A bad
 /// configuration is not cached: it is reported on every request until fixed.
-fn isolate(env: &Env) -> Result<Rc<Isolate>, String> {
+fn isolate(env: &Env) -> Result<Rc<Isolate>, ConfigError> {
     if let Some(isolate) = ISOLATE.with(|cell| cell.get().cloned()) {
         return Ok(isolate);
     }
     let lookup = |name: &str| env.var(name).ok().map(|value| value.to_string());
     log::init(lookup("FAILSOFT_LOG").as_deref());
-    let config = EdgeConfig::from_lookup(lookup).map_err(|e| format!("{}: {}", e.setting, e.problem))?;
-    let sqs = SqsSettings::from_lookup(lookup).map_err(|e| format!("{}: {}", e.setting, e.problem))?;
-    let store = env.kv(KV_BINDING).map_err(|e| format!("{KV_BINDING}: the KV namespace binding is missing ({e})"))?;
+    let config = EdgeConfig::from_lookup(lookup)?;
+    let sqs = SqsSettings::from_lookup(lookup)?;
+    let store = env
+        .kv(KV_BINDING)
+        .map_err(|e| ConfigError::new(KV_BINDING, format!("the KV namespace binding is missing ({e})")))?;
     let clock = JsClock;
     let kv = WorkersKv::new(store, clock);
-    let forwarder = WorkerForwarder::new(sqs, FetchDownstream, clock);
+    if sqs.is_none() {
+        tracing::warn!("FAILSOFT_QUEUE_URL is unset: refreshes are dropped and failed writes not accepted");
+    }
+    let forwarder = WorkerForwarder::new(sqs, FetchDownstream, clock, || failsoft_edge::sqs::NoQueue);
     // Isolates share the breaker through KV, so one trip stops them all.
     let facade = Facade::new(config, kv.clone(), FetchDownstream, forwarder, clock)
         .with_breaker_sharing(BreakerSharing::Transitions);
@@ -55,11 +65,7 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, String> {
 async fn fetch(mut req: worker::Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
     let isolate = match isolate(&env) {
         Ok(isolate) => isolate,
-        Err(problem) => {
-            tracing::error!(%problem, "the Worker's settings are invalid");
-            let setting = problem.split(':').next().unwrap_or_default();
-            return into_worker(Response::error(500, "MISCONFIGURED", &format!("invalid setting {setting}")));
-        }
+        Err(error) => return into_worker(misconfigured(&error)),
     };
     let request = match into_request(&mut req).await {
         Ok(request) => request,
@@ -79,25 +85,16 @@ async fn fetch(mut req: worker::Request, env: Env, ctx: Context) -> worker::Resu
     into_worker(handled.response)
 }
 
-/// The core's request. A body past the cap is refused as soon as it is
-/// declared or read past it, never buffered whole.
+/// The core's request, or the core's refusal of its body (see
+/// [`read_capped`]: a body past the cap is never buffered whole).
 async fn into_request(req: &mut worker::Request) -> Result<Request, Response> {
     let headers: Vec<(String, String)> =
         req.headers().entries().map(|(name, value)| (name.to_ascii_lowercase(), value)).collect();
-    let declared = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-        return Err(payload_too_large());
-    }
-    let mut body = Vec::new();
-    if let Ok(mut stream) = req.stream() {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| Response::error(400, "INVALID_BODY", "the body could not be read"))?;
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_BODY_BYTES {
-                return Err(payload_too_large());
-            }
-        }
-    }
+    let body = match req.stream() {
+        Ok(stream) => read_capped(&headers, stream).await?,
+        // No body stream at all (a GET): an empty body.
+        Err(_) => Vec::new(),
+    };
     Ok(Request { method: req.method().to_string(), path: req.path(), headers, body })
 }
 

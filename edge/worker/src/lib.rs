@@ -5,8 +5,9 @@
 //! The adapter only supplies the core's ports and converts requests
 //! (`handler.rs`): the Workers KV binding (`kv.rs`), `fetch` with a deadline
 //! (`downstream.rs`), `Date.now()` and `crypto.getRandomValues`
-//! (`clock.rs`), and SQS over the same `fetch` (`forwarder.rs`, with the
-//! core's `failsoft_edge::sqs`). Everything else is the core's.
+//! (`clock.rs`), and SQS over the same `fetch` (the core's
+//! `failsoft_edge::sqs::SqsOr`, with no queue when `FAILSOFT_QUEUE_URL` is
+//! unset). Everything else is the core's.
 //!
 //! A Worker has no start-up: the settings are read and validated on the
 //! first request an isolate serves, and the facade is kept for the
@@ -22,8 +23,6 @@ mod clock;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod downstream;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-mod forwarder;
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod handler;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod kv;
@@ -32,5 +31,8 @@ mod log;
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub use self::{
-    clock::JsClock, downstream::FetchDownstream, forwarder::WorkerForwarder, handler::WorkerFacade, kv::WorkersKv,
+    clock::JsClock,
+    downstream::FetchDownstream,
+    handler::{WorkerFacade, WorkerForwarder},
+    kv::WorkersKv,
 };
