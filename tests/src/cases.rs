@@ -95,6 +95,7 @@ impl Case {
 pub const ALL: &[Case] = &[
     HEALTHZ,
     BAD_INPUT,
+    OVERSIZED_BODIES,
     FRESH_HIT,
     MISS_IS_LIVE_AND_STORED,
     CRM_DOWN_STALE,
@@ -296,6 +297,121 @@ async fn bad_input(t: &Target) {
     let (status, body) = t.send(t.http.get(t.url("/nowhere"))).await;
     assert_error("unknown route", status, &body, 404, "NOT_FOUND");
     assert_eq!(t.sim_count("lookups").await, 0, "bad input never reaches the CRM");
+}
+
+pub const OVERSIZED_BODIES: Case =
+    Case { name: "oversized_bodies", settings: &[], run: |t| Box::pin(oversized_bodies(t)) };
+
+/// Every host reads bodies through the core's capped reader: a declared
+/// length over 16 KiB is refused before the body is sent (the client here
+/// never sends it, so a host that waited for it would time out), and a
+/// chunked body with no length is refused once it passes 16 KiB; a chunked
+/// body within the cap is read whole.
+async fn oversized_bodies(t: &Target) {
+    let auth = format!("Bearer {}", t.token);
+    let declared = format!(
+        "POST /v1/customer-lookup HTTP/1.1\r\nhost: localhost\r\nauthorization: {auth}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{{\"ani\"",
+        1024 * 1024
+    );
+    let (status, body) = raw_exchange(&t.edge, declared.as_bytes()).await;
+    assert_error("1 MiB declared, 6 bytes sent", status, &body, 413, "PAYLOAD_TOO_LARGE");
+
+    let padded = json!({"ani": VIP, "padding": "x".repeat(17 * 1024)}).to_string();
+    let (status, body) = raw_exchange(&t.edge, &chunked_post(&auth, padded.as_bytes())).await;
+    assert_error("17 KiB chunked", status, &body, 413, "PAYLOAD_TOO_LARGE");
+
+    t.with_customers().await;
+    let small = json!({"ani": VIP, "padding": "x".repeat(4 * 1024)}).to_string();
+    let (status, body) = raw_exchange(&t.edge, &chunked_post(&auth, small.as_bytes())).await;
+    assert_eq!(status, 200, "a chunked body within the cap is read whole: {body}");
+    assert_eq!((&body["source"], &body["tier"]), (&json!("live"), &json!("vip")), "{body}");
+    assert_eq!(t.sim_count("lookups").await, 1, "only the body within the cap reached the CRM");
+}
+
+/// A lookup POST whose body goes in 1 KiB chunks, with no length.
+fn chunked_post(auth: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST /v1/customer-lookup HTTP/1.1\r\nhost: localhost\r\nauthorization: {auth}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(1024) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    request
+}
+
+/// Writes `request` as-is to the host at `base` (`http://host:port`) and
+/// reads the response: its status and JSON body. reqwest cannot send a
+/// length it does not keep, nor (without its `stream` feature) a chunked
+/// body. Bounded: a host that waits for bytes never sent fails the test.
+async fn raw_exchange(base: &str, request: &[u8]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("the host accepts a connection");
+        // A host may answer and close before taking the whole body.
+        stream.write_all(request).await.ok();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+            if let Some(complete) = complete_response(&response) {
+                return complete;
+            }
+        }
+        complete_response(&response)
+            .unwrap_or_else(|| panic!("no whole response: {}", String::from_utf8_lossy(&response)))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("the host answered within 10 s")
+}
+
+/// The status and JSON body once `response` holds the head and as much
+/// body as its `content-length` says (or is chunked and ends).
+fn complete_response(response: &[u8]) -> Option<(u16, Value)> {
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&response[..head_end]).to_ascii_lowercase();
+    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+    let rest = &response[head_end..];
+    let body = if let Some(len) =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        if rest.len() < len {
+            return None;
+        }
+        rest[..len].to_vec()
+    } else if head.contains("transfer-encoding: chunked") {
+        dechunk(rest)?
+    } else {
+        return None;
+    };
+    Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+/// A whole chunked body, or `None` while its last chunk has not arrived.
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        if rest.len() < size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
 }
 
 pub const FRESH_HIT: Case = Case { name: "fresh_hit", settings: &[], run: |t| Box::pin(fresh_hit(t)) };

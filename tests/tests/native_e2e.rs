@@ -74,6 +74,7 @@ macro_rules! native_cases {
 native_cases! {
     native_healthz => HEALTHZ,
     native_bad_input => BAD_INPUT,
+    native_oversized_bodies => OVERSIZED_BODIES,
     native_fresh_hit_is_cache => FRESH_HIT,
     native_miss_is_live_and_stored => MISS_IS_LIVE_AND_STORED,
     native_crm_down_serves_stale => CRM_DOWN_STALE,

@@ -95,6 +95,7 @@ macro_rules! spin_cases {
 spin_cases! {
     spin_healthz => HEALTHZ,
     spin_bad_input => BAD_INPUT,
+    spin_oversized_bodies => OVERSIZED_BODIES,
     spin_fresh_hit_is_cache => FRESH_HIT,
     spin_miss_is_live_and_stored => MISS_IS_LIVE_AND_STORED,
     spin_crm_down_serves_stale => CRM_DOWN_STALE,

@@ -106,6 +106,7 @@ macro_rules! worker_cases {
 worker_cases! {
     worker_healthz => HEALTHZ,
     worker_bad_input => BAD_INPUT,
+    worker_oversized_bodies => OVERSIZED_BODIES,
     worker_fresh_hit_is_cache => FRESH_HIT,
     worker_miss_is_live_and_stored => MISS_IS_LIVE_AND_STORED,
     worker_crm_down_serves_stale => CRM_DOWN_STALE,
