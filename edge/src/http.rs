@@ -91,14 +91,24 @@ pub fn body_unreadable() -> Response {
 /// read; a body that turns out longer (chunked, or longer than declared) is
 /// refused at the first chunk past the cap, so no more than the cap is ever
 /// buffered. A failed read is [`body_unreadable`].
-pub async fn read_capped<Chunk: AsRef<[u8]>, E: std::fmt::Debug>(
+///
+/// `open_body` is called only once the declared length has passed (`None`:
+/// the request has no body): a Worker whose body stream was opened and left
+/// unread resets the connection instead of sending the 413.
+pub async fn read_capped<S, Chunk, E>(
     headers: &[(String, String)],
-    chunks: impl Stream<Item = Result<Chunk, E>>,
-) -> Result<Vec<u8>, Response> {
+    open_body: impl FnOnce() -> Option<S>,
+) -> Result<Vec<u8>, Response>
+where
+    S: Stream<Item = Result<Chunk, E>>,
+    Chunk: AsRef<[u8]>,
+    E: std::fmt::Debug,
+{
     let declared = headers.iter().find(|(name, _)| name == "content-length").map(|(_, value)| value.trim());
     if declared.and_then(|len| len.parse::<u64>().ok()).is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(too_large_counted());
     }
+    let Some(chunks) = open_body() else { return Ok(Vec::new()) };
     let mut chunks = pin!(chunks);
     let mut body = Vec::new();
     while let Some(chunk) = poll_fn(|cx| chunks.as_mut().poll_next(cx)).await {
@@ -166,7 +176,7 @@ mod tests {
         chunks: Vec<Result<Vec<u8>, &'static str>>,
     ) -> (Result<Vec<u8>, Response>, usize) {
         let mut pulled = 0;
-        let body = read_capped(headers, Chunks { chunks: chunks.into_iter(), pulled: &mut pulled }).await;
+        let body = read_capped(headers, || Some(Chunks { chunks: chunks.into_iter(), pulled: &mut pulled })).await;
         (body, pulled)
     }
 
@@ -181,9 +191,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_declared_length_over_the_cap_is_refused_unread() {
-        let (body, pulled) = read(&length(MAX_BODY_BYTES + 1), vec![Ok(vec![b'x'; 10])]).await;
+        let opened = std::cell::Cell::new(false);
+        let body = read_capped(&length(MAX_BODY_BYTES + 1), || {
+            opened.set(true);
+            None::<Chunks<'_>>
+        })
+        .await;
         assert_eq!(code(&body.expect_err("declared too large")), (413, "PAYLOAD_TOO_LARGE".to_owned()));
-        assert_eq!(pulled, 0, "nothing is read");
+        assert!(!opened.get(), "the body is not even opened");
     }
 
     #[tokio::test]

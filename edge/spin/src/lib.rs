@@ -98,7 +98,7 @@ async fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
         .into_iter()
         .filter_map(|(name, value)| Some((name.to_ascii_lowercase(), String::from_utf8(value).ok()?)))
         .collect();
-    let body = read_capped(&headers, incoming.into_body_stream()).await?;
+    let body = read_capped(&headers, || Some(incoming.into_body_stream())).await?;
     Ok(Request { method, path, headers, body })
 }
 

@@ -54,7 +54,7 @@ async fn handle(State(state): State<AppState>, req: axum::extract::Request) -> a
     let (parts, body) = req.into_parts();
     let headers: Vec<(String, String)> =
         parts.headers.iter().filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned()))).collect();
-    let body = match read_capped(&headers, body.into_data_stream()).await {
+    let body = match read_capped(&headers, || Some(body.into_data_stream())).await {
         Ok(body) => body,
         Err(refusal) => return into_axum(refusal),
     };

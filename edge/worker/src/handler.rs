@@ -90,11 +90,8 @@ async fn fetch(mut req: worker::Request, env: Env, ctx: Context) -> worker::Resu
 async fn into_request(req: &mut worker::Request) -> Result<Request, Response> {
     let headers: Vec<(String, String)> =
         req.headers().entries().map(|(name, value)| (name.to_ascii_lowercase(), value)).collect();
-    let body = match req.stream() {
-        Ok(stream) => read_capped(&headers, stream).await?,
-        // No body stream at all (a GET): an empty body.
-        Err(_) => Vec::new(),
-    };
+    // No body stream at all (a GET) reads as an empty body.
+    let body = read_capped(&headers, || req.stream().ok()).await?;
     Ok(Request { method: req.method().to_string(), path: req.path(), headers, body })
 }
 
