@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use failsoft_shared::breaker::{Breaker, Mode, Permit};
+use failsoft_shared::breaker::{self, Breaker, Mode, Permit};
 use failsoft_shared::cache::CacheEntry;
 use failsoft_shared::envelope::{ENVELOPE_VERSION, Envelope, Kind, is_valid_correlation_id};
 use failsoft_shared::error_class::{ErrorClass, Verdict};
@@ -162,15 +162,11 @@ impl Delivery {
 
     /// Whether the receive loop may receive, must wait, or must probe.
     pub fn gate(&self) -> Gate {
-        let now = self.now_ms();
-        let mut breaker = lock(&self.breaker);
-        match breaker.mode {
-            Mode::Closed => Gate::Receive,
-            Mode::Open { until_ms } if now < until_ms => Gate::Wait(Duration::from_millis(until_ms - now)),
-            _ => match breaker.permit(now, &self.config.breaker) {
-                Permit::Probe => Gate::Probe,
-                _ => Gate::Wait(HALF_OPEN_POLL),
-            },
+        match lock(&self.breaker).gate(self.now_ms(), &self.config.breaker) {
+            breaker::Gate::Proceed => Gate::Receive,
+            breaker::Gate::Wait { ms } => Gate::Wait(Duration::from_millis(ms)),
+            breaker::Gate::Probe => Gate::Probe,
+            breaker::Gate::ProbeOutstanding => Gate::Wait(HALF_OPEN_POLL),
         }
     }
 
