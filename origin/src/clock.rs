@@ -19,6 +19,17 @@ pub fn random_u64() -> u64 {
     })
 }
 
+/// The longest wait [`capped`] lets through: a year. Every deadline a
+/// peer's number sets (a token's `expires_in`, a channel's expiry) is
+/// capped here, so `Instant::now() + capped(wait)` can never overflow
+/// (which panics), whatever the peer sent.
+pub const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
+/// `wait`, at most [`LONGEST_WAIT`].
+pub fn capped(wait: std::time::Duration) -> std::time::Duration {
+    wait.min(LONGEST_WAIT)
+}
+
 /// Whole seconds covering `ms`, for SQS's second-granular visibility
 /// timeouts: a delay is never shortened by rounding.
 pub fn ceil_secs(ms: u64) -> u64 {
@@ -77,6 +88,15 @@ impl UtcTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_wait_is_capped_so_a_deadline_never_overflows() {
+        let huge = std::time::Duration::from_secs(u64::MAX);
+        assert!(std::time::Instant::now().checked_add(huge).is_none(), "what would panic");
+        assert_eq!(capped(huge), LONGEST_WAIT);
+        let _ = std::time::Instant::now() + capped(huge);
+        assert_eq!(capped(std::time::Duration::from_secs(5)), std::time::Duration::from_secs(5));
+    }
 
     #[test]
     fn calendar_times_round_trip() {

@@ -87,7 +87,7 @@ impl Channels {
             self.call(request).await?.json().await.map_err(|e| GenesysError::Reply(format!("channel: {e}")))?;
         let expires_ms = reply.expires.as_deref().and_then(parse_utc_ms);
         let renew = renew_in(clock::now_ms(), expires_ms, self.margin);
-        Ok(Channel { id: reply.id, connect_uri: reply.connect_uri, renew_at: Instant::now() + renew })
+        Ok(Channel { id: reply.id, connect_uri: reply.connect_uri, renew_at: Instant::now() + clock::capped(renew) })
     }
 
     /// Sets the channel's topics (replacing any it had). Genesys leaves

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::genesys_error::GenesysError;
+use crate::clock;
 use crate::config::Secret;
 
 /// Shortest lifetime honoured: a token said to last less is refreshed at
@@ -95,7 +96,7 @@ impl Tokens {
     /// still good for a while).
     pub fn postpone(&mut self, delay: Duration) {
         if let Some((_, at)) = &mut self.current {
-            *at = Instant::now() + delay;
+            *at = Instant::now() + clock::capped(delay);
         }
     }
 
@@ -123,7 +124,7 @@ impl Tokens {
         let lifetime = Duration::from_secs(reply.expires_in).max(MIN_LIFETIME);
         let bearer = Bearer(reply.access_token);
         let refresh_in = refresh_after(lifetime, self.margin);
-        self.current = Some((bearer.clone(), Instant::now() + refresh_in));
+        self.current = Some((bearer.clone(), Instant::now() + clock::capped(refresh_in)));
         metrics::counter!(super::TOKENS).increment(1);
         tracing::info!(expires_in_secs = reply.expires_in, refresh_in_ms = refresh_in.as_millis() as u64, "new token");
         Ok(bearer)
