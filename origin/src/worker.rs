@@ -16,6 +16,7 @@ use crate::deliver::event_sink::EventSink;
 use crate::http::api::{self, ApiState};
 use crate::http::events::{self, EventsApi};
 use crate::queue::consumer::Consumer;
+use crate::queue::fit::{self, FitError};
 use crate::queue::leases::Leases;
 use crate::store::results::Store;
 use crate::{aws, clock, emf, telemetry};
@@ -31,6 +32,15 @@ pub enum WorkerError {
     Listen(std::net::SocketAddr, std::io::Error),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Queue(#[from] FitError),
+}
+
+impl WorkerError {
+    /// A setting, or the queue, that does not fit: exit status 2.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Queue(FitError::Unfit(_)))
+    }
 }
 
 /// Runs until SIGTERM or SIGINT, then drains and returns.
@@ -38,6 +48,15 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let wait = Duration::from_secs(config.receive_wait_secs as u64);
     let sdk = aws::sdk_config(wait + SQS_CALL_SLACK).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
+    // The real queue, before anything starts: a redrive, visibility or
+    // retention that breaks a promise of the settings refuses the start.
+    let queue = fit::check(&sqs, &config.queue_url, &config.policy).await?;
+    tracing::info!(
+        max_receive_count = queue.max_receive_count,
+        visibility_timeout_secs = queue.visibility_timeout_secs,
+        retention_secs = queue.retention_secs,
+        "the work queue fits the settings"
+    );
     let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone()).with_batching();
     let http = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(30)).build()?;
 
