@@ -106,8 +106,14 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The edge-facing API: results, edge reports, `POST /v1/events`, `/healthz`.
     pub fn url(&self) -> &str {
-        self.service.url("url")
+        self.service.url("api")
+    }
+
+    /// The operator's listener: `/metrics`, `/v1/health`, the dashboard, `/healthz`.
+    pub fn operator_url(&self) -> &str {
+        self.service.url("operator")
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -168,6 +174,7 @@ impl OriginStack {
             ("FAILSOFT_CRM_CAN_FIND_CASES", "true"),
             ("FAILSOFT_INTERNAL_SECRET", INTERNAL_SECRET),
             ("FAILSOFT_ORIGIN_LISTEN", "127.0.0.1:0"),
+            ("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:0"),
         ];
         for (k, v) in base.iter().chain(BASE_POLICY).chain(extra) {
             env.retain(|(name, _)| name != k);
