@@ -31,9 +31,13 @@ RUN apt-get update \
 COPY --from=build /out/failsoft /usr/local/bin/failsoft
 USER 10001:10001
 
-# The worker's results API and /healthz. It listens on loopback unless told
-# otherwise; in a container it must take connections from outside. The
-# health check follows this port: change both together.
+# The worker's edge-facing API (results, edge reports, POST /v1/events) and
+# /healthz. It listens on loopback unless told otherwise; in a container it
+# must take connections from outside. The health check follows this port:
+# change both together. The operator's surface (/metrics, /v1/health, the
+# dashboard) stays on FAILSOFT_OPERATOR_LISTEN's default, 127.0.0.1:8789,
+# inside the container: set it (e.g. 0.0.0.0:8789) and publish it only
+# toward your monitoring.
 ENV FAILSOFT_ORIGIN_LISTEN=0.0.0.0:8788
 EXPOSE 8788
 

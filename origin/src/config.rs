@@ -29,6 +29,8 @@ const MAX_WRITE_SETTLE_MS: u64 = 60_000;
 /// two seconds costs a down CRM nothing and finds it back within two.
 const DEFAULT_PROBE_EVERY_MS: u64 = 2_000;
 const MAX_PROBE_EVERY_MS: u64 = 600_000;
+/// The operator's listener, next to the API's 8788.
+pub const DEFAULT_OPERATOR_PORT: u16 = 8789;
 
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -118,8 +120,12 @@ pub struct WorkerConfig {
     /// worker's only spaces one cheap probe, and every second it waits
     /// after the CRM is back is a second more of backlog.
     pub breaker: BreakerPolicy,
-    /// `FAILSOFT_ORIGIN_LISTEN`: the results API and `/healthz`.
+    /// `FAILSOFT_ORIGIN_LISTEN`: the edge-facing API (results, edge
+    /// reports, `POST /v1/events`) and `/healthz`.
     pub listen: SocketAddr,
+    /// `FAILSOFT_OPERATOR_LISTEN`: `/metrics`, `/v1/health`, the dashboard
+    /// and `/healthz`; loopback by default (`127.0.0.1:8789`).
+    pub operator_listen: SocketAddr,
     /// `FAILSOFT_RECEIVE_WAIT_SECS`: the long poll (default 20, SQS's longest).
     pub receive_wait_secs: i32,
     /// `FAILSOFT_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for in-flight work.
@@ -318,6 +324,26 @@ impl WorkerConfig {
                 .parse()
                 .map_err(|_| ConfigError::new("FAILSOFT_ORIGIN_LISTEN", "must be an address such as 127.0.0.1:8788"))?,
         };
+        let operator_listen = match text(lookup, "FAILSOFT_OPERATOR_LISTEN") {
+            None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_OPERATOR_PORT)),
+            Some(v) => v.parse().map_err(|_| {
+                ConfigError::new("FAILSOFT_OPERATOR_LISTEN", "must be an address such as 127.0.0.1:8789")
+            })?,
+        };
+        if operator_listen.port() != 0 && operator_listen.port() == listen.port() {
+            let overlap = operator_listen.ip() == listen.ip()
+                || operator_listen.ip().is_unspecified()
+                || listen.ip().is_unspecified();
+            if overlap {
+                return Err(ConfigError::new(
+                    "FAILSOFT_OPERATOR_LISTEN",
+                    format!(
+                        "{operator_listen} is the API's port (FAILSOFT_ORIGIN_LISTEN {listen}): the operator's \
+                         surface must be apart from the edge-facing one"
+                    ),
+                ));
+            }
+        }
         let receive_wait_secs = number(&lookup, "FAILSOFT_RECEIVE_WAIT_SECS", MAX_RECEIVE_WAIT_SECS)?;
         if !(0..=MAX_RECEIVE_WAIT_SECS).contains(&receive_wait_secs) {
             return Err(ConfigError::new(
@@ -358,6 +384,7 @@ impl WorkerConfig {
             concurrency,
             replay_rate_max,
             listen,
+            operator_listen,
             receive_wait_secs,
             shutdown_grace: Duration::from_secs(grace_secs),
             write_settle_ms,
@@ -437,6 +464,7 @@ mod tests {
         assert_eq!(c.breaker.cool_down_ms, 2_000);
         assert_eq!(c.receive_wait_secs, 20);
         assert_eq!(c.listen.port(), 8788);
+        assert_eq!(c.operator_listen, SocketAddr::from(([127, 0, 0, 1], 8789)), "loopback unless set");
         assert_eq!(c.write_settle_ms, c.policy.crm_deadline_ms);
         assert!(!c.can_find_cases, "the two required calls are all a CRM must offer");
         assert!(c.alert.is_none() && c.edge_url.is_none() && c.emf_every.is_none());
@@ -447,7 +475,13 @@ mod tests {
 
     #[test]
     fn names_the_setting_that_is_wrong() {
-        let cases: [(&[(&str, &str)], &str); 15] = [
+        let cases: [(&[(&str, &str)], &str); 18] = [
+            (&[("FAILSOFT_OPERATOR_LISTEN", "localhost")], "FAILSOFT_OPERATOR_LISTEN"),
+            (&[("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:8788")], "FAILSOFT_OPERATOR_LISTEN"),
+            (
+                &[("FAILSOFT_ORIGIN_LISTEN", "0.0.0.0:9000"), ("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:9000")],
+                "FAILSOFT_OPERATOR_LISTEN",
+            ),
             (&[("FAILSOFT_EMF", "maybe")], "FAILSOFT_EMF"),
             (&[("FAILSOFT_EMF", "1"), ("FAILSOFT_EMF_INTERVAL_SECS", "0")], "FAILSOFT_EMF_INTERVAL_SECS"),
             (&[("FAILSOFT_EVENTS_URL", "events.example.com")], "FAILSOFT_EVENTS_URL"),
@@ -471,6 +505,16 @@ mod tests {
             let err = worker(pairs).unwrap_err();
             assert_eq!(err.setting, setting, "{err}");
         }
+    }
+
+    #[test]
+    fn both_listeners_may_pick_their_ports() {
+        let c =
+            worker(&[("FAILSOFT_ORIGIN_LISTEN", "127.0.0.1:0"), ("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:0")]).unwrap();
+        assert_eq!((c.listen.port(), c.operator_listen.port()), (0, 0));
+        let c = worker(&[("FAILSOFT_ORIGIN_LISTEN", "0.0.0.0:8788"), ("FAILSOFT_OPERATOR_LISTEN", "0.0.0.0:9100")])
+            .unwrap();
+        assert_eq!(c.operator_listen.port(), 9100);
     }
 
     #[test]

@@ -105,7 +105,13 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(e),
             };
             init_logs();
-            runtime.block_on(worker::run(config)).map_err(Into::into)
+            match runtime.block_on(worker::run(config)) {
+                Err(e) if e.is_config() => {
+                    eprintln!("failsoft: {e}");
+                    return ExitCode::from(2);
+                }
+                other => other.map_err(Into::into),
+            }
         }
         Command::Notifications { metrics_addr } => {
             let settings = match NotificationSettings::from_lookup(env) {

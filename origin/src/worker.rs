@@ -1,5 +1,7 @@
 //! `failsoft worker`: wires the consumer, the heartbeat, the alert sender,
-//! the queue-depth sampler, the EMF lines (if on), the results API and `POST /v1/events` together, and stops them in order on SIGTERM.
+//! the queue-depth sampler, the EMF lines (if on), the edge-facing API (results,
+//! edge reports, `POST /v1/events`) and the operator's listener (metrics,
+//! health, dashboard) together, and stops them in order on SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,9 @@ use crate::deliver::edge_push::EdgePush;
 use crate::deliver::event_sink::EventSink;
 use crate::http::api::{self, ApiState};
 use crate::http::events::{self, EventsApi};
+use crate::http::serve::{self, Limits};
 use crate::queue::consumer::Consumer;
+use crate::queue::fit::{self, FitError};
 use crate::queue::leases::Leases;
 use crate::store::results::Store;
 use crate::{aws, clock, emf, telemetry};
@@ -31,6 +35,15 @@ pub enum WorkerError {
     Listen(std::net::SocketAddr, std::io::Error),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Queue(#[from] FitError),
+}
+
+impl WorkerError {
+    /// A setting, or the queue, that does not fit: exit status 2.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Queue(FitError::Unfit(_)))
+    }
 }
 
 /// Runs until SIGTERM or SIGINT, then drains and returns.
@@ -38,6 +51,15 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let wait = Duration::from_secs(config.receive_wait_secs as u64);
     let sdk = aws::sdk_config(wait + SQS_CALL_SLACK).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
+    // The real queue, before anything starts: a redrive, visibility or
+    // retention that breaks a promise of the settings refuses the start.
+    let queue = fit::check(&sqs, &config.queue_url, &config.policy).await?;
+    tracing::info!(
+        max_receive_count = queue.max_receive_count,
+        visibility_timeout_secs = queue.visibility_timeout_secs,
+        retention_secs = queue.retention_secs,
+        "the work queue fits the settings"
+    );
     let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone()).with_batching();
     let http = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(30)).build()?;
 
@@ -65,7 +87,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         Consumer::new(sqs.clone(), config.queue_url.clone(), Arc::clone(&delivery), dead_letters, Arc::clone(&leases));
 
     let metrics = telemetry::install();
-    let listener = api::bind(config.listen).await.map_err(|e| WorkerError::Listen(config.listen, e))?;
+    let listeners =
+        api::bind(config.listen, config.operator_listen).await.map_err(|(addr, e)| WorkerError::Listen(addr, e))?;
     let state = Arc::new(ApiState {
         store,
         secret: config.internal_secret.clone(),
@@ -79,14 +102,22 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     });
     let events_api =
         Arc::new(EventsApi { sqs: sqs.clone(), queue_url: config.queue_url.clone(), config: config.events.clone() });
-    let (api_stop, mut api_stopped) = watch::channel(false);
-    let api = tokio::spawn(
-        axum::serve(listener, api::router(state).merge(events::router(events_api)))
-            .with_graceful_shutdown(async move {
-                let _ = api_stopped.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    );
+    let (api_stop, api_stopped) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = tokio::spawn(serve::serve(
+        listeners.api,
+        api::router(Arc::clone(&state)).merge(events::router(events_api)),
+        Limits::API,
+        stopped(api_stopped.clone()),
+    ));
+    let operator = tokio::spawn(serve::serve(
+        listeners.operator,
+        api::operator_router(state),
+        Limits::OPERATOR,
+        stopped(api_stopped),
+    ));
     let (beat_stop, beat_stopped) = watch::channel(false);
     let sampler = tokio::spawn(telemetry::sample_depths(
         sqs.clone(),
@@ -111,7 +142,10 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         emf.await.ok();
     }
     api_stop.send_replace(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tokio::join!(api, operator);
+    })
+    .await;
     drop(delivery);
     if let Some(task) = alert_task
         && tokio::time::timeout(ALERT_FLUSH, task).await.is_err()

@@ -24,6 +24,7 @@ pub mod health;
 pub mod hex;
 pub mod keys;
 pub mod ladder;
+pub mod queue_fit;
 pub mod replay;
 pub mod retry;
 pub mod signature;

@@ -241,8 +241,8 @@ async fn dead_letter_one(stack: &OriginStack, worker: &Worker) -> String {
     .await;
     let reason = letters[0].attributes.get("reason").cloned().expect("the DLQ copy has a reason");
     wait_for("the DLQ depth and the history in the origin", Duration::from_secs(20), || async {
-        let health = fetch(stack, &format!("{}/v1/health", worker.url())).await;
-        let doc = fetch(stack, &format!("{}/v1/dashboard", worker.url())).await;
+        let health = fetch(stack, &format!("{}/v1/health", worker.operator_url())).await;
+        let doc = fetch(stack, &format!("{}/v1/dashboard", worker.operator_url())).await;
         let dlq_sampled = health["signals"]["dlqDepth"]["value"].as_f64() >= Some(1.0);
         let queue_empty = health["signals"]["queueDepth"]["value"].as_f64() == Some(0.0);
         let listed = doc["deadLetters"].as_array().is_some_and(|d| d.iter().any(|d| d["correlationId"] == id));
@@ -258,8 +258,8 @@ async fn the_dashboard_shows_what_v1_health_says() {
     let stack = OriginStack::start().await;
     let worker = stack.worker(&[]).await;
     let reason = dead_letter_one(&stack, &worker).await;
-    let page = format!("{}/dashboard", worker.url());
-    let health_url = format!("{}/v1/health", worker.url());
+    let page = format!("{}/dashboard", worker.operator_url());
+    let health_url = format!("{}/v1/health", worker.operator_url());
     let scratch = artifacts();
 
     // Values move while depths are sampled: compare the DOM with a health

@@ -371,6 +371,7 @@ async fn up_and_down_leave_no_process_behind() {
         "FAILSOFT_EDGE_URL",
         "FAILSOFT_AUTH_HEADER",
         "FAILSOFT_ORIGIN_URL",
+        "FAILSOFT_OPERATOR_URL",
         "FAILSOFT_QUEUE_URL",
         "FAILSOFT_DLQ_URL",
         "AWS_ENDPOINT_URL",
@@ -410,6 +411,12 @@ async fn up_and_down_leave_no_process_behind() {
     assert_eq!((&answer["source"], &answer["tier"]), (&Value::from("live"), &Value::from("vip")), "{answer}");
     let health = http.get(format!("{}/healthz", env.get("FAILSOFT_ORIGIN_URL").unwrap())).send().await.unwrap();
     assert!(health.status().is_success());
+    // The operator's surface is on its own listener, not the edge-facing one.
+    let operator = env.get("FAILSOFT_OPERATOR_URL").unwrap();
+    let metrics = http.get(format!("{operator}/metrics")).send().await.unwrap();
+    assert!(metrics.status().is_success());
+    let off = http.get(format!("{}/metrics", env.get("FAILSOFT_ORIGIN_URL").unwrap())).send().await.unwrap();
+    assert_eq!(off.status().as_u16(), 404, "no /metrics on the API's port");
 
     // A second stack in the same place is refused.
     let again = tokio::task::spawn_blocking({

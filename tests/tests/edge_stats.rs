@@ -49,7 +49,7 @@ async fn native_edge_traffic_reaches_the_origins_health_and_metrics() {
     let http = &origin.http;
 
     // No report yet: both signals null and ok.
-    let doc = origin_health(http, worker.url()).await;
+    let doc = origin_health(http, worker.operator_url()).await;
     for name in ["cacheHitRate", "degradedShare"] {
         let entry = &doc["signals"][name];
         assert_eq!(
@@ -63,7 +63,7 @@ async fn native_edge_traffic_reaches_the_origins_health_and_metrics() {
     let stack = Stack::start_with(&settings).await;
     let edge = Edge { http: &stack.http, url: stack.edge_url(), sim_admin: stack.admin_url() };
     let tally = edge.drive_mix().await;
-    let (doc, text) = wait_for_counts(http, worker.url(), stack.edge_url(), &tally).await;
+    let (doc, text) = wait_for_counts(http, worker.operator_url(), stack.edge_url(), &tally).await;
     assert_counts(&doc, &text, &tally);
 
     // A forged report (wrong secret) is refused and counts nothing.
@@ -83,10 +83,10 @@ async fn native_edge_traffic_reaches_the_origins_health_and_metrics() {
     let (status, body) = post_report(http, worker.url(), INTERNAL_SECRET, replayed).await;
     assert_eq!((status, &body["counted"]), (200, &json!(false)), "{body}");
 
-    let text = origin_metrics(http, worker.url()).await;
+    let text = origin_metrics(http, worker.operator_url()).await;
     let cache = series(&text, "failsoft_edge_answers_total{source=\"cache\"}");
     assert_eq!(cache, (tally.cache + 4) as f64, "the edge's cache answers plus the replayed report's, once");
     assert_eq!(series(&text, "failsoft_edge_reports_total{outcome=\"duplicate\"}"), 1.0);
-    let doc = origin_health(http, worker.url()).await;
+    let doc = origin_health(http, worker.operator_url()).await;
     assert_eq!(doc["signals"]["cacheHitRate"]["samples"].as_u64(), Some(tally.lookups() + 4), "{doc}");
 }

@@ -129,7 +129,8 @@ async fn origin_a_hung_crm_is_probed_at_the_crm_deadline_and_the_probe_cadence()
     // 2 open, 1 half-open); from then on only probes reach the CRM. The
     // window starts at the first of them.
     let opened = wait_for("the breaker to open", Duration::from_secs(30), || async {
-        let metrics = stack.http.get(format!("{}/metrics", worker.url())).send().await.ok()?.text().await.ok()?;
+        let metrics =
+            stack.http.get(format!("{}/metrics", worker.operator_url())).send().await.ok()?.text().await.ok()?;
         let open = sample(&metrics, "failsoft_origin_breaker_state", &[]).is_some_and(|state| state >= 1.0);
         if open { Some(stack.sim_count("requests").await) } else { None }
     })

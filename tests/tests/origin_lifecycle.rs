@@ -1,5 +1,6 @@
 //! The worker's life and surroundings: `init-local` is idempotent, bad
-//! settings exit 2 naming the setting, SIGTERM finishes the deliveries in
+//! settings exit 2 naming the setting, so does a work queue whose redrive,
+//! visibility or retention does not fit them, SIGTERM finishes the deliveries in
 //! flight and exits 0, refreshes update the last-known table and the edge,
 //! the results API authenticates and hides expired items, and a message
 //! that is not an envelope is dead-lettered instead of retried forever.
@@ -69,6 +70,97 @@ async fn origin_init_local_is_idempotent_and_bad_settings_exit_2() {
             stack.failsoft(&["worker"], &[(name, value), ("FAILSOFT_ALERT_URL", "http://127.0.0.1:9/a")]).await;
         assert_eq!(code, 2, "{name}={value}: {err}");
         assert!(err.contains(named), "{name}={value}: {err}");
+    }
+}
+
+/// Runs `failsoft worker` on `queue_url`; returns its exit code and stderr,
+/// or panics if it is still running after `within` (a worker that should
+/// have refused to start), killing it by PID first.
+async fn worker_exit(stack: &OriginStack, queue_url: &str, within: Duration) -> (i32, String) {
+    let mut cmd = origin_support::program("failsoft");
+    cmd.arg("worker")
+        .envs(stack.env(&[("FAILSOFT_QUEUE_URL", queue_url)]))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("failsoft runs");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: signalling our own child by its PID; reaped below.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("the worker on {queue_url} still ran after {within:?}: it should have refused the queue");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_refuses_a_queue_that_does_not_fit_its_settings() {
+    let stack = OriginStack::start().await;
+    // The lab's queue (init-local's defaults) fits the tests' settings.
+    let worker = stack.worker(&[]).await;
+    drop(worker);
+
+    let dlq_arn = stack
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&stack.dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let redrive = |count: u32| json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": count}).to_string();
+    // The tests' worker: processing limit 2 s, backoff cap 2 s (one receive
+    // a second at the least), budget 900 s (tests/tests/origin_support).
+    let cases = [
+        ("few-receives", "12", "1209600", redrive(100), "maxReceiveCount", "after 100 receives, about 100 s"),
+        (
+            "short-visibility",
+            "6",
+            "1209600",
+            redrive(1000),
+            "VisibilityTimeout",
+            "visibility timeout of 6 s is under 6 × FAILSOFT_PROCESSING_LIMIT_SECS (2 s) = 12 s",
+        ),
+        (
+            "short-retention",
+            "12",
+            "600",
+            redrive(1000),
+            "MessageRetentionPeriod",
+            "keeps a message 600 s, under FAILSOFT_RETRY_BUDGET_SECS (900 s)",
+        ),
+    ];
+    for (name, visibility, retention, redrive, attribute, numbers) in cases {
+        let url = stack
+            .sqs
+            .create_queue()
+            .queue_name(format!("{name}.fifo"))
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::VisibilityTimeout, visibility)
+            .attributes(QueueAttributeName::MessageRetentionPeriod, retention)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let (code, err) = worker_exit(&stack, &url, Duration::from_secs(30)).await;
+        assert_eq!(code, 2, "{name}: {err}");
+        let line = err.lines().find(|l| l.starts_with("failsoft: ")).unwrap_or_else(|| panic!("{name}: {err}"));
+        assert!(line.contains("the work queue (FAILSOFT_QUEUE_URL) does not fit the settings"), "{name}: {line}");
+        assert!(line.contains(&format!("{attribute}: ")), "{name} names {attribute}: {line}");
+        assert!(line.contains(numbers), "{name}: `{numbers}` in {line}");
     }
 }
 

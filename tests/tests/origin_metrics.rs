@@ -2,6 +2,7 @@
 //! move the Prometheus counters and the CRM latency histogram; dead letters
 //! raise the DLQ depth `/v1/health` classifies with the guide's thresholds,
 //! and the overall level follows; `/healthz` stays the process's liveness.
+//! They are served on the operator's listener, apart from the edge-facing API.
 
 mod origin_support;
 
@@ -15,7 +16,7 @@ const PHONE: &str = "+44 20 7946 0301";
 const SIGNALS: [&str; 5] = ["cacheHitRate", "crmLatency", "queueDepth", "dlqDepth", "degradedShare"];
 
 async fn get(stack: &OriginStack, worker: &Worker, path: &str) -> (u16, String) {
-    let resp = stack.http.get(format!("{}{path}", worker.url())).send().await.expect("the origin answers");
+    let resp = stack.http.get(format!("{}{path}", worker.operator_url())).send().await.expect("the origin answers");
     (resp.status().as_u16(), resp.text().await.unwrap_or_default())
 }
 
@@ -53,6 +54,28 @@ fn check_document(doc: &Value) {
     }
     let text = doc.to_string();
     assert!(!text.contains("7946") && !text.contains("+44"), "no phone number in /v1/health: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_operator_surface_is_apart_from_the_edge_facing_api() {
+    let stack = OriginStack::start().await;
+    let worker = stack.worker(&[]).await;
+    assert_ne!(worker.url(), worker.operator_url());
+    for path in ["/metrics", "/v1/health", "/dashboard", "/v1/dashboard"] {
+        let (status, _) = get(&stack, &worker, path).await;
+        assert_eq!(status, 200, "{path} on the operator's listener");
+        let api = stack.http.get(format!("{}{path}", worker.url())).send().await.expect("the API answers");
+        assert_eq!(api.status().as_u16(), 404, "{path} is not on the edge-facing port");
+    }
+    for base in [worker.url(), worker.operator_url()] {
+        let live = stack.http.get(format!("{base}/healthz")).send().await.expect("/healthz answers");
+        assert_eq!(live.status().as_u16(), 200, "/healthz on {base}");
+    }
+    // The results API and the edge's reports stay on the API's port only.
+    let read = stack.http.get(format!("{}/v1/results/anything", worker.operator_url())).send().await.unwrap();
+    assert_eq!(read.status().as_u16(), 404, "no results on the operator's listener");
+    let read = stack.http.get(format!("{}/v1/results/anything", worker.url())).send().await.unwrap();
+    assert_eq!(read.status().as_u16(), 401, "results on the API, unsigned: refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

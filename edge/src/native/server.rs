@@ -1,9 +1,11 @@
 //! The axum server: one fallback handler hands every request to the facade,
-//! plus `/metrics` for Prometheus.
+//! plus `/metrics` for Prometheus; served within bounds a slow or idle
+//! client cannot outlast (see [`serve`]).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -11,7 +13,13 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceExt;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use super::{MemoryKv, NativeForwarder, ReqwestDownstream};
 use crate::facade::Facade;
@@ -100,14 +108,71 @@ fn into_axum(response: Response) -> axum::response::Response {
     out
 }
 
+/// A request head (request line and headers) must be in this long after the
+/// connection opened or the previous response went; idle connections close.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause between two chunks of a request body.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a request may take, body included, before a 408: Genesys'
+/// longest Data Action timeout, so an answer a caller still waits for is
+/// never cut (the facade's own work ends at the CRM deadline plus margin).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(failsoft_shared::config::MAX_DATA_ACTION_TIMEOUT_MS);
+/// Requests handled at once; more wait for a slot. Above what a few hundred
+/// stalled clients hold while their own bounds run out, so they cannot
+/// starve Data Actions.
+pub const MAX_CONCURRENT_REQUESTS: usize = 1_024;
+/// Pause after a failed accept (e.g. out of file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
 /// Serves until SIGTERM or Ctrl-C, printing the bound address first.
+///
+/// HTTP/1.1 (what a Data Action or a load balancer speaks), with hyper's
+/// header read timeout, tower-http's body-idle and whole-request timeouts
+/// and tower's concurrency limit: [`HEADER_READ_TIMEOUT`],
+/// [`BODY_IDLE_TIMEOUT`], [`REQUEST_TIMEOUT`], [`MAX_CONCURRENT_REQUESTS`].
 pub async fn serve(listen: SocketAddr, app: Router) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     // One line on stdout, parsed by tests and the demo to find the port.
     println!("failsoft-edge listening http://{addr}");
     tracing::info!(%addr, "failsoft-edge listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+    let service = tower::ServiceBuilder::new()
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+        .layer(RequestBodyTimeoutLayer::new(BODY_IDLE_TIMEOUT))
+        .service(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let service = service.clone();
+            async move { Ok::<_, Infallible>(service.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), handler));
+        tokio::spawn(async move {
+            // A client that goes away or stalls past a bound ends here.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

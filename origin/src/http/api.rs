@@ -1,19 +1,23 @@
-//! The origin's HTTP surface: `GET /v1/results/{correlationId}` (what the
-//! edge's result route proxies to), `GET /healthz` (the process's own
-//! liveness), `GET /v1/health` (the five operational signals, classified)
-//! `GET /metrics` (Prometheus), and the dashboard ([`crate::http::dashboard`]:
-//! `GET /dashboard` and `GET /v1/dashboard`).
+//! The origin's HTTP surface, on two listeners.
 //!
-//! `/healthz`, `/v1/health`, `/metrics` and the dashboard need no
-//! credentials: they carry counts, levels, states, correlationIds and reason
-//! codes, never a phone number, payload or secret.
+//! The API (`FAILSOFT_ORIGIN_LISTEN`, what the edge and EventBridge call):
+//! `GET /v1/results/{correlationId}` (what the edge's result route proxies
+//! to), `POST /v1/internal/edge-stats` (the edge's traffic reports,
+//! [`crate::http::edge_stats`]), `POST /v1/events` ([`crate::http::events`])
+//! and `GET /healthz` (the process's own liveness).
 //!
-//! `POST /v1/internal/edge-stats` receives the edge's traffic reports
-//! ([`crate::http::edge_stats`]), signed over the body the same way.
+//! The operator's (`FAILSOFT_OPERATOR_LISTEN`, loopback by default):
+//! `GET /v1/health` (the five operational signals, classified), `GET
+//! /metrics` (Prometheus), the dashboard ([`crate::http::dashboard`]: `GET
+//! /dashboard` and `GET /v1/dashboard`) and `GET /healthz` again. They need
+//! no credentials: they carry counts, levels, states, correlationIds and
+//! reason codes, never a phone number, payload or secret; and they stay off
+//! the port that takes edge traffic.
 //!
-//! Result reads are authenticated with the internal signature the edge
-//! already uses for its calls to the origin: `X-Failsoft-Timestamp` and
-//! `X-Failsoft-Signature` over the empty body, under `FAILSOFT_INTERNAL_SECRET`.
+//! Result reads and edge reports are authenticated with the internal
+//! signature the edge already uses for its calls to the origin:
+//! `X-Failsoft-Timestamp` and `X-Failsoft-Signature` over the body (empty
+//! for a read), under `FAILSOFT_INTERNAL_SECRET`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,24 +54,45 @@ pub struct ApiState {
     pub metrics: Option<PrometheusHandle>,
 }
 
+/// The edge-facing routes (`POST /v1/events` is merged in by the worker).
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(health))
-        .route("/v1/health", get(signals))
-        .route("/metrics", get(render_metrics))
         .route("/v1/results/{id}", get(result))
-        .merge(crate::http::dashboard::routes())
         .route(REPORT_PATH, post(edge_report))
         .with_state(state)
 }
 
-/// Binds `addr` (port 0 picks one) and prints the one stdout line the local
-/// stack waits for.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    println!("failsoft-origin listening http://{local}");
-    Ok(listener)
+/// The operator's routes: health, metrics, the dashboard.
+pub fn operator_router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/health", get(signals))
+        .route("/metrics", get(render_metrics))
+        .merge(crate::http::dashboard::routes())
+        .with_state(state)
+}
+
+/// The worker's two listeners.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub operator: TcpListener,
+}
+
+/// Binds the API and the operator's listener (port 0 picks one) and prints
+/// the one stdout line the lab and the tests wait for:
+/// `failsoft-origin listening api=http://… operator=http://…`.
+pub async fn bind(api: SocketAddr, operator: SocketAddr) -> Result<Listeners, (SocketAddr, std::io::Error)> {
+    let api = TcpListener::bind(api).await.map_err(|e| (api, e))?;
+    let operator = TcpListener::bind(operator).await.map_err(|e| (operator, e))?;
+    let url = |l: &TcpListener| l.local_addr().map(|a| format!("http://{a}"));
+    let (api_url, operator_url) = match (url(&api), url(&operator)) {
+        (Ok(a), Ok(o)) => (a, o),
+        (Err(e), _) => return Err((api.local_addr().unwrap_or(([0, 0, 0, 0], 0).into()), e)),
+        (_, Err(e)) => return Err((operator.local_addr().unwrap_or(([0, 0, 0, 0], 0).into()), e)),
+    };
+    println!("failsoft-origin listening api={api_url} operator={operator_url}");
+    Ok(Listeners { api, operator })
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -76,13 +76,14 @@ pub async fn run(settings: NotificationSettings, metrics_addr: Option<SocketAddr
         Some(addr) => {
             let listener = status::bind(addr).await.map_err(|e| NotificationsError::Listen(addr, e))?;
             let app = status::router(handle, Arc::clone(&connected));
-            Some(tokio::spawn(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = api_stopped.wait_for(|s| *s).await;
-                    })
-                    .into_future(),
-            ))
+            Some(tokio::spawn(crate::http::serve::serve(
+                listener,
+                app,
+                crate::http::serve::Limits::OPERATOR,
+                async move {
+                    let _ = api_stopped.wait_for(|s| *s).await;
+                },
+            )))
         }
         None => {
             println!("failsoft-notifications started");

@@ -31,8 +31,9 @@ const MAX_BATCH: i32 = 10;
 /// A message handed back while later ones of its group wait stays in flight
 /// at least this long. At zero it would be visible and out of flight at
 /// once, and a queue that re-evaluates group locks lazily (moto's does)
-/// could hand out a later message of the group first.
-const MIN_HEAD_DELAY_SECS: u64 = 1;
+/// could hand out a later message of the group first. The start-up check of
+/// the queue's redrive policy counts on it (`failsoft_shared::queue_fit`).
+const MIN_HEAD_DELAY_SECS: u64 = failsoft_shared::queue_fit::MIN_HAND_BACK_SECS;
 /// Pause after a failed receive, so an unreachable queue is not hammered.
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 

@@ -1,7 +1,9 @@
-//! Receiving from the FIFO work queue: the receive loop, the visibility
-//! leases of every message held, and each message's failure count.
+//! Receiving from the FIFO work queue: the start-up check of its
+//! attributes, the receive loop, the visibility leases of every message
+//! held, and each message's failure count.
 
 pub mod consumer;
 pub mod failures;
+pub mod fit;
 pub mod leases;
 pub mod received;

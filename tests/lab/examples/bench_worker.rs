@@ -172,6 +172,7 @@ async fn main() {
         ("FAILSOFT_CRM_URL", sim.url("api").to_owned()),
         ("FAILSOFT_INTERNAL_SECRET", "bench-internal-secret-000000".to_owned()),
         ("FAILSOFT_ORIGIN_LISTEN", "127.0.0.1:0".to_owned()),
+        ("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:0".to_owned()),
         ("FAILSOFT_RECEIVE_WAIT_SECS", "1".to_owned()),
         ("FAILSOFT_WRITE_SETTLE_MS", "0".to_owned()),
         ("FAILSOFT_WORKER_CONCURRENCY", a.concurrency.to_string()),

@@ -648,8 +648,10 @@ impl LocalStack {
         };
 
         let origin_port = free_port()?;
+        let operator_port = free_port()?;
         let edge_port = free_port()?;
         let origin_url = format!("http://127.0.0.1:{origin_port}");
+        let operator_url = format!("http://127.0.0.1:{operator_port}");
         let edge_url = format!("http://127.0.0.1:{edge_port}");
 
         // The origin worker and its results API.
@@ -667,6 +669,7 @@ impl LocalStack {
             ("FAILSOFT_INTERNAL_SECRET", secrets.internal.as_str()),
             ("FAILSOFT_EDGE_URL", edge_url.as_str()),
             ("FAILSOFT_ORIGIN_LISTEN", &format!("127.0.0.1:{origin_port}")),
+            ("FAILSOFT_OPERATOR_LISTEN", &format!("127.0.0.1:{operator_port}")),
         ]);
         stack.spawn("worker", worker)?;
         stack.wait_line("worker", PROGRAM_READY, "failsoft-origin listening").await?;
@@ -692,6 +695,7 @@ impl LocalStack {
         env.set("FAILSOFT_EDGE_HOST", spec.edge.as_str());
         env.set("FAILSOFT_AUTH_HEADER", format!("Bearer {}", secrets.token));
         env.set("FAILSOFT_ORIGIN_URL", origin_url);
+        env.set("FAILSOFT_OPERATOR_URL", operator_url);
         env.set("FAILSOFT_QUEUE_URL", queue_url);
         env.set("FAILSOFT_DLQ_URL", dlq_url);
         env.set("FAILSOFT_RESULTS_TABLE", tables.0);

@@ -29,7 +29,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const POLL: Duration = Duration::from_millis(100);
 
 /// The settings every worker of these tests gets: the compressed policy of
-/// the outage tests (backoff 200 ms..2 s, cool-down 1 s) and short polls.
+/// the outage tests (backoff 200 ms..2 s, cool-down 1 s, a 15-minute
+/// retry budget) and short polls.
 pub const BASE_POLICY: &[(&str, &str)] = &[
     ("FAILSOFT_RECEIVE_WAIT_SECS", "1"),
     ("FAILSOFT_WRITE_SETTLE_MS", "0"),
@@ -39,6 +40,10 @@ pub const BASE_POLICY: &[(&str, &str)] = &[
     ("FAILSOFT_BREAKER_PROBE_TIMEOUT_MS", "3000"),
     ("FAILSOFT_BACKOFF_BASE_MS", "200"),
     ("FAILSOFT_BACKOFF_CAP_MS", "2000"),
+    // With a 2 s cap a failing message is received about once a second, so
+    // the queue's 1000 receives last about 17 minutes: the worker refuses a
+    // budget longer than that (failsoft_shared::queue_fit).
+    ("FAILSOFT_RETRY_BUDGET_SECS", "900"),
     ("FAILSOFT_BREAKER_COOL_DOWN_MS", "1000"),
     ("FAILSOFT_WORKER_PROBE_EVERY_MS", "1000"),
     ("FAILSOFT_SHUTDOWN_GRACE_SECS", "10"),
@@ -101,8 +106,14 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The edge-facing API: results, edge reports, `POST /v1/events`, `/healthz`.
     pub fn url(&self) -> &str {
-        self.service.url("url")
+        self.service.url("api")
+    }
+
+    /// The operator's listener: `/metrics`, `/v1/health`, the dashboard, `/healthz`.
+    pub fn operator_url(&self) -> &str {
+        self.service.url("operator")
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
@@ -163,6 +174,7 @@ impl OriginStack {
             ("FAILSOFT_CRM_CAN_FIND_CASES", "true"),
             ("FAILSOFT_INTERNAL_SECRET", INTERNAL_SECRET),
             ("FAILSOFT_ORIGIN_LISTEN", "127.0.0.1:0"),
+            ("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:0"),
         ];
         for (k, v) in base.iter().chain(BASE_POLICY).chain(extra) {
             env.retain(|(name, _)| name != k);

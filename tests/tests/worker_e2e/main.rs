@@ -264,6 +264,6 @@ async fn worker_traffic_reaches_the_origins_health_and_metrics() {
     let t = &stack.target;
     let edge = Edge { http: &t.http, url: &t.edge, sim_admin: &t.admin };
     let tally = edge.drive_mix().await;
-    let (doc, text) = wait_for_counts(&origin.http, origin_worker.url(), &t.edge, &tally).await;
+    let (doc, text) = wait_for_counts(&origin.http, origin_worker.operator_url(), &t.edge, &tally).await;
     assert_counts(&doc, &text, &tally);
 }
