@@ -61,7 +61,9 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         "the work queue fits the settings"
     );
     let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone()).with_batching();
-    let http = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(30)).build()?;
+    // Idle connections go after 4 s, under the native edge's 5 s keep-alive
+    // limit (http/serve.rs), so a cache push never races the server's close.
+    let http = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(4)).build()?;
 
     let crm = Crm::new(http.clone(), &config.crm_url);
     let edge = config.edge_url.as_deref().map(|url| EdgePush::new(http.clone(), url, config.internal_secret.clone()));
