@@ -163,6 +163,9 @@ pub struct DlqConfig {
     pub queue_url: String,
     pub dlq_url: String,
     pub tables: Tables,
+    /// `FAILSOFT_DLQ_HOLD_SECS` (default 30, 2–43200): how long the tool
+    /// holds what it received; renewed at half of it while a read goes on.
+    pub hold_secs: i32,
 }
 
 /// What `failsoft init-local` needs.
@@ -411,6 +414,16 @@ impl DlqConfig {
             queue_url: fifo_queue_url(lookup, "FAILSOFT_QUEUE_URL")?,
             dlq_url: fifo_queue_url(lookup, "FAILSOFT_DLQ_URL")?,
             tables: tables(lookup)?,
+            hold_secs: {
+                let secs = number(&lookup, "FAILSOFT_DLQ_HOLD_SECS", 30i32)?;
+                if !(2..=43_200).contains(&secs) {
+                    return Err(ConfigError::new(
+                        "FAILSOFT_DLQ_HOLD_SECS",
+                        "must be between 2 and 43200 (SQS's longest)",
+                    ));
+                }
+                secs
+            },
         })
     }
 }

@@ -28,8 +28,6 @@ use crate::dead_letter::attr;
 use crate::store::results::Store;
 use crate::{aws, clock};
 
-/// How long the tool holds what it received before handing it back.
-const HOLD_SECS: i32 = 30;
 /// Short polls: an empty answer means the (visible part of the) DLQ is read.
 const POLL_SECS: i32 = 1;
 /// Replays above this count show a progress bar.
@@ -128,17 +126,27 @@ pub async fn run(config: DlqConfig, command: DlqCommand) -> Result<(), DlqError>
 }
 
 impl Dlq {
-    /// Receives everything visible (up to `max`), holding it.
+    /// Receives everything visible (up to `max`), holding it: each message
+    /// once (by MessageId), and with the hold renewed while the read goes
+    /// on, so a DLQ that takes longer than the hold to read does not hand
+    /// its first messages out again to be counted twice. It stops when a
+    /// receive comes back empty or brings only messages it holds already.
     async fn read(&self, max: usize) -> Result<Vec<DeadLetterMessage>, DlqError> {
-        let mut out = Vec::new();
+        let mut out: Vec<DeadLetterMessage> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut renewed = std::time::Instant::now();
         while out.len() < max {
+            if renewed.elapsed() >= Duration::from_millis(self.config.hold_secs as u64 * 500) {
+                self.set_visibility(&out, self.config.hold_secs).await;
+                renewed = std::time::Instant::now();
+            }
             let batch = self
                 .sqs
                 .receive_message()
                 .queue_url(&self.config.dlq_url)
                 .max_number_of_messages(10)
                 .wait_time_seconds(POLL_SECS)
-                .visibility_timeout(HOLD_SECS)
+                .visibility_timeout(self.config.hold_secs)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .message_attribute_names("All")
                 .send()
@@ -146,16 +154,33 @@ impl Dlq {
                 .map_err(|e| aws_error("ReceiveMessage (DLQ)", e))?
                 .messages
                 .unwrap_or_default();
-            if batch.is_empty() {
+            let mut new = 0;
+            for m in batch.into_iter().filter_map(DeadLetterMessage::from_sdk) {
+                match seen.get(&m.message_id) {
+                    // Back again (a hold ran out): only its receipt changed.
+                    Some(&i) => out[i].receipt = m.receipt,
+                    None => {
+                        seen.insert(m.message_id.clone(), out.len());
+                        out.push(m);
+                        new += 1;
+                    }
+                }
+            }
+            if new == 0 {
                 break;
             }
-            out.extend(batch.into_iter().filter_map(DeadLetterMessage::from_sdk));
         }
         Ok(out)
     }
 
     /// Makes held messages visible again at once.
     async fn hand_back(&self, messages: &[DeadLetterMessage]) {
+        self.set_visibility(messages, 0).await;
+    }
+
+    /// Sets the visibility of held messages: 0 hands them back, more renews
+    /// the hold.
+    async fn set_visibility(&self, messages: &[DeadLetterMessage], secs: i32) {
         for chunk in messages.chunks(10) {
             let entries: Vec<_> = chunk
                 .iter()
@@ -164,7 +189,7 @@ impl Dlq {
                     ChangeMessageVisibilityBatchRequestEntry::builder()
                         .id(i.to_string())
                         .receipt_handle(&m.receipt)
-                        .visibility_timeout(0)
+                        .visibility_timeout(secs)
                         .build()
                         .ok()
                 })
@@ -178,8 +203,9 @@ impl Dlq {
                 .await
             {
                 eprintln!(
-                    "warning: could not hand messages back ({}); they reappear within {HOLD_SECS} s",
-                    DisplayErrorContext(&e)
+                    "warning: could not change the visibility of held messages ({}); they reappear within {} s",
+                    DisplayErrorContext(&e),
+                    self.config.hold_secs
                 );
             }
         }
@@ -311,6 +337,7 @@ impl Dlq {
             }
             None => (m.body.clone(), m.group_id.clone()),
         };
+        let body = with_new_budget(&body, clock::now_ms());
         if let Some(c) = &correlation_id {
             self.store.reset_for_replay(c, clock::now_ms()).await.map_err(|e| DlqError::Aws(e.to_string()))?;
         }
@@ -349,5 +376,37 @@ impl Dlq {
             .map_err(|e| aws_error("PurgeQueue (DLQ)", e))?;
         println!("purged the dead-letter queue");
         Ok(())
+    }
+}
+
+/// A replayed envelope starts a new retry budget: its `submittedAt` is the
+/// replay's time, or a write dead-lettered for `RETRY_BUDGET_EXHAUSTED`
+/// would get one attempt and be dead-lettered again. A body that is no
+/// envelope (a raw EventBridge event) is sent as it is: its budget counts
+/// from SQS's send time, which the replay renews anyway.
+fn with_new_budget(body: &str, now_ms: u64) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Object(mut envelope)) if envelope.contains_key("submittedAt") && envelope.contains_key("v") => {
+            envelope.insert("submittedAt".to_owned(), json!(now_ms));
+            Value::Object(envelope).to_string()
+        }
+        _ => body.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_envelope_starts_a_new_budget_and_anything_else_is_sent_as_it_is() {
+        let old = r#"{"v":1,"kind":"write","correlationId":"c-1","entityKey":"e","payload":{"x":1},"submittedAt":5}"#;
+        let replayed: Value = serde_json::from_str(&with_new_budget(old, 1_000)).unwrap();
+        assert_eq!(replayed["submittedAt"], 1_000);
+        assert_eq!(replayed["payload"]["x"], 1);
+        assert_eq!(replayed["correlationId"], "c-1");
+        let raw = r#"{"version":"0","id":"e-1","detail":{}}"#;
+        assert_eq!(with_new_budget(raw, 1_000), raw);
+        assert_eq!(with_new_budget("not json", 1_000), "not json");
     }
 }
