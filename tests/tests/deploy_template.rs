@@ -406,26 +406,27 @@ fn the_origin_consumes_dead_letters_and_uses_its_tables() {
     assert_eq!(list(trust).len(), 1);
     assert_eq!(list(trust)[0]["Principal"], json!({"Service": "ecs-tasks.amazonaws.com"}));
 
+    // tests/tests/iam.rs derives these from the SDK calls in origin/src.
     let tables = ["ResultsTable", "LastKnownTable"];
-    let item = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"];
+    let item = ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem"];
     let consume = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"];
     assert_eq!(
         permissions(role),
         pairs(&[
-            (&consume, queue),
+            (&[&consume[..], &["sqs:SendMessage"]].concat(), queue),
             (&["sqs:SendMessage", "sqs:GetQueueAttributes"], dlq),
             (&item, tables[0]),
             (&item, tables[1]),
         ]),
-        "the worker: no send to its own queue, no purge, no table administration"
+        "the worker: send to its queue (POST /v1/events), no purge, no table administration"
     );
 
     assert_eq!(
         permissions("OperatorRole"),
         pairs(&[
-            (&[&consume[..], &["sqs:PurgeQueue"]].concat(), dlq),
-            (&["sqs:SendMessage", "sqs:GetQueueAttributes"], queue),
-            (&["dynamodb:GetItem", "dynamodb:UpdateItem"], tables[0]),
+            (&["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:PurgeQueue"], dlq),
+            (&["sqs:SendMessage"], queue),
+            (&["dynamodb:UpdateItem"], tables[0]),
         ]),
         "`failsoft dlq`: read, replay and purge dead letters"
     );
