@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use failsoft_lab::moto::MotoServer;
-use failsoft_lab::process::{Service, bin_dir};
+use failsoft_lab::process::Service;
 use serde_json::{Value, json};
 
 struct Args {
@@ -97,7 +97,8 @@ fn now_ms() -> u64 {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let moto = MotoServer::start().expect("moto_server (scripts/setup.sh installs it)");
+    let moto =
+        MotoServer::start_with(failsoft_lab::moto::Auth::Iam).expect("moto_server (scripts/setup.sh installs it)");
     let sqs_port = free_port();
     let fauxqs = Killed(
         Command::new(&a.node)
@@ -117,25 +118,21 @@ async fn main() {
     )
     .expect("crm-sim starts");
     let sqs_endpoint = format!("http://127.0.0.1:{sqs_port}");
+    // The template's stack in moto (DynamoDB, IAM), its queues copied to fauxqs.
+    let stack = failsoft_lab::aws_stack::create(&failsoft_lab::aws_stack::StackRequest::new(&moto.endpoint))
+        .await
+        .expect("the stack is created from the template");
+    let (queue_url, dlq_url) =
+        failsoft_lab::aws_stack::mirror_queues(&stack, &sqs_endpoint).await.expect("fauxqs queues");
+    let worker = stack.worker().expect("the worker's key");
     let aws_env = vec![
         ("AWS_ENDPOINT_URL_SQS", sqs_endpoint.clone()),
         ("AWS_ENDPOINT_URL_DYNAMODB", moto.endpoint.clone()),
         ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_ACCESS_KEY_ID", "bench".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "bench".to_owned()),
+        ("AWS_ACCESS_KEY_ID", worker.key.clone()),
+        ("AWS_SECRET_ACCESS_KEY", worker.secret.clone()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
     ];
-    let init = Command::new(bin_dir().join("failsoft-lab"))
-        .arg("init-local")
-        .envs(aws_env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("init-local runs");
-    assert!(init.status.success(), "init-local: {}", String::from_utf8_lossy(&init.stderr));
-    let printed = String::from_utf8_lossy(&init.stdout).into_owned();
-    let url = |name: &str| {
-        printed.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).expect("init-local prints it").to_owned()
-    };
-    let (queue_url, dlq_url) = (url("FAILSOFT_QUEUE_URL"), url("FAILSOFT_DLQ_URL"));
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))

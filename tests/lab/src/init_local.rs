@@ -1,186 +1,50 @@
-//! `failsoft-lab init-local`: creates the work queue, its dead-letter queue and
-//! the two tables in the endpoint `AWS_ENDPOINT_URL` names (moto's server in
-//! development and tests). Idempotent: run again, it converges the
-//! attributes and prints the same URLs.
+//! `failsoft-lab init-local`: creates the stack of `deploy/aws/failsoft.yaml`
+//! (queues, tables, identities) in the moto server `AWS_ENDPOINT_URL` names,
+//! through [`crate::aws_stack`]. Run again, it finds the stack and prints the
+//! same URLs (and no new keys).
+//!
+//! With IAM on in that moto, a second run must sign as the administrator
+//! the first printed (`FAILSOFT_LAB_ADMIN_ACCESS_KEY_ID`,
+//! `FAILSOFT_LAB_ADMIN_SECRET_ACCESS_KEY`).
 
-use std::collections::HashMap;
-use std::time::Duration;
+use crate::aws_stack::{self, AwsStack, AwsStackError, Credentials, StackRequest};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification, TimeToLiveStatus,
-};
-use aws_sdk_sqs::types::QueueAttributeName;
-use serde_json::json;
-
-use failsoft_origin::aws;
-use failsoft_origin::config::InitConfig;
-use failsoft_origin::store::results::{LAST_KNOWN_KEY, RESULTS_KEY, TTL_ATTRIBUTE};
-
-/// SQS's longest retention: the retry budget may be up to 14 days.
-const RETENTION_SECS: u64 = 14 * 86_400;
-/// How long a new table may take to become active (seconds on AWS).
-const TABLE_ACTIVE_POLLS: u32 = 120;
-
-#[derive(Debug, thiserror::Error)]
-pub enum InitError {
-    #[error("{what}: {message}")]
-    Aws { what: String, message: String },
-}
-
-fn aws_error(what: impl Into<String>, e: impl std::error::Error) -> InitError {
-    InitError::Aws { what: what.into(), message: aws_sdk_sqs::error::DisplayErrorContext(e).to_string() }
-}
-
-/// The URLs and names created.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Created {
-    pub queue_url: String,
-    pub dlq_url: String,
-}
-
-pub async fn run(config: &InitConfig) -> Result<Created, InitError> {
-    let sdk = aws::sdk_config(Duration::from_secs(30)).await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-
-    let retention = RETENTION_SECS.to_string();
-    let visibility = config.policy.visibility_timeout_secs.to_string();
-    let dlq_url = ensure_queue(
-        &sqs,
-        &config.dlq_name,
-        HashMap::from([
-            (QueueAttributeName::ContentBasedDeduplication, "false".to_owned()),
-            (QueueAttributeName::MessageRetentionPeriod, retention.clone()),
-            (QueueAttributeName::VisibilityTimeout, "30".to_owned()),
-        ]),
-    )
-    .await?;
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| aws_error("GetQueueAttributes (DLQ)", e))?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .ok_or_else(|| InitError::Aws { what: "the DLQ".into(), message: "has no QueueArn".into() })?;
-    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.max_receive_count}).to_string();
-    let queue_url = ensure_queue(
-        &sqs,
-        &config.queue_name,
-        HashMap::from([
-            (QueueAttributeName::ContentBasedDeduplication, "false".to_owned()),
-            (QueueAttributeName::MessageRetentionPeriod, retention),
-            (QueueAttributeName::VisibilityTimeout, visibility),
-            (QueueAttributeName::RedrivePolicy, redrive),
-        ]),
-    )
-    .await?;
-
-    ensure_table(&ddb, &config.tables.results, RESULTS_KEY).await?;
-    ensure_table(&ddb, &config.tables.last_known, LAST_KNOWN_KEY).await?;
-    Ok(Created { queue_url, dlq_url })
-}
-
-/// The queue's URL, creating the FIFO queue or converging its attributes.
-async fn ensure_queue(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    attributes: HashMap<QueueAttributeName, String>,
-) -> Result<String, InitError> {
-    if let Ok(existing) = sqs.get_queue_url().queue_name(name).send().await
-        && let Some(url) = existing.queue_url
+/// `FAILSOFT_PROCESSING_LIMIT_SECS`, when set, chooses the template's
+/// `ProcessingLimitSeconds` (and so the queue's visibility timeout).
+pub async fn run(lookup: impl Fn(&str) -> Option<String>) -> Result<AwsStack, AwsStackError> {
+    let endpoint = lookup("AWS_ENDPOINT_URL")
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| AwsStackError::Missing("AWS_ENDPOINT_URL (moto's server)".into()))?;
+    let mut request = StackRequest::new(&endpoint);
+    if let Some(limit) = lookup("FAILSOFT_PROCESSING_LIMIT_SECS").and_then(|v| v.trim().parse().ok()) {
+        request = request.processing_limit(limit);
+    }
+    if let (Some(key), Some(secret)) =
+        (lookup("FAILSOFT_LAB_ADMIN_ACCESS_KEY_ID"), lookup("FAILSOFT_LAB_ADMIN_SECRET_ACCESS_KEY"))
     {
-        sqs.set_queue_attributes()
-            .queue_url(&url)
-            .set_attributes(Some(attributes))
-            .send()
-            .await
-            .map_err(|e| aws_error(format!("SetQueueAttributes {name}"), e))?;
-        return Ok(url);
+        request.admin = Some(Credentials { key, secret });
     }
-    let mut attributes = attributes;
-    attributes.insert(QueueAttributeName::FifoQueue, "true".to_owned());
-    sqs.create_queue()
-        .queue_name(name)
-        .set_attributes(Some(attributes))
-        .send()
-        .await
-        .map_err(|e| aws_error(format!("CreateQueue {name}"), e))?
-        .queue_url
-        .ok_or_else(|| InitError::Aws { what: format!("CreateQueue {name}"), message: "no QueueUrl".into() })
+    aws_stack::create(&request).await
 }
 
-/// Creates the table (on-demand, one string hash key) unless it exists, and
-/// enables TTL on `expiresAt`.
-async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, name: &str, key: &str) -> Result<(), InitError> {
-    let exists = ddb.describe_table().table_name(name).send().await.is_ok();
-    if !exists {
-        let definition = AttributeDefinition::builder()
-            .attribute_name(key)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| aws_error("AttributeDefinition", e))?;
-        let schema = KeySchemaElement::builder()
-            .attribute_name(key)
-            .key_type(KeyType::Hash)
-            .build()
-            .map_err(|e| aws_error("KeySchemaElement", e))?;
-        let created = ddb
-            .create_table()
-            .table_name(name)
-            .attribute_definitions(definition)
-            .key_schema(schema)
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await;
-        if let Err(e) = created {
-            // Created meanwhile by a concurrent init: fine.
-            let in_use = e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception());
-            if !in_use {
-                return Err(aws_error(format!("CreateTable {name}"), e));
-            }
-        }
+/// What `init-local` prints: `NAME=value` lines a shell can source.
+pub fn printed(stack: &AwsStack) -> Result<String, AwsStackError> {
+    let mut out = format!(
+        "FAILSOFT_QUEUE_URL={}\nFAILSOFT_DLQ_URL={}\nFAILSOFT_RESULTS_TABLE={}\nFAILSOFT_LAST_KNOWN_TABLE={}\n",
+        stack.queue_url()?,
+        stack.dlq_url()?,
+        stack.results_table()?,
+        stack.last_known_table()?,
+    );
+    out.push_str(&format!(
+        "FAILSOFT_LAB_ADMIN_ACCESS_KEY_ID={}\nFAILSOFT_LAB_ADMIN_SECRET_ACCESS_KEY={}\n",
+        stack.admin.key, stack.admin.secret
+    ));
+    for (id, credentials) in &stack.identities {
+        out.push_str(&format!(
+            "FAILSOFT_LAB_{id}_ACCESS_KEY_ID={}\nFAILSOFT_LAB_{id}_SECRET_ACCESS_KEY={}\n",
+            credentials.key, credentials.secret
+        ));
     }
-    for _ in 0..TABLE_ACTIVE_POLLS {
-        let status = ddb
-            .describe_table()
-            .table_name(name)
-            .send()
-            .await
-            .map_err(|e| aws_error(format!("DescribeTable {name}"), e))?
-            .table
-            .and_then(|t| t.table_status);
-        if status == Some(TableStatus::Active) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let ttl = ddb
-        .describe_time_to_live()
-        .table_name(name)
-        .send()
-        .await
-        .map_err(|e| aws_error(format!("DescribeTimeToLive {name}"), e))?
-        .time_to_live_description;
-    let enabled = ttl.is_some_and(|d| {
-        matches!(d.time_to_live_status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
-            && d.attribute_name.as_deref() == Some(TTL_ATTRIBUTE)
-    });
-    if !enabled {
-        let spec = TimeToLiveSpecification::builder()
-            .enabled(true)
-            .attribute_name(TTL_ATTRIBUTE)
-            .build()
-            .map_err(|e| aws_error("TimeToLiveSpecification", e))?;
-        ddb.update_time_to_live()
-            .table_name(name)
-            .time_to_live_specification(spec)
-            .send()
-            .await
-            .map_err(|e| aws_error(format!("UpdateTimeToLive {name}"), e))?;
-    }
-    Ok(())
+    Ok(out)
 }

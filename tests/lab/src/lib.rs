@@ -7,6 +7,7 @@
 //! The container image builds `--bin failsoft` from `origin/` and contains
 //! none of this (docs/design.md, "Architecture").
 
+pub mod aws_stack;
 pub mod demo;
 pub mod drill;
 pub mod init_local;

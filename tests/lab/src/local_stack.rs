@@ -30,10 +30,9 @@ use std::time::{Duration, Instant};
 
 use failsoft_shared::config::{ConfigError, Policy};
 
+use crate::aws_stack::{self, AwsStackError, Credentials, StackRequest};
+use crate::moto::Auth;
 use crate::process::{bin_dir, parse_listening_line};
-
-/// moto's launcher with the FIFO receive fix (see `moto.rs`).
-const MOTO_FIFO: &str = include_str!("moto_fifo.py");
 
 /// The file a client reads (`source .local/stack.env`).
 pub const ENV_FILE: &str = "stack.env";
@@ -43,7 +42,6 @@ pub const PID_FILE: &str = "stack.pids";
 /// How long each piece may take to answer on 2 shared cores: moto imports
 /// for seconds; wrangler bundles the Worker and starts workerd.
 const MOTO_READY: Duration = Duration::from_secs(60);
-const INIT_LOCAL_LIMIT: Duration = Duration::from_secs(90);
 const PROGRAM_READY: Duration = Duration::from_secs(30);
 const EDGE_READY: Duration = Duration::from_secs(90);
 /// SIGTERM's grace: the worker finishes deliveries in flight within its
@@ -53,9 +51,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const KILL_WAIT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(100);
 
-/// moto accepts any credentials; these are not secrets.
-pub const MOTO_ACCESS_KEY: &str = "test";
-pub const MOTO_REGION: &str = "us-east-1";
+/// moto's region.
+pub const MOTO_REGION: &str = crate::aws_stack::REGION;
 
 /// Where `wrangler dev` writes its debug file: nowhere. Wrangler appends
 /// every message of every level to that file whatever `--log-level` says,
@@ -104,8 +101,14 @@ pub const POLICY_SETTINGS: &[&str] = &[
 ];
 
 /// The keys of `stack.env` whose values are secrets (masked when printed).
-const SECRET_KEYS: &[&str] =
-    &["FAILSOFT_AUTH_HEADER", "FAILSOFT_CACHE_KEY_SECRET", "FAILSOFT_WEBHOOK_SECRET", "FAILSOFT_INTERNAL_SECRET"];
+const SECRET_KEYS: &[&str] = &[
+    "FAILSOFT_AUTH_HEADER",
+    "FAILSOFT_CACHE_KEY_SECRET",
+    "FAILSOFT_WEBHOOK_SECRET",
+    "FAILSOFT_INTERNAL_SECRET",
+    "AWS_SECRET_ACCESS_KEY",
+    "FAILSOFT_OPERATOR_AWS_SECRET_ACCESS_KEY",
+];
 
 /// Which edge host fronts the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -214,8 +217,8 @@ pub enum StackError {
     NotReady { name: String, within: Duration, log: String, tail: String },
     #[error("{name} exited ({status}); the end of {log}:\n{tail}")]
     Exited { name: String, status: String, log: String, tail: String },
-    #[error("failsoft-lab init-local failed: {0}")]
-    InitLocal(String),
+    #[error(transparent)]
+    AwsStack(#[from] AwsStackError),
     #[error("a stack is already up ({0}): run `make down` (or `failsoft-lab down`) first")]
     AlreadyUp(PathBuf),
     #[error("{0}: {1}")]
@@ -502,7 +505,7 @@ impl Secrets {
 
 /// A command with none of the machine's `FAILSOFT_*`, AWS or simulator
 /// settings, and no proxy for loopback.
-fn clean_command(program: &Path) -> Command {
+pub(crate) fn clean_command(program: &Path) -> Command {
     let mut command = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
@@ -519,13 +522,13 @@ fn clean_command(program: &Path) -> Command {
     command
 }
 
-/// The AWS SDK pointed at moto (and SQS at `sqs` when given).
-fn aws_env(endpoint: &str, sqs: Option<&str>) -> Vec<(&'static str, String)> {
+/// The AWS SDK pointed at moto (and SQS at `sqs` when given), signing as `who`.
+fn aws_env(endpoint: &str, sqs: Option<&str>, who: &Credentials) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("AWS_ENDPOINT_URL", endpoint.to_owned()),
         ("AWS_REGION", MOTO_REGION.to_owned()),
-        ("AWS_ACCESS_KEY_ID", MOTO_ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", MOTO_ACCESS_KEY.to_owned()),
+        ("AWS_ACCESS_KEY_ID", who.key.clone()),
+        ("AWS_SECRET_ACCESS_KEY", who.secret.clone()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
     ];
     if let Some(sqs) = sqs {
@@ -605,7 +608,11 @@ impl LocalStack {
 
         // moto: SQS and DynamoDB.
         let moto_port = free_port()?;
-        let moto = moto_command(moto_port)?;
+        let moto = crate::moto::command(moto_port, Auth::Iam).map_err(|_| StackError::Missing {
+            what: "moto_server",
+            path: workspace_root().join(".venv/bin/moto_server"),
+            hint: SETUP_HINT,
+        })?;
         stack.spawn("moto", moto)?;
         stack.wait_tcp("moto", SocketAddr::from(([127, 0, 0, 1], moto_port)), MOTO_READY).await?;
         let endpoint = format!("http://127.0.0.1:{moto_port}");
@@ -621,11 +628,15 @@ impl LocalStack {
                 Some(format!("http://127.0.0.1:{port}"))
             }
         };
-        let aws = aws_env(&endpoint, sqs_endpoint.as_deref());
-
-        // The queues and tables.
-        let (mut queue_url, mut dlq_url, tables) = init_local(&aws, &settings).await?;
+        // The queues, tables and identities: the template's stack.
+        let request = StackRequest::new(&endpoint).processing_limit(policy.processing_limit_secs);
+        let aws_stack = aws_stack::create(&request).await?;
+        let (mut queue_url, mut dlq_url) = (aws_stack.queue_url()?, aws_stack.dlq_url()?);
+        let tables = (aws_stack.results_table()?.to_owned(), aws_stack.last_known_table()?.to_owned());
+        let worker_aws = aws_env(&endpoint, sqs_endpoint.as_deref(), aws_stack.worker()?);
+        let edge_key = aws_stack.edge()?.clone();
         if let Some(sqs) = &sqs_endpoint {
+            (queue_url, dlq_url) = aws_stack::mirror_queues(&aws_stack, sqs).await?;
             // fauxqs names its queues `http://sqs.REGION.localhost:PORT/…`,
             // a host only some resolvers know; the edge posts to the URL's host.
             queue_url = rebase(&queue_url, sqs);
@@ -661,7 +672,7 @@ impl LocalStack {
         if spec.crm_url.is_none() && spec.crm_contract == CrmContract::Full {
             worker.env("FAILSOFT_CRM_CAN_FIND_CASES", "true");
         }
-        worker.arg("worker").envs(aws.iter().cloned()).envs(settings.iter().map(|(k, v)| (k, v)));
+        worker.arg("worker").envs(worker_aws.iter().cloned()).envs(settings.iter().map(|(k, v)| (k, v)));
         worker.envs([
             ("FAILSOFT_QUEUE_URL", queue_url.as_str()),
             ("FAILSOFT_DLQ_URL", dlq_url.as_str()),
@@ -681,8 +692,8 @@ impl LocalStack {
             ("FAILSOFT_QUEUE_URL".into(), queue_url.clone()),
             ("FAILSOFT_ORIGIN_URL".into(), origin_url.clone()),
             ("AWS_REGION".into(), MOTO_REGION.into()),
-            ("AWS_ACCESS_KEY_ID".into(), MOTO_ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), MOTO_ACCESS_KEY.into()),
+            ("AWS_ACCESS_KEY_ID".into(), edge_key.key.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), edge_key.secret.clone()),
         ];
         for (key, value) in &settings {
             edge_env.retain(|(k, _)| k != key);
@@ -705,8 +716,13 @@ impl LocalStack {
             env.set("AWS_ENDPOINT_URL_SQS", sqs);
         }
         env.set("AWS_REGION", MOTO_REGION);
-        env.set("AWS_ACCESS_KEY_ID", MOTO_ACCESS_KEY);
-        env.set("AWS_SECRET_ACCESS_KEY", MOTO_ACCESS_KEY);
+        // The lab's administrator, for a load driver's and the drill's
+        // look-ups (queue depths); the operator's key for `failsoft dlq …`.
+        env.set("AWS_ACCESS_KEY_ID", aws_stack.admin.key.clone());
+        env.set("AWS_SECRET_ACCESS_KEY", aws_stack.admin.secret.clone());
+        let operator = aws_stack.operator()?;
+        env.set("FAILSOFT_OPERATOR_AWS_ACCESS_KEY_ID", operator.key.clone());
+        env.set("FAILSOFT_OPERATOR_AWS_SECRET_ACCESS_KEY", operator.secret.clone());
         env.set("CRM_URL", crm_url);
         if let Some(admin) = crm_admin {
             env.set("CRM_ADMIN_URL", admin);
@@ -948,57 +964,6 @@ impl Drop for LocalStack {
             }
         }
     }
-}
-
-/// moto through the FIFO-fixing launcher when its Python is beside it.
-fn moto_command(port: u16) -> Result<Command, StackError> {
-    let binary = crate::moto::moto_binary().ok_or(StackError::Missing {
-        what: "moto_server",
-        path: workspace_root().join(".venv/bin/moto_server"),
-        hint: SETUP_HINT,
-    })?;
-    let python = binary.with_file_name("python");
-    let mut command = if python.exists() {
-        let mut c = clean_command(&python);
-        c.args(["-c", MOTO_FIFO]);
-        c
-    } else {
-        clean_command(&binary)
-    };
-    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-    Ok(command)
-}
-
-/// Runs `failsoft-lab init-local` against moto; returns the queue URLs and the
-/// table names.
-async fn init_local(
-    aws: &[(&'static str, String)],
-    settings: &[(String, String)],
-) -> Result<(String, String, (String, String)), StackError> {
-    let mut command = tokio::process::Command::from(clean_command(&program("failsoft-lab")?));
-    command
-        .arg("init-local")
-        .envs(aws.iter().cloned())
-        .envs(settings.iter().map(|(k, v)| (k, v)))
-        .env("FAILSOFT_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(INIT_LOCAL_LIMIT, command.output())
-        .await
-        .map_err(|_| StackError::InitLocal(format!("no answer within {INIT_LOCAL_LIMIT:?}")))?
-        .map_err(|e| StackError::InitLocal(e.to_string()))?;
-    if !output.status.success() {
-        return Err(StackError::InitLocal(String::from_utf8_lossy(&output.stderr).into_owned()));
-    }
-    let printed = StackEnv::parse(&String::from_utf8_lossy(&output.stdout));
-    let get = |key: &str| {
-        printed.get(key).map(str::to_owned).ok_or_else(|| StackError::InitLocal(format!("it printed no {key}")))
-    };
-    Ok((
-        get("FAILSOFT_QUEUE_URL")?,
-        get("FAILSOFT_DLQ_URL")?,
-        (get("FAILSOFT_RESULTS_TABLE")?, get("FAILSOFT_LAST_KNOWN_TABLE")?),
-    ))
 }
 
 /// The root `wrangler.toml` for a copy outside the checkout (the local stack,

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use failsoft_lab::{demo, drill, init_local, local_stack};
-use failsoft_origin::config::InitConfig;
 
 #[derive(Parser)]
 #[command(version, about = "failsoft-lab: failsoft's local stack, outage drill and demo, on loopback")]
@@ -27,8 +26,9 @@ enum Command {
     Up(local_stack::UpArgs),
     /// Stop what `failsoft-lab up` started, by PID.
     Down(local_stack::DownArgs),
-    /// Create the queues and tables in the endpoint AWS_ENDPOINT_URL names
-    /// (idempotent); prints FAILSOFT_QUEUE_URL=… and FAILSOFT_DLQ_URL=….
+    /// Create the stack of deploy/aws/failsoft.yaml in the moto server
+    /// AWS_ENDPOINT_URL names (idempotent); prints FAILSOFT_QUEUE_URL=…,
+    /// FAILSOFT_DLQ_URL=…, the tables and the identities' keys.
     InitLocal,
 }
 
@@ -47,23 +47,11 @@ fn main() -> ExitCode {
         Command::Drill(args) => return runtime.block_on(drill::main(args)),
         Command::Up(args) => return runtime.block_on(local_stack::up(args)),
         Command::Down(args) => return local_stack::down(args),
-        Command::InitLocal => {
-            let config = match InitConfig::from_lookup(|name| std::env::var(name).ok()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("failsoft-lab: invalid setting {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            runtime.block_on(async {
-                let created = init_local::run(&config).await?;
-                println!("FAILSOFT_QUEUE_URL={}", created.queue_url);
-                println!("FAILSOFT_DLQ_URL={}", created.dlq_url);
-                println!("FAILSOFT_RESULTS_TABLE={}", config.tables.results);
-                println!("FAILSOFT_LAST_KNOWN_TABLE={}", config.tables.last_known);
-                Ok(())
-            })
-        }
+        Command::InitLocal => runtime.block_on(async {
+            let stack = init_local::run(|name| std::env::var(name).ok()).await?;
+            print!("{}", init_local::printed(&stack)?);
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

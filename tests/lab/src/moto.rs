@@ -1,6 +1,9 @@
-//! moto's server (SQS and DynamoDB on loopback) as a child process, for the
-//! tests, the demo and the benchmark: started on a free port, killed by PID
-//! when dropped, even when a test panics.
+//! moto's server (SQS, DynamoDB, IAM and CloudFormation on loopback): the
+//! one launcher. [`command`] is how the local stack runs it (in its own
+//! session, logging to a file); [`MotoServer`] runs it as a child for the
+//! tests and the benchmark, on a free port, killed by PID when dropped, even
+//! when a test panics. With [`Auth::Iam`] it enforces IAM, and
+//! [`crate::aws_stack`] creates the stack from the template in it.
 //!
 //! It runs through `moto_fifo.py`, which makes moto's FIFO queues keep four
 //! promises of SQS (see there): a receive never hands out a group's
@@ -9,7 +12,9 @@
 //! poll waiting behind locked groups costs no CPU, and a delete unlocks its
 //! group for a poll already waiting. The worker's order
 //! tests, the drill's one-refresh-per-window count and its drain would
-//! otherwise test moto. `tests/tests/moto_stand_in.rs` checks them.
+//! otherwise test moto. `tests/tests/moto_stand_in.rs` checks them. Two
+//! more make its IAM check SQS's and DynamoDB's: a batch call is authorised
+//! as its single call, a DynamoDB call against its tables' ARNs.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -74,22 +79,50 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Whether moto's server checks IAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Every call is taken, whoever signs it (the edge and moto stand-in
+    /// tests, which make their own queues).
+    Open,
+    /// After [`crate::aws_stack::BOOTSTRAP_CALLS`] unsigned calls (the lab's
+    /// bootstrap administrator), every call must be signed by an IAM
+    /// identity of moto's and allowed by its policies: moto's
+    /// `INITIAL_NO_AUTH_ACTION_COUNT`.
+    Iam,
+}
+
+/// The one way to run moto: through `moto_fifo.py` when the venv's Python is
+/// beside `moto_server` (the FIFO and IAM fixes), listening on
+/// 127.0.0.1:`port`, with none of this process's AWS or failsoft settings.
+pub fn command(port: u16, auth: Auth) -> Result<Command, MotoError> {
+    let binary = moto_binary().ok_or(MotoError::Missing)?;
+    let python = binary.with_file_name("python");
+    let mut command = if python.exists() {
+        let mut c = crate::local_stack::clean_command(&python);
+        c.args(["-c", MOTO_FIFO]);
+        c
+    } else {
+        crate::local_stack::clean_command(&binary)
+    };
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    if auth == Auth::Iam {
+        command.env("INITIAL_NO_AUTH_ACTION_COUNT", crate::aws_stack::BOOTSTRAP_CALLS.to_string());
+    }
+    Ok(command)
+}
+
 impl MotoServer {
-    /// Starts moto on a free loopback port and waits until it accepts
-    /// connections.
+    /// Starts moto without IAM on a free loopback port and waits until it
+    /// accepts connections.
     pub fn start() -> Result<Self, MotoError> {
-        let binary = moto_binary().ok_or(MotoError::Missing)?;
+        Self::start_with(Auth::Open)
+    }
+
+    /// As [`Self::start`], checking IAM with [`Auth::Iam`].
+    pub fn start_with(auth: Auth) -> Result<Self, MotoError> {
         let port = free_port().map_err(MotoError::Spawn)?;
-        let python = binary.with_file_name("python");
-        let mut command = if python.exists() {
-            let mut c = Command::new(python);
-            c.args(["-c", MOTO_FIFO]);
-            c
-        } else {
-            Command::new(binary)
-        };
-        let child = command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = command(port, auth)?
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,6 +1,7 @@
 """moto's server, with its SQS FIFO queues made to behave like SQS's.
 
-Four fixes, all for FIFO queues; everything else is moto's own code.
+Four fixes for FIFO queues, and two for IAM (5 and 6, below); everything
+else is moto's own code.
 
 1. Receive keeps per-group order. moto 5.2.5 decides whether a message group is locked from a snapshot of the
 groups with messages in flight, and refreshes that snapshot in the middle of
@@ -160,6 +161,53 @@ def delete_message(self, receipt_handle):
 
 models.Queue.add_message = add_message
 models.Queue.delete_message = delete_message
+
+# 5. (IAM on) A batch call is authorised as its single call. SQS checks
+# SendMessageBatch, DeleteMessageBatch and ChangeMessageVisibilityBatch
+# against sqs:SendMessage, sqs:DeleteMessage and sqs:ChangeMessageVisibility
+# (IAM has no "…Batch" action); moto asked for sqs:…Batch, which no policy
+# grants, so the worker's visibility heartbeat was refused.
+from moto.iam import access_control  # noqa: E402
+
+moto_iam_request_init = access_control.IAMRequestBase.__init__
+
+
+def iam_request_init(self, *args, **kwargs):
+    moto_iam_request_init(self, *args, **kwargs)
+    if self._action.startswith("sqs:") and self._action.endswith("Batch"):
+        self._action = self._action[: -len("Batch")]
+
+
+access_control.IAMRequestBase.__init__ = iam_request_init
+
+# 6. (IAM on) A DynamoDB call is authorised against its tables. moto checked
+# every DynamoDB call against the resource "*", which a policy naming its
+# tables' ARNs (the template's) never matches: every call was refused. Here
+# the resource is the table's ARN, and a BatchWriteItem or BatchGetItem is
+# checked against each of its tables, as DynamoDB does.
+from moto import settings  # noqa: E402
+from moto.core import authorization  # noqa: E402
+from moto.dynamodb import responses as dynamodb_responses  # noqa: E402
+
+
+def dynamodb_resource(self):
+    body = self.body if isinstance(self.body, dict) else {}
+    tables = list(body.get("RequestItems") or {}) or [body[k] for k in ("TableName",) if body.get(k)]
+    arns = [t if t.startswith("arn:") else f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{t}" for t in tables]
+    return arns or "*"
+
+
+def dynamodb_authorize(self, resource="*"):
+    mixin = authorization.ActionAuthenticatorMixin
+    if isinstance(resource, list) and mixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT:
+        for arn in resource:
+            mixin._authenticate_and_authorize_normal_action(self, arn)
+    else:
+        mixin._authenticate_and_authorize_normal_action(self, resource[0] if isinstance(resource, list) else resource)
+
+
+dynamodb_responses.DynamoHandler._determine_resource = dynamodb_resource
+dynamodb_responses.DynamoHandler._authenticate_and_authorize_normal_action = dynamodb_authorize
 
 from moto.server import main  # noqa: E402
 

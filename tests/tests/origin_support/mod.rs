@@ -1,7 +1,8 @@
-//! Support for the origin worker's tests: moto's server, the CRM simulator
-//! and `failsoft worker` as real processes on loopback (each killed by PID
-//! when dropped), queue and table access through the AWS SDK, a local
-//! alert receiver, and bounded polling.
+//! Support for the origin worker's tests: moto's server (IAM on, the stack
+//! created from `deploy/aws/failsoft.yaml`), the CRM simulator and
+//! `failsoft worker` as real processes on loopback (each killed by PID when
+//! dropped; each program signs with its identity's key), queue and table
+//! access through the AWS SDK, a local alert receiver, and bounded polling.
 //!
 //! Build the programs first: `cargo build --workspace --bins`.
 #![allow(dead_code)]
@@ -13,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use failsoft_lab::moto::MotoServer;
+use failsoft_lab::aws_stack::{self, AwsStack, Credentials, StackRequest};
+use failsoft_lab::moto::{Auth, MotoServer};
 use failsoft_lab::process::{Service, bin_dir};
 use failsoft_shared::envelope::{Envelope, Kind};
 use failsoft_shared::keys::{entity_key, normalize_phone};
@@ -89,15 +91,31 @@ pub fn entity_for(phone: &str) -> String {
     entity_key(CACHE_KEY_SECRET.as_bytes(), &normalize_phone(phone).expect("a valid test phone"))
 }
 
-/// moto, the simulator, and the queues and tables `init-local` made.
+/// moto (IAM on), the simulator, and the stack of `deploy/aws/failsoft.yaml`:
+/// every program runs with the keys of its identity in the template.
 pub struct OriginStack {
     pub moto: MotoServer,
     pub sim: Service,
+    pub aws: AwsStack,
     pub queue_url: String,
     pub dlq_url: String,
+    /// The lab's administrator: the tests' own look-ups.
     pub sqs: aws_sdk_sqs::Client,
     pub ddb: aws_sdk_dynamodb::Client,
+    /// Signing with the edge's key: [`Self::enqueue`] sends as the edge does.
+    pub edge_sqs: aws_sdk_sqs::Client,
     pub http: reqwest::Client,
+}
+
+/// Who a program signs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum As {
+    /// `failsoft worker`, `failsoft notifications`: the WorkerRole's policies.
+    Worker,
+    /// `failsoft dlq …`: the OperatorRole's policies.
+    Operator,
+    /// The lab's bootstrap administrator (`failsoft-lab init-local`).
+    Admin,
 }
 
 /// A running worker.
@@ -127,7 +145,7 @@ impl Worker {
 impl OriginStack {
     pub async fn start() -> Self {
         let (moto, sim) = tokio::task::spawn_blocking(|| {
-            let moto = MotoServer::start().expect("moto_server starts (scripts/setup.sh installs it)");
+            let moto = MotoServer::start_with(Auth::Iam).expect("moto_server starts (scripts/setup.sh installs it)");
             let mut sim_cmd = program("crm-sim");
             sim_cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "warn");
             let sim = Service::start_command("crm-sim", &mut sim_cmd).expect("crm-sim starts");
@@ -135,25 +153,31 @@ impl OriginStack {
         })
         .await
         .expect("the stack starts");
-        let endpoint = moto.endpoint.clone();
-        let mut init = program("failsoft-lab");
-        init.arg("init-local").envs(aws_env(&endpoint));
-        let out = tokio::task::spawn_blocking(move || init.output()).await.unwrap().expect("init-local runs");
-        assert!(out.status.success(), "init-local: {}", String::from_utf8_lossy(&out.stderr));
-        let printed = parse_assignments(&String::from_utf8_lossy(&out.stdout));
+        let limit = BASE_POLICY.iter().find(|(k, _)| *k == "FAILSOFT_PROCESSING_LIMIT_SECS").unwrap().1;
+        let request = StackRequest::new(&moto.endpoint).processing_limit(limit.parse().unwrap());
+        let aws = aws_stack::create(&request).await.expect("the stack is created from the template");
+        Self::on(moto, sim, aws).await
+    }
 
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&endpoint)
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"))
-            .load()
-            .await;
+    /// The stack in `moto`, already created as `aws`.
+    pub async fn on(moto: MotoServer, sim: Service, aws: AwsStack) -> Self {
+        let sdk = |who: &Credentials| {
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url(&moto.endpoint)
+                .credentials_provider(aws_sdk_sqs::config::Credentials::new(&who.key, &who.secret, None, None, "tests"))
+                .load()
+        };
+        let admin = sdk(&aws.admin).await;
+        let edge = sdk(aws.edge().expect("the edge's key")).await;
         Self {
-            queue_url: printed["FAILSOFT_QUEUE_URL"].clone(),
-            dlq_url: printed["FAILSOFT_DLQ_URL"].clone(),
-            sqs: aws_sdk_sqs::Client::new(&sdk),
-            ddb: aws_sdk_dynamodb::Client::new(&sdk),
+            queue_url: aws.queue_url().expect("QueueUrl"),
+            dlq_url: aws.dlq_url().expect("DlqUrl"),
+            sqs: aws_sdk_sqs::Client::new(&admin),
+            ddb: aws_sdk_dynamodb::Client::new(&admin),
+            edge_sqs: aws_sdk_sqs::Client::new(&edge),
             http: reqwest::Client::builder().no_proxy().timeout(CLIENT_TIMEOUT).build().expect("client"),
+            aws,
             moto,
             sim,
         }
@@ -163,9 +187,24 @@ impl OriginStack {
         self.sim.url("admin")
     }
 
-    /// The environment of a worker or operator command against this stack.
+    /// The environment of a worker command against this stack.
     pub fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = aws_env(&self.moto.endpoint);
+        self.env_as(As::Worker, extra)
+    }
+
+    /// The environment of a program signing as `who`.
+    pub fn env_as(&self, who: As, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let credentials = match who {
+            As::Worker => self.aws.worker().expect("the worker's key"),
+            As::Operator => self.aws.operator().expect("the operator's key"),
+            As::Admin => &self.aws.admin,
+        };
+        let mut env: Vec<(String, String)> =
+            self.aws.env(credentials).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        if who == As::Admin {
+            env.push(("FAILSOFT_LAB_ADMIN_ACCESS_KEY_ID".into(), credentials.key.clone()));
+            env.push(("FAILSOFT_LAB_ADMIN_SECRET_ACCESS_KEY".into(), credentials.secret.clone()));
+        }
         let base = [
             ("FAILSOFT_QUEUE_URL", self.queue_url.as_str()),
             ("FAILSOFT_DLQ_URL", self.dlq_url.as_str()),
@@ -198,19 +237,22 @@ impl OriginStack {
         Worker { service }
     }
 
-    /// Runs a `failsoft` operator command; returns (exit code, stdout, stderr).
+    /// Runs a `failsoft` command (`dlq …` as the operator, the rest as the
+    /// worker); returns (exit code, stdout, stderr).
     pub async fn failsoft(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
-        self.run_program("failsoft", args, extra).await
+        let who = if args.first() == Some(&"dlq") { As::Operator } else { As::Worker };
+        self.run_program("failsoft", who, args, extra).await
     }
 
-    /// Runs a `failsoft-lab` command (e.g. `init-local`); as [`Self::failsoft`].
+    /// Runs a `failsoft-lab` command (e.g. `init-local`) as the lab's
+    /// administrator; as [`Self::failsoft`].
     pub async fn failsoft_lab(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
-        self.run_program("failsoft-lab", args, extra).await
+        self.run_program("failsoft-lab", As::Admin, args, extra).await
     }
 
-    async fn run_program(&self, name: &str, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
+    async fn run_program(&self, name: &str, who: As, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
         let mut cmd = program(name);
-        cmd.args(args).envs(self.env(extra));
+        cmd.args(args).envs(self.env_as(who, extra));
         let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().expect("failsoft runs");
         (
             out.status.code().unwrap_or(-1),
@@ -224,7 +266,7 @@ impl OriginStack {
     /// Enqueues an envelope exactly as the edge does (group = entity key,
     /// deduplication id = correlationId for writes).
     pub async fn enqueue(&self, envelope: &Envelope<Value>) {
-        self.sqs
+        self.edge_sqs
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(serde_json::to_string(envelope).unwrap())
@@ -371,8 +413,9 @@ pub struct DeadLetter {
     pub group: String,
 }
 
-/// The environment pointing the AWS SDK at moto with dummy credentials.
-/// Instance metadata is off: nothing may leave loopback.
+/// The environment pointing the AWS SDK at a moto without IAM checks
+/// (`failsoft_tests::moto::Moto`, whose tests make their own queues), with
+/// dummy credentials. Instance metadata is off: nothing may leave loopback.
 pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
     [
         ("AWS_ENDPOINT_URL", endpoint),
