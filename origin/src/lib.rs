@@ -14,6 +14,7 @@
 //! The design and the invariants each part keeps: `docs/design.md`.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod aws;
 pub mod clock;
 pub mod config;

@@ -211,7 +211,10 @@ pub async fn queue_depths(sqs: &Client, url: &str) -> Result<(u64, u64), String>
         .send();
     let out = match tokio::time::timeout(DEPTH_CALL_LIMIT, call).await {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(DisplayErrorContext(&e).to_string()),
+        Ok(Err(e)) => {
+            crate::access::check("sqs:GetQueueAttributes", url, &e);
+            return Err(DisplayErrorContext(&e).to_string());
+        }
         Err(_) => return Err("timed out".to_owned()),
     };
     let attrs = out.attributes.unwrap_or_default();
@@ -307,7 +310,15 @@ pub fn health(breaker: Option<Mode>) -> Value {
         ("dlqDepth", signal(Signal::DlqDepth, d_value, "messages", d_source, d_extra)),
         ("degradedShare", signal(Signal::DegradedShare, degraded_value, "percent", degraded_source, degraded_extra)),
     ];
-    let (config_level, configuration) = configuration();
+    // A call AWS denied is a configuration error too: critical until it
+    // has not recurred for crate::access::DENIAL_WINDOW.
+    let (mut config_level, mut configuration) = configuration();
+    let denied = crate::access::recent();
+    if !denied.is_empty() {
+        config_level = Level::Critical;
+        configuration["level"] = json!(config_level);
+    }
+    configuration["accessDenied"] = Value::Array(denied);
     let level = overall(entries.iter().map(|(_, (level, _))| *level).chain([config_level]));
     let signals: serde_json::Map<String, Value> =
         entries.into_iter().map(|(name, (_, entry))| (name.to_owned(), entry)).collect();

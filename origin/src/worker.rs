@@ -74,6 +74,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         }
         None => (Alerts::disabled(), None),
     };
+    crate::access::alert_to(alerts.clone());
     let owner = format!("worker-{}-{:08x}", std::process::id(), clock::random_u64() as u32);
     let events = config.events.url.as_deref().map(|url| EventSink::new(http.clone(), url));
     let delivery = Arc::new(Delivery::new(config.clone(), crm, store.clone(), edge, owner.clone()).with_events(events));

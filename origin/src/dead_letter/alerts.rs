@@ -46,6 +46,9 @@ pub struct Alert {
 
 impl Alert {
     fn summary(&self) -> String {
+        if self.error_class == crate::access::ERROR_CLASS {
+            return format!("failsoft: AWS refused {} (a configuration error: fix the IAM policy)", self.reason);
+        }
         format!("failsoft dead-lettered a {} ({}): {}", self.kind, self.reason, self.correlation_id)
     }
 }
@@ -89,7 +92,7 @@ pub fn body(format: AlertFormat, alert: &Alert, routing_key: Option<&str>) -> Va
             })
         }
         AlertFormat::Webhook => json!({
-            "event": "dead_letter",
+            "event": if alert.error_class == crate::access::ERROR_CLASS { "access_denied" } else { "dead_letter" },
             "dedupKey": alert.correlation_id,
             "summary": alert.summary(),
             "alert": details,

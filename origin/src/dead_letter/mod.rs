@@ -104,7 +104,10 @@ impl DeadLetters {
             .set_message_attributes(Some(attributes))
             .send()
             .await
-            .map_err(|e| DeadLetterError::Send(DisplayErrorContext(&e).to_string()))?;
+            .map_err(|e| {
+                crate::access::check("sqs:SendMessage", &self.dlq_url, &e);
+                DeadLetterError::Send(DisplayErrorContext(&e).to_string())
+            })?;
 
         if let Some(c) = &why.correlation_id
             && let Err(e) = self.store.fail(c, why.kind, &why.reason, now).await
@@ -112,13 +115,12 @@ impl DeadLetters {
             // The DLQ copy carries the reason; the result stays as it was.
             tracing::error!(error = %e, correlation_id = %c, "could not record FAILED");
         }
-        self.sqs
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(&message.receipt)
-            .send()
-            .await
-            .map_err(|e| DeadLetterError::Delete(DisplayErrorContext(&e).to_string()))?;
+        self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(&message.receipt).send().await.map_err(
+            |e| {
+                crate::access::check("sqs:DeleteMessage", &self.queue_url, &e);
+                DeadLetterError::Delete(DisplayErrorContext(&e).to_string())
+            },
+        )?;
 
         tracing::warn!(
             correlation_id = why.correlation_id.as_deref().unwrap_or("-"),

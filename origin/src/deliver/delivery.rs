@@ -298,6 +298,12 @@ impl Delivery {
             Attempted::Delivered | Attempted::AlreadyDone => Outcome::Done,
             Attempted::Busy { retry_in_ms } => Outcome::Defer { delay_ms: retry_in_ms, why: "claimed_elsewhere" },
             Attempted::Invalid(reason) => dead(reason, "invalid", None),
+            Attempted::Store(e) if e.denied => {
+                // A configuration error (crate::access logged and alerted it):
+                // handed back, no attempt counted, never dead-lettered for it.
+                tracing::debug!(error = %e, correlation_id = %envelope.correlation_id, "store denied; handed back");
+                Outcome::Defer { delay_ms: crate::access::DENIED_RETRY_MS, why: "access_denied" }
+            }
             Attempted::Store(e) => {
                 tracing::warn!(error = %e, correlation_id = %envelope.correlation_id, "store failed; retrying later");
                 self.retry(ErrorClass::Transient, None, message, &envelope, now, dead)

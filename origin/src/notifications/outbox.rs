@@ -114,6 +114,7 @@ async fn send_all(
             match sent {
                 Ok(_) => break,
                 Err(e) => {
+                    crate::access::check("sqs:SendMessage", &queue_url, &e);
                     let delay = Duration::from_millis(backoff.delay_ms(attempt, clock::random_u64()));
                     metrics::counter!(super::SQS_ERRORS).increment(1);
                     tracing::warn!(

@@ -147,7 +147,9 @@ impl Consumer {
             let messages = match received {
                 Ok(out) => out.messages.unwrap_or_default(),
                 Err(e) => {
-                    tracing::warn!(error = %DisplayErrorContext(&e), "receive failed");
+                    if !crate::access::check("sqs:ReceiveMessage", &self.queue_url, &e) {
+                        tracing::warn!(error = %DisplayErrorContext(&e), "receive failed");
+                    }
                     tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
                     continue;
                 }
@@ -248,6 +250,7 @@ impl Consumer {
                     self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(&message.receipt).send().await
                 {
                     // Seen again later, it finds its result and is deleted then.
+                    crate::access::check("sqs:DeleteMessage", &self.queue_url, &e);
                     tracing::warn!(error = %DisplayErrorContext(&e), message_id = %message.message_id, "delete failed");
                 }
             }
@@ -287,8 +290,9 @@ impl Consumer {
             .send()
             .await
         {
-            // Past SQS's 12-hour limit, or gone: it returns when its current
-            // visibility ends instead.
+            // Past SQS's 12-hour limit, or gone (or denied): it returns when
+            // its current visibility ends instead.
+            crate::access::check("sqs:ChangeMessageVisibility", &self.queue_url, &e);
             tracing::warn!(error = %DisplayErrorContext(&e), message_id = %message.message_id, "visibility change failed");
         }
     }

@@ -102,10 +102,13 @@ impl Leases {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(
-                        error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
-                        "visibility heartbeat failed; retrying next tick"
-                    ),
+                    Err(e) => {
+                        crate::access::check("sqs:ChangeMessageVisibility", &queue_url, &e);
+                        tracing::warn!(
+                            error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
+                            "visibility heartbeat failed; retrying next tick"
+                        )
+                    }
                 }
             }
             drop(held);

@@ -84,7 +84,7 @@ impl BatchWriter {
     /// Writes `puts` (at most [`MAX_ITEMS`], distinct keys), together with
     /// whatever else is waiting; returns once they are stored or failed.
     pub async fn put(&self, puts: Vec<Put>) -> Result<(), StoreError> {
-        let refused = |message: &str| StoreError { op: "BatchWriteItem", message: message.to_owned() };
+        let refused = |message: &str| StoreError::new("BatchWriteItem", message);
         let keys: HashSet<_> = puts.iter().map(Put::key).collect();
         if puts.is_empty() || puts.len() > MAX_ITEMS || keys.len() != puts.len() {
             return Err(refused("1 to 25 puts of distinct keys per call"));
@@ -148,7 +148,7 @@ pub(crate) async fn write(client: &Client, puts: Vec<Put>) -> Result<(), StoreEr
         let request = PutRequest::builder()
             .set_item(Some(put.item))
             .build()
-            .map_err(|e| StoreError { op: "BatchWriteItem", message: e.to_string() })?;
+            .map_err(|e| StoreError::new("BatchWriteItem", e.to_string()))?;
         pending.entry(put.table).or_default().push(WriteRequest::builder().put_request(request).build());
     }
     let mut backoff = UNPROCESSED_BACKOFF;
@@ -157,17 +157,20 @@ pub(crate) async fn write(client: &Client, puts: Vec<Put>) -> Result<(), StoreEr
             tokio::time::sleep(backoff).await;
             backoff *= 2;
         }
+        let mut tables: Vec<&str> = pending.keys().map(String::as_str).collect();
+        tables.sort_unstable();
+        let tables = tables.join(",");
         let out = client
             .batch_write_item()
             .set_request_items(Some(std::mem::take(&mut pending)))
             .send()
             .await
-            .map_err(|e| store_error("BatchWriteItem", &e))?;
+            .map_err(|e| store_error("BatchWriteItem", &tables, &e))?;
         match out.unprocessed_items {
             Some(left) if left.values().any(|requests| !requests.is_empty()) => pending = left,
             _ => return Ok(()),
         }
     }
     let left: usize = pending.values().map(Vec::len).sum();
-    Err(StoreError { op: "BatchWriteItem", message: format!("{left} items still unprocessed after retries") })
+    Err(StoreError::new("BatchWriteItem", format!("{left} items still unprocessed after retries")))
 }

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use failsoft_shared::cache::CacheEntry;
@@ -26,20 +27,31 @@ pub const RESULTS_KEY: &str = "correlationId";
 /// Key attribute of the last-known table.
 pub const LAST_KNOWN_KEY: &str = "entityKey";
 
-/// A store operation that failed; the caller retries the message later.
+/// A store operation that failed; the caller retries the message later,
+/// or, when AWS denied it ([`crate::access`]), hands it back until the
+/// policy is fixed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("DynamoDB {op} failed: {message}")]
 pub struct StoreError {
     pub op: &'static str,
     pub message: String,
+    /// AWS refused the call for want of permission: a configuration error.
+    pub denied: bool,
 }
 
-pub(crate) fn store_error<E, R>(op: &'static str, e: &SdkError<E, R>) -> StoreError
+impl StoreError {
+    pub fn new(op: &'static str, message: impl Into<String>) -> Self {
+        Self { op, message: message.into(), denied: false }
+    }
+}
+
+/// The error of `op` on `table` (tables, for a batch), checked for a denial.
+pub(crate) fn store_error<E>(op: &'static str, table: &str, e: &SdkError<E, HttpResponse>) -> StoreError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    StoreError { op, message: DisplayErrorContext(e).to_string() }
+    let denied = crate::access::check(&format!("dynamodb:{op}"), table, e);
+    StoreError { op, message: DisplayErrorContext(e).to_string(), denied }
 }
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
@@ -48,14 +60,15 @@ fn is_condition_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool 
 
 /// The outcome of a conditional write whose losing side needs no action:
 /// a failed condition means a newer or final record is already there.
-fn lost_race_is_fine<T, E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    attempt: Result<T, SdkError<E, R>>,
+fn lost_race_is_fine<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
+    attempt: Result<T, SdkError<E, HttpResponse>>,
     operation: &'static str,
+    table: &str,
 ) -> Result<(), StoreError> {
     match attempt {
         Ok(_) => Ok(()),
         Err(e) if is_condition_failure(&e) => Ok(()),
-        Err(e) => Err(store_error(operation, &e)),
+        Err(e) => Err(store_error(operation, table, &e)),
     }
 }
 
@@ -190,7 +203,7 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| store_error("GetItem", &e))?;
+            .map_err(|e| store_error("GetItem", &self.tables.results, &e))?;
         let Some(item) = out.item else { return Ok(None) };
         let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
         let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
@@ -256,7 +269,7 @@ impl Store {
                 // Changed between the two calls: look again soon.
                 _ => Claim::Busy { retry_in_ms: 1_000 },
             }),
-            Err(e) => Err(store_error("UpdateItem", &e)),
+            Err(e) => Err(store_error("UpdateItem", &self.tables.results, &e)),
         }
     }
 
@@ -282,7 +295,7 @@ impl Store {
             .expression_attribute_values(":now", n(now_ms))
             .send()
             .await;
-        lost_race_is_fine(attempt, "UpdateItem")
+        lost_race_is_fine(attempt, "UpdateItem", &self.tables.results)
     }
 
     /// Records a delivery: `COMPLETE` with its result, the claim's owner and
@@ -348,7 +361,7 @@ impl Store {
             .expression_attribute_values(":exp", n(expiry(now_ms, RESULT_TTL_SECS)))
             .send()
             .await;
-        lost_race_is_fine(attempt, "UpdateItem")
+        lost_race_is_fine(attempt, "UpdateItem", &self.tables.results)
     }
 
     /// Makes a dead-lettered id deliverable again before its replay is
@@ -373,7 +386,7 @@ impl Store {
             .expression_attribute_values(":exp", n(expiry(now_ms, RESULT_TTL_SECS)))
             .send()
             .await;
-        lost_race_is_fine(attempt, "UpdateItem")
+        lost_race_is_fine(attempt, "UpdateItem", &self.tables.results)
     }
 
     /// Records a delivered refresh: its record as last-known for the horizon
