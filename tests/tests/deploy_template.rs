@@ -416,7 +416,7 @@ fn the_origin_consumes_dead_letters_and_uses_its_tables() {
             (&[&consume[..], &["sqs:SendMessage"]].concat(), queue),
             (&["sqs:SendMessage", "sqs:GetQueueAttributes"], dlq),
             (&item, tables[0]),
-            (&item, tables[1]),
+            (&["dynamodb:BatchWriteItem"], tables[1]),
         ]),
         "the worker: send to its queue (POST /v1/events), no purge, no table administration"
     );
