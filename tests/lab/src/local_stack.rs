@@ -608,7 +608,10 @@ impl LocalStack {
 
         // moto: SQS and DynamoDB.
         let moto_port = free_port()?;
-        let moto = crate::moto::command(moto_port, Auth::Iam).map_err(|_| StackError::Missing {
+        // FAILSOFT_LAB_IAM=off: moto takes every call (to measure what the
+        // checks cost; README, "The local stack").
+        let auth = if std::env::var("FAILSOFT_LAB_IAM").is_ok_and(|v| v == "off") { Auth::Open } else { Auth::Iam };
+        let moto = crate::moto::command(moto_port, auth).map_err(|_| StackError::Missing {
             what: "moto_server",
             path: workspace_root().join(".venv/bin/moto_server"),
             hint: SETUP_HINT,
