@@ -5,8 +5,8 @@
 //!
 //! - logged at error level once per action and resource, both named, with
 //!   what to fix (later denials of the same pair are counted, not logged);
-//! - shown on `/v1/health`: the level is `critical` and `accessDenied`
-//!   lists the pairs while a denial is at most [`DENIAL_WINDOW`] old;
+//! - shown on `/v1/health`: the level is `critical` and
+//!   `configuration.accessDenied` lists the pairs while a denial is at most [`DENIAL_WINDOW`] old;
 //! - alerted once per pair, through the dead-letter alert target
 //!   (`error_class` `access_denied`), when one is configured;
 //! - and the message is handed back as it is ([`crate::deliver::delivery`]:

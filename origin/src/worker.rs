@@ -42,7 +42,7 @@ pub enum WorkerError {
 impl WorkerError {
     /// A setting, or the queue, that does not fit: exit status 2.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Queue(FitError::Unfit(_)))
+        matches!(self, Self::Queue(FitError::Unfit(_) | FitError::Denied(_)))
     }
 }
 

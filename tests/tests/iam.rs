@@ -44,6 +44,7 @@ const CALLS: &[(&str, &str, &str, &str, &[&str])] = &[
     ("origin/src/queue/consumer.rs", "finish", "delete_message", WORKER, &["Queue"]),
     ("origin/src/queue/consumer.rs", "change_visibility", "change_message_visibility", WORKER, &["Queue"]),
     ("origin/src/queue/leases.rs", "heartbeat", "change_message_visibility_batch", WORKER, &["Queue"]),
+    ("origin/src/queue/fit.rs", "read", "get_queue_attributes", WORKER, &["Queue"]),
     ("origin/src/telemetry.rs", "queue_depths", "get_queue_attributes", WORKER, &["Queue", "DeadLetterQueue"]),
     ("origin/src/dead_letter/mod.rs", "send", "send_message", WORKER, &["DeadLetterQueue"]),
     ("origin/src/dead_letter/mod.rs", "send", "delete_message", WORKER, &["Queue"]),
@@ -432,10 +433,10 @@ async fn denied(stack: &AwsStack, who: &Credentials, action: &str, resource: &st
 /// One moto, the whole template's stack and one stack per removed grant
 /// of `identities`.
 async fn stacks(moto: &MotoServer, dir: &Path, identities: &[&str]) -> (AwsStack, Vec<(Removal, AwsStack)>) {
-    let whole = aws_stack::create(&StackRequest::new(&moto.endpoint).processing_limit(2)).await.expect("the stack");
+    let whole = aws_stack::create(&StackRequest::new(&moto.endpoint)).await.expect("the stack");
     let mut out = Vec::new();
     for (removal, path) in removals(dir).into_iter().filter(|(r, _)| identities.contains(&r.identity.as_str())) {
-        let mut request = StackRequest::new(&moto.endpoint).processing_limit(2);
+        let mut request = StackRequest::new(&moto.endpoint);
         request.template = path;
         request.stack_name = removal.stack_name.clone();
         request.admin = Some(whole.admin.clone());
@@ -454,6 +455,11 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// A worker on `stack` (its queues, tables and the worker's key).
 fn worker(stack: &AwsStack, crm: &str, extra: &[(&str, &str)]) -> Service {
+    Service::start_command("failsoft worker", &mut worker_command(stack, crm, extra)).expect("the worker starts")
+}
+
+/// `failsoft worker`'s command on `stack`.
+fn worker_command(stack: &AwsStack, crm: &str, extra: &[(&str, &str)]) -> Command {
     let mut env: Vec<(String, String)> =
         stack.env(stack.worker().unwrap()).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     let base = [
@@ -464,6 +470,7 @@ fn worker(stack: &AwsStack, crm: &str, extra: &[(&str, &str)]) -> Service {
         ("FAILSOFT_CRM_URL", crm.to_owned()),
         ("FAILSOFT_INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
         ("FAILSOFT_ORIGIN_LISTEN", "127.0.0.1:0".to_owned()),
+        ("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:0".to_owned()),
         ("FAILSOFT_EVENTS_URL", format!("{crm}/events")),
         ("FAILSOFT_EVENTS_API_KEY", "test-only-events-api-key-0000000".to_owned()),
     ];
@@ -477,7 +484,7 @@ fn worker(stack: &AwsStack, crm: &str, extra: &[(&str, &str)]) -> Service {
     }
     let mut cmd = program("failsoft");
     cmd.arg("worker").envs(env);
-    Service::start_command("failsoft worker", &mut cmd).expect("the worker starts")
+    cmd
 }
 
 async fn enqueue(stack: &AwsStack, envelope: &Envelope<Value>) {
@@ -544,7 +551,7 @@ async fn provoke(stack: &AwsStack, worker: &Service, removal: &Removal, http: &r
             // answer within 4 s: EventBridge retries either, and so does this.
             for _ in 0..5 {
                 let response = http
-                    .post(format!("{}/v1/events", worker.url("url")))
+                    .post(format!("{}/v1/events", worker.url("api")))
                     .header("x-failsoft-api-key", "test-only-events-api-key-0000000")
                     .json(&event)
                     .send()
@@ -553,9 +560,15 @@ async fn provoke(stack: &AwsStack, worker: &Service, removal: &Removal, http: &r
                 assert_eq!(response.status().as_u16(), 503, "the event was not queued: retry");
                 let body: Value = response.json().await.unwrap_or_default();
                 assert_eq!(body["error"]["code"], "QUEUE_UNAVAILABLE", "{body}");
-                let health: Value =
-                    http.get(format!("{}/v1/health", worker.url("url"))).send().await.unwrap().json().await.unwrap();
-                if health["accessDenied"].as_array().is_some_and(|d| !d.is_empty()) {
+                let health: Value = http
+                    .get(format!("{}/v1/health", worker.url("operator")))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if health["configuration"]["accessDenied"].as_array().is_some_and(|d| !d.is_empty()) {
                     break;
                 }
             }
@@ -576,7 +589,7 @@ async fn provoke(stack: &AwsStack, worker: &Service, removal: &Removal, http: &r
             let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
             let sig = signature::sign(INTERNAL_SECRET.as_bytes(), ts, b"");
             let response = http
-                .get(format!("{}/v1/results/{id}", worker.url("url")))
+                .get(format!("{}/v1/results/{id}", worker.url("api")))
                 .header(signature::TIMESTAMP_HEADER, ts.to_string())
                 .header(signature::SIGNATURE_HEADER, sig)
                 .send()
@@ -612,6 +625,20 @@ async fn the_worker_fails_loudly_without_each_of_its_grants() {
             // A write waits 60 s to settle: it is handed back at once (a
             // visibility change) instead of delivered.
             let settle = if removal.action == "sqs:ChangeMessageVisibility" { "60000" } else { "0" };
+            if removal.action == "sqs:GetQueueAttributes" && removal.resources[0] == "Queue" {
+                // The worker reads its queue's attributes before anything
+                // starts (queue::fit): it refuses to start, exit 2, naming it.
+                let (on, crm) = (stack.clone(), crm.clone());
+                let out = tokio::task::spawn_blocking(move || worker_command(&on, &crm, &[]).output())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(2), "{removal:?}: {stderr}");
+                let named = format!("AWS denied sqs:GetQueueAttributes on {}", stack.queue_url().unwrap());
+                assert!(stderr.contains(&named), "{removal:?}: {stderr}");
+                return removal.action;
+            }
             let (on, crm) = (stack.clone(), crm.clone());
             let service = tokio::task::spawn_blocking(move || {
                 worker(&on, &crm, &[("FAILSOFT_WRITE_SETTLE_MS", settle), ("FAILSOFT_LOG", "error")])
@@ -619,7 +646,7 @@ async fn the_worker_fails_loudly_without_each_of_its_grants() {
             .await
             .unwrap();
             provoke(&stack, &service, &removal, &http).await;
-            let health_url = format!("{}/v1/health", service.url("url"));
+            let health_url = format!("{}/v1/health", service.url("operator"));
             let names: Vec<String> = removal
                 .resources
                 .iter()
@@ -636,7 +663,7 @@ async fn the_worker_fails_loudly_without_each_of_its_grants() {
                     Ok(response) => response.json().await.unwrap_or_default(),
                     Err(_) => Value::Null,
                 };
-                let named = health["accessDenied"].as_array().is_some_and(|denied| {
+                let named = health["configuration"]["accessDenied"].as_array().is_some_and(|denied| {
                     denied.iter().any(|d| {
                         d["action"] == removal.action.as_str()
                             && names.iter().any(|n| d["resource"].as_str().unwrap_or_default().contains(n.as_str()))
@@ -649,7 +676,7 @@ async fn the_worker_fails_loudly_without_each_of_its_grants() {
                     Instant::now() < deadline,
                     "{removal:?}: /v1/health does not name {} on {names:?} within 60 s: {}",
                     removal.action,
-                    health["accessDenied"]
+                    health["configuration"]
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };

@@ -23,6 +23,12 @@ pub enum FitError {
     /// The attributes could not be read.
     #[error("cannot read the work queue's attributes: {0}")]
     Unreadable(String),
+    /// AWS refused to let this identity read them (exit 2: a configuration
+    /// error, see crate::access).
+    #[error(
+        "AWS denied sqs:GetQueueAttributes on {0}: grant it to this identity (deploy/aws/failsoft.yaml, WorkerPolicy)"
+    )]
+    Denied(String),
 }
 
 /// Reads the queue's attributes and checks them against `policy`.
@@ -53,6 +59,9 @@ async fn read(sqs: &Client, queue_url: &str) -> Result<QueueAttributes, FitError
                 .map_err(FitError::Unreadable);
             }
             Err(e) => {
+                if crate::access::check("sqs:GetQueueAttributes", queue_url, &e) {
+                    return Err(FitError::Denied(queue_url.to_owned()));
+                }
                 last = DisplayErrorContext(&e).to_string();
                 tracing::warn!(attempt, error = %last, "GetQueueAttributes failed");
             }
