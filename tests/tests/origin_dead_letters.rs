@@ -81,7 +81,7 @@ async fn origin_a_422_is_dead_lettered_at_once_and_alerted_in_each_format() {
         let text = body.to_string();
         assert!(!text.contains("7946") && !text.contains("+44"), "no phone number in an alert: {text}");
         assert_eq!(receiver.all().len(), 1, "one alert per dead letter");
-        assert!(worker.service.urls.contains_key("url"));
+        assert!(worker.service.urls.contains_key("api"));
         let mut worker = worker;
         assert!(worker.service.stop(Duration::from_secs(15)), "the worker exits 0 on SIGTERM");
     }

@@ -43,6 +43,10 @@ pub enum DeadLetterError {
     Send(String),
     #[error("deleting the original failed (the DLQ copy exists): {0}")]
     Delete(String),
+    /// AWS refused the call (crate::access logged it, once): the message
+    /// returns to the queue.
+    #[error("AWS denied {0}")]
+    Denied(&'static str),
 }
 
 /// Where dead letters go.
@@ -105,7 +109,9 @@ impl DeadLetters {
             .send()
             .await
             .map_err(|e| {
-                crate::access::check("sqs:SendMessage", &self.dlq_url, &e);
+                if crate::access::check("sqs:SendMessage", &self.dlq_url, &e) {
+                    return DeadLetterError::Denied("sqs:SendMessage on the DLQ");
+                }
                 DeadLetterError::Send(DisplayErrorContext(&e).to_string())
             })?;
 
@@ -117,7 +123,9 @@ impl DeadLetters {
         }
         self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(&message.receipt).send().await.map_err(
             |e| {
-                crate::access::check("sqs:DeleteMessage", &self.queue_url, &e);
+                if crate::access::check("sqs:DeleteMessage", &self.queue_url, &e) {
+                    return DeadLetterError::Denied("sqs:DeleteMessage on the work queue");
+                }
                 DeadLetterError::Delete(DisplayErrorContext(&e).to_string())
             },
         )?;

@@ -119,8 +119,9 @@ async fn receive(State(api): State<Arc<EventsApi>>, headers: HeaderMap, body: Bo
             (StatusCode::ACCEPTED, Json(json!({"accepted": true, "id": envelope.correlation_id}))).into_response()
         }
         Ok(Err(e)) => {
-            crate::access::check("sqs:SendMessage", &api.queue_url, &e);
-            tracing::warn!(error = %DisplayErrorContext(&e), correlation_id = %envelope.correlation_id, "event not queued");
+            if !crate::access::check("sqs:SendMessage", &api.queue_url, &e) {
+                tracing::warn!(error = %DisplayErrorContext(&e), correlation_id = %envelope.correlation_id, "event not queued");
+            }
             error(StatusCode::SERVICE_UNAVAILABLE, "QUEUE_UNAVAILABLE", "the queue did not take the event; retry")
         }
         Err(_) => {

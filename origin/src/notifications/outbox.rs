@@ -114,16 +114,18 @@ async fn send_all(
             match sent {
                 Ok(_) => break,
                 Err(e) => {
-                    crate::access::check("sqs:SendMessage", &queue_url, &e);
+                    let denied = crate::access::check("sqs:SendMessage", &queue_url, &e);
                     let delay = Duration::from_millis(backoff.delay_ms(attempt, clock::random_u64()));
                     metrics::counter!(super::SQS_ERRORS).increment(1);
-                    tracing::warn!(
-                        id = %envelope.correlation_id,
-                        attempt,
-                        retry_in_ms = delay.as_millis() as u64,
-                        error = %DisplayErrorContext(&e),
-                        "SQS did not take an event; retrying"
-                    );
+                    if !denied {
+                        tracing::warn!(
+                            id = %envelope.correlation_id,
+                            attempt,
+                            retry_in_ms = delay.as_millis() as u64,
+                            error = %DisplayErrorContext(&e),
+                            "SQS did not take an event; retrying"
+                        );
+                    }
                     attempt = attempt.saturating_add(1);
                     tokio::time::sleep(delay).await;
                 }

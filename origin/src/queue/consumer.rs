@@ -250,8 +250,9 @@ impl Consumer {
                     self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(&message.receipt).send().await
                 {
                     // Seen again later, it finds its result and is deleted then.
-                    crate::access::check("sqs:DeleteMessage", &self.queue_url, &e);
-                    tracing::warn!(error = %DisplayErrorContext(&e), message_id = %message.message_id, "delete failed");
+                    if !crate::access::check("sqs:DeleteMessage", &self.queue_url, &e) {
+                        tracing::warn!(error = %DisplayErrorContext(&e), message_id = %message.message_id, "delete failed");
+                    }
                 }
             }
             Outcome::Retry { delay_ms, attempt, class, status } => {
@@ -272,6 +273,9 @@ impl Consumer {
             }
             Outcome::DeadLetter(why) => match self.dead_letters.send(message, &why).await {
                 Ok(()) => metrics::counter!(telemetry::DEAD_LETTERS, "error_class" => why.error_class).increment(1),
+                Err(e @ crate::dead_letter::DeadLetterError::Denied(_)) => {
+                    tracing::debug!(error = %e, message_id = %message.message_id, "dead-lettering denied; it returns to the queue");
+                }
                 Err(e) => {
                     tracing::error!(error = %e, message_id = %message.message_id, "dead-lettering failed; it returns to the queue");
                 }
@@ -292,8 +296,9 @@ impl Consumer {
         {
             // Past SQS's 12-hour limit, or gone (or denied): it returns when
             // its current visibility ends instead.
-            crate::access::check("sqs:ChangeMessageVisibility", &self.queue_url, &e);
-            tracing::warn!(error = %DisplayErrorContext(&e), message_id = %message.message_id, "visibility change failed");
+            if !crate::access::check("sqs:ChangeMessageVisibility", &self.queue_url, &e) {
+                tracing::warn!(error = %DisplayErrorContext(&e), message_id = %message.message_id, "visibility change failed");
+            }
         }
     }
 }

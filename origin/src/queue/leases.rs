@@ -103,11 +103,12 @@ impl Leases {
                         }
                     }
                     Err(e) => {
-                        crate::access::check("sqs:ChangeMessageVisibility", &queue_url, &e);
-                        tracing::warn!(
-                            error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
-                            "visibility heartbeat failed; retrying next tick"
-                        )
+                        if !crate::access::check("sqs:ChangeMessageVisibility", &queue_url, &e) {
+                            tracing::warn!(
+                                error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
+                                "visibility heartbeat failed; retrying next tick"
+                            )
+                        }
                     }
                 }
             }

@@ -115,14 +115,6 @@ def main():
 
     with open(request["template"]) as f:
         template = yaml.safe_load(f)
-    parameters = {k: str(v) for k, v in request.get("parameters", {}).items()}
-    for k, v in parameters.items():
-        declared = template.get("Parameters", {}).get(k)
-        if declared is None:
-            raise SystemExit("the template has no parameter %s" % k)
-        allowed = [str(a) for a in declared.get("AllowedValues", [])]
-        if allowed and v not in allowed:
-            raise SystemExit("%s=%s is not one of the template's AllowedValues %s" % (k, v, allowed))
     body = moto_copy(template)
     cfn = as_admin("cloudformation")
     existing = [
@@ -136,6 +128,14 @@ def main():
         outputs = {k: v for k, v in outputs.items() if not k.startswith(LAB_SECRET_PREFIX)}
         json.dump({"admin": admin, "outputs": outputs, "identities": {}, "ttl": {}}, sys.stdout)
         return
+    parameters = {k: str(v) for k, v in request.get("parameters", {}).items()}
+    for k, v in parameters.items():
+        declared = template.get("Parameters", {}).get(k)
+        if declared is None:
+            raise SystemExit("the template has no parameter %s" % k)
+        allowed = [str(a) for a in declared.get("AllowedValues", [])]
+        if allowed and v not in allowed:
+            raise SystemExit("%s=%s is not one of the template's AllowedValues %s" % (k, v, allowed))
     cfn.create_stack(
         StackName=stack_name,
         TemplateBody=json.dumps(body),
