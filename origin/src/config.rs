@@ -168,20 +168,6 @@ pub struct DlqConfig {
     pub hold_secs: i32,
 }
 
-/// What `failsoft init-local` needs.
-#[derive(Debug, Clone)]
-pub struct InitConfig {
-    pub policy: Policy,
-    pub tables: Tables,
-    /// `FAILSOFT_QUEUE_NAME` (default `failsoft.fifo`).
-    pub queue_name: String,
-    /// `FAILSOFT_DLQ_NAME` (default `failsoft-dlq.fifo`).
-    pub dlq_name: String,
-    /// `FAILSOFT_MAX_RECEIVE_COUNT`: the redrive safety net (default 1000),
-    /// large so it never cuts the retry budget short.
-    pub max_receive_count: u32,
-}
-
 pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 pub(crate) fn text(lookup: Lookup<'_>, name: &str) -> Option<String> {
@@ -213,18 +199,6 @@ fn table_name(lookup: Lookup<'_>, name: &'static str, default: &str) -> Result<S
     let ok = (3..=TABLE_NAME_MAX).contains(&value.len())
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if ok { Ok(value) } else { Err(ConfigError::new(name, "must be 3-255 letters, digits, '_', '-' or '.'")) }
-}
-
-fn fifo_queue_name(lookup: Lookup<'_>, name: &'static str, default: &str) -> Result<String, ConfigError> {
-    let value = text(lookup, name).unwrap_or_else(|| default.to_owned());
-    let stem = value.strip_suffix(".fifo").unwrap_or("");
-    let ok =
-        (1..=75).contains(&stem.len()) && stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(value)
-    } else {
-        Err(ConfigError::new(name, "must be 1-75 letters, digits, '_' or '-' followed by .fifo"))
-    }
 }
 
 fn secret(lookup: Lookup<'_>, name: &'static str) -> Result<Secret, ConfigError> {
@@ -428,23 +402,6 @@ impl DlqConfig {
     }
 }
 
-impl InitConfig {
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let lookup: Lookup<'_> = &lookup;
-        let max_receive_count = number(&lookup, "FAILSOFT_MAX_RECEIVE_COUNT", 1_000u32)?;
-        if !(1..=1_000).contains(&max_receive_count) {
-            return Err(ConfigError::new("FAILSOFT_MAX_RECEIVE_COUNT", "must be between 1 and 1000 (SQS's limit)"));
-        }
-        Ok(Self {
-            policy: policy(lookup)?,
-            tables: tables(lookup)?,
-            queue_name: fifo_queue_name(lookup, "FAILSOFT_QUEUE_NAME", "failsoft.fifo")?,
-            dlq_name: fifo_queue_name(lookup, "FAILSOFT_DLQ_NAME", "failsoft-dlq.fifo")?,
-            max_receive_count,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,14 +519,5 @@ mod tests {
         let alert = c.alert.unwrap();
         assert_eq!(alert.format, AlertFormat::Opsgenie);
         assert_eq!(alert.routing_key.unwrap().expose(), b"key");
-    }
-
-    #[test]
-    fn init_names_default_and_validate() {
-        let c = InitConfig::from_lookup(|_| None).unwrap();
-        assert_eq!((c.queue_name.as_str(), c.dlq_name.as_str()), ("failsoft.fifo", "failsoft-dlq.fifo"));
-        assert_eq!(c.max_receive_count, 1_000);
-        let err = InitConfig::from_lookup(|n| (n == "FAILSOFT_QUEUE_NAME").then(|| "plain".to_owned())).unwrap_err();
-        assert_eq!(err.setting, "FAILSOFT_QUEUE_NAME");
     }
 }
