@@ -1,5 +1,6 @@
 //! `failsoft notifications` against the fake Genesys (`genesys-sim`) and
-//! moto's SQS, as real processes: events reach the queue once, and each
+//! moto's SQS (the template's queue, IAM enforced, signing as the worker),
+//! as real processes: events reach the queue once, and each
 //! failure the Notification Service can inflict (a dropped socket, silent
 //! heartbeats, an expired channel, a token running out) is recovered from
 //! within a bound, and counted.
@@ -11,10 +12,11 @@ mod origin_support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use failsoft_lab::aws_stack::{self, StackRequest};
+use failsoft_lab::moto::{Auth, MotoServer};
 use failsoft_lab::process::Service;
 use failsoft_tests::harness::{metric_sum, metric_value};
-use failsoft_tests::moto::Moto;
-use origin_support::{aws_env, program, wait_for};
+use origin_support::{program, wait_for};
 use serde_json::{Value, json};
 
 const TOPIC: &str = "v2.detail.events.conversation.{id}.customer.start";
@@ -30,7 +32,10 @@ fn topic() -> String {
 
 /// moto, the fake Genesys and the consumer, each stopped by PID on drop.
 struct Rig {
-    moto: Moto,
+    _moto: MotoServer,
+    /// The stack's administrator: the test reads the queue as nobody the
+    /// template names.
+    sqs: aws_sdk_sqs::Client,
     queue_url: String,
     sim: Service,
     consumer: Service,
@@ -41,8 +46,27 @@ struct Rig {
 
 impl Rig {
     async fn start(sim_args: &[&str], extra: &[(&str, &str)]) -> Self {
-        let moto = Moto::start().await;
-        let queue_url = moto.fifo_queue(&format!("notify-{}", std::process::id())).await;
+        // The work queue of a stack made from the template, in a moto that
+        // enforces IAM: the consumer signs as the worker (WorkerPolicy).
+        let moto = tokio::task::spawn_blocking(|| MotoServer::start_with(Auth::Iam))
+            .await
+            .unwrap()
+            .expect("moto_server starts (scripts/setup.sh installs it)");
+        let aws = aws_stack::create(&StackRequest::new(&moto.endpoint)).await.expect("the stack from the template");
+        let queue_url = aws.queue_url().expect("QueueUrl");
+        let admin = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&moto.endpoint)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                &aws.admin.key,
+                &aws.admin.secret,
+                None,
+                None,
+                "tests",
+            ))
+            .load()
+            .await;
+        let sqs = aws_sdk_sqs::Client::new(&admin);
         let args: Vec<String> = sim_args.iter().map(|s| s.to_string()).collect();
         let sim = tokio::task::spawn_blocking(move || {
             let mut cmd = program("genesys-sim");
@@ -51,7 +75,8 @@ impl Rig {
         })
         .await
         .unwrap();
-        let mut env = aws_env(&moto.endpoint);
+        let mut env: Vec<(String, String)> =
+            aws.env(aws.worker().expect("the worker's key")).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         let base = [
             ("GENESYS_LOGIN_URL", sim.url("url")),
             ("GENESYS_API_URL", sim.url("url")),
@@ -80,7 +105,7 @@ impl Rig {
         .await
         .unwrap();
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
-        let rig = Self { moto, queue_url, sim, consumer, http, received: HashMap::new() };
+        let rig = Self { _moto: moto, sqs, queue_url, sim, consumer, http, received: HashMap::new() };
         rig.wait_connections(1).await;
         rig
     }
@@ -137,7 +162,6 @@ impl Rig {
     async fn receive(&mut self) {
         loop {
             let out = self
-                .moto
                 .sqs
                 .receive_message()
                 .queue_url(&self.queue_url)
@@ -156,7 +180,7 @@ impl Rig {
                 let id = envelope["correlationId"].as_str().unwrap().to_owned();
                 *self.received.entry(id).or_default() += 1;
                 let handle = m.receipt_handle().unwrap();
-                self.moto.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await.unwrap();
+                self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await.unwrap();
             }
         }
     }
