@@ -32,6 +32,8 @@ pub fn base_edge_env(crm_url: &str) -> Vec<(String, String)> {
         ("FAILSOFT_WEBHOOK_SECRET", WEBHOOK_SECRET),
         ("FAILSOFT_AUTH_TOKEN", AUTH_TOKEN),
         ("FAILSOFT_LOG", "warn"),
+        // No SQS in these stacks: writes go to the edge's in-process queue.
+        ("FAILSOFT_DEV_LOCAL_QUEUE", "true"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -123,3 +123,17 @@ async fn a_write_neither_the_crm_nor_the_queue_takes_is_not_accepted() {
     let (_, pending) = stack.result("it-queue-fills-1").await;
     assert_eq!(pending["status"], "PENDING", "{pending}");
 }
+
+/// A native edge started without a queue and without the development flag
+/// has nowhere durable to put a write: the CRM down, the write is
+/// `NOT_ACCEPTED` (Genesys takes its failure path), never a `PENDING` that
+/// nothing would deliver.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_queue_a_write_the_crm_does_not_take_is_not_accepted() {
+    let stack = Stack::start_with(&[("FAILSOFT_DEV_LOCAL_QUEUE", "")]).await;
+    stack.crm("down").await;
+    let (status, answer) = stack.create_case(&callback()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "NOT_ACCEPTED", "nothing backs a PENDING here: {answer}");
+    assert_eq!(stack.metric_sum("failsoft_edge_local_queue_depth").await, 0.0, "nothing kept in the process");
+}

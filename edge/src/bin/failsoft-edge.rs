@@ -8,9 +8,10 @@ use clap::Parser;
 use failsoft_edge::config::EdgeConfig;
 use failsoft_edge::facade::Facade;
 use failsoft_edge::native::{
-    LocalQueue, MemoryKv, NativeForwarder, ReqwestDownstream, SystemClock, router, serve, spawn_stats_reporter,
+    LocalQueue, MemoryKv, NativeForwarder, ReqwestDownstream, SystemClock, WithoutSqs, router, serve,
+    spawn_stats_reporter,
 };
-use failsoft_edge::sqs::SqsSettings;
+use failsoft_edge::sqs::{NoQueue, SqsSettings};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 /// The failsoft Data Action facade (native host). Settings come from
@@ -21,7 +22,13 @@ struct Args {
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long, env = "FAILSOFT_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
-    /// Capacity of the in-process queue the native host forwards to.
+    /// Development only: without FAILSOFT_QUEUE_URL, keep writes in an
+    /// in-process queue that nothing drains (they are lost when the process
+    /// stops). Without this flag and without a queue, writes are answered
+    /// NOT_ACCEPTED.
+    #[arg(long, env = "FAILSOFT_DEV_LOCAL_QUEUE")]
+    dev_local_queue: bool,
+    /// Capacity of the development in-process queue.
     #[arg(long, env = "FAILSOFT_LOCAL_QUEUE_CAPACITY", default_value_t = 10_000)]
     local_queue_capacity: usize,
 }
@@ -50,11 +57,22 @@ async fn main() -> ExitCode {
         }
     };
     let http = ReqwestDownstream::new();
-    if let Some(settings) = &sqs {
-        tracing::info!(queue = %settings.queue_url, "forwarding to SQS");
+    match (&sqs, args.dev_local_queue) {
+        (Some(settings), _) => tracing::info!(queue = %settings.queue_url, "forwarding to SQS"),
+        (None, true) => eprintln!(
+            "failsoft-edge: DEVELOPMENT ONLY: no FAILSOFT_QUEUE_URL; writes answered PENDING go to an in-process \
+             queue that nothing drains and are lost when this process stops"
+        ),
+        (None, false) => eprintln!(
+            "failsoft-edge: no FAILSOFT_QUEUE_URL: writes the CRM does not take at once are answered NOT_ACCEPTED \
+             (set FAILSOFT_QUEUE_URL, or --dev-local-queue for development)"
+        ),
     }
-    let forwarder =
-        NativeForwarder::new(sqs, http.clone(), SystemClock, || Arc::new(LocalQueue::new(args.local_queue_capacity)));
+    let without_sqs = || match args.dev_local_queue {
+        true => WithoutSqs::DevLocalQueue(Arc::new(LocalQueue::new(args.local_queue_capacity))),
+        false => WithoutSqs::Refuse(NoQueue),
+    };
+    let forwarder = NativeForwarder::new(sqs, http.clone(), SystemClock, without_sqs);
     let facade = Arc::new(Facade::new(config, MemoryKv::new(), http, forwarder, SystemClock));
     spawn_stats_reporter(facade.clone());
     match serve(args.listen, router(facade, metrics)).await {

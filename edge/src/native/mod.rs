@@ -8,7 +8,7 @@ mod queue;
 mod server;
 
 pub use downstream::ReqwestDownstream;
-pub use forwarder::NativeForwarder;
+pub use forwarder::{NativeForwarder, WithoutSqs};
 pub use kv::MemoryKv;
 pub use queue::LocalQueue;
 pub use server::{NativeFacade, SystemClock, router, serve, spawn_stats_reporter};

@@ -58,6 +58,8 @@ pub async fn run() -> anyhow::Result<()> {
             ("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "3".to_owned()),
             ("FAILSOFT_BREAKER_COOL_DOWN_MS", COOL_DOWN_MS.to_string()),
             ("FAILSOFT_LOG", "warn".to_owned()),
+            // The tour has no SQS: its queued case stays in the edge.
+            ("FAILSOFT_DEV_LOCAL_QUEUE", "true".to_owned()),
         ],
     )?;
     let mut demo = Demo {
