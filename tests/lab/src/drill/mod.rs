@@ -105,7 +105,7 @@ pub struct DrillArgs {
     pub crm_contract: CrmContract,
     /// `ignore`: the CRM simulator creates a case for every request, as a
     /// CRM without idempotency keys does (what write-once then rests on:
-    /// README, "Real CRMs").
+    /// docs/design.md, "With the CRM").
     #[arg(long, value_enum, default_value_t = KeyPolicy::Honour)]
     pub crm_idempotency: KeyPolicy,
     /// How the CRM fails: `down` (port closed) or `hang` (never answers).
