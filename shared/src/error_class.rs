@@ -79,6 +79,14 @@ impl ErrorClass {
     }
 }
 
+/// Whether a status from an optional route (a capability the settings
+/// declare, such as the case search) says the CRM does not have the route:
+/// 404 Not Found, 405 Method Not Allowed or 501 Not Implemented. A fact of
+/// the CRM's configuration, never the failure of the write that asked.
+pub fn route_is_missing(status: Option<u16>) -> bool {
+    matches!(status, Some(404 | 405 | 501))
+}
+
 /// Classifies one attempt per the downstream contract in docs/design.md.
 pub fn classify(op: Operation, attempt: Attempt<'_>) -> Verdict {
     let (code, retry_after) = match attempt {
@@ -111,6 +119,16 @@ pub fn parse_retry_after(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_404_405_and_501_say_an_optional_route_is_missing() {
+        for status in [404, 405, 501] {
+            assert!(route_is_missing(Some(status)), "{status}");
+        }
+        for status in [None, Some(200), Some(400), Some(422), Some(500), Some(503)] {
+            assert!(!route_is_missing(status), "{status:?}");
+        }
+    }
 
     fn status(code: u16) -> Attempt<'static> {
         Attempt::Status { code, retry_after: None }

@@ -70,7 +70,8 @@ impl Crm {
     }
 
     /// `GET /cases?externalRef=`: the cases a create with this reference made
-    /// (an optional capability: see [`route_is_missing`]).
+    /// (an optional capability: see
+    /// [`failsoft_shared::error_class::route_is_missing`]).
     pub async fn find_cases(&self, external_ref: &str, deadline: Duration) -> Reply {
         let request = self
             .http
@@ -96,13 +97,6 @@ impl Crm {
     pub async fn probe(&self, deadline: Duration) -> Reply {
         self.lookup(PROBE_PHONE, PROBE_ID, deadline).await
     }
-}
-
-/// Whether an answer from an optional route says the CRM does not have it
-/// (404 Not Found, 405 Method Not Allowed, 501 Not Implemented): a fact of
-/// the CRM's configuration, never a write's failure.
-pub fn route_is_missing(status: Option<u16>) -> bool {
-    matches!(status, Some(404 | 405 | 501))
 }
 
 /// Sends one request with its deadline, classified as `op`, and times it.

@@ -25,7 +25,7 @@
 use std::time::Instant;
 
 use failsoft_shared::envelope::Envelope;
-use failsoft_shared::error_class::{ErrorClass, Verdict};
+use failsoft_shared::error_class::{ErrorClass, Verdict, route_is_missing};
 use serde_json::Value;
 
 use crate::deliver::crm::{self, Reply};
@@ -66,7 +66,7 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
             // The route the settings declare is not there: the operator's
             // fault, not this write's. Create with the key, as a CRM
             // without the capability is served.
-            _ if crm::route_is_missing(found.status) => search_route_missing(found.status),
+            _ if route_is_missing(found.status) => search_route_missing(found.status),
             Verdict::NotFound => d.observe(&found),
             Verdict::Failed(class) => {
                 d.observe(&found);
