@@ -607,18 +607,17 @@ impl LocalStack {
         let secrets = Secrets::generate();
 
         // moto: SQS and DynamoDB.
-        let moto_port = free_port()?;
         // FAILSOFT_LAB_IAM=off: moto takes every call (to measure what the
         // checks cost; README, "The local stack").
         let auth = if std::env::var("FAILSOFT_LAB_IAM").is_ok_and(|v| v == "off") { Auth::Open } else { Auth::Iam };
-        let moto = crate::moto::command(moto_port, auth).map_err(|_| StackError::Missing {
+        let moto = crate::moto::command(auth).map_err(|_| StackError::Missing {
             what: "moto_server",
             path: workspace_root().join(".venv/bin/moto_server"),
             hint: SETUP_HINT,
         })?;
         stack.spawn("moto", moto)?;
-        stack.wait_tcp("moto", SocketAddr::from(([127, 0, 0, 1], moto_port)), MOTO_READY).await?;
-        let endpoint = format!("http://127.0.0.1:{moto_port}");
+        let line = stack.wait_line("moto", MOTO_READY, crate::moto::READY_MARKER).await?;
+        let endpoint = crate::moto::endpoint_in(&line).unwrap_or_default();
         let sqs_endpoint = match spec.sqs {
             SqsHost::Moto => None,
             SqsHost::Fauxqs => {
@@ -661,11 +660,9 @@ impl LocalStack {
             }
         };
 
-        let origin_port = free_port()?;
-        let operator_port = free_port()?;
+        // The worker binds ports of its own choosing and says which; the
+        // edge's must be known before the worker starts (it pushes there).
         let edge_port = free_port()?;
-        let origin_url = format!("http://127.0.0.1:{origin_port}");
-        let operator_url = format!("http://127.0.0.1:{operator_port}");
         let edge_url = format!("http://127.0.0.1:{edge_port}");
 
         // The origin worker and its results API.
@@ -682,11 +679,13 @@ impl LocalStack {
             ("FAILSOFT_CRM_URL", crm_url.as_str()),
             ("FAILSOFT_INTERNAL_SECRET", secrets.internal.as_str()),
             ("FAILSOFT_EDGE_URL", edge_url.as_str()),
-            ("FAILSOFT_ORIGIN_LISTEN", &format!("127.0.0.1:{origin_port}")),
-            ("FAILSOFT_OPERATOR_LISTEN", &format!("127.0.0.1:{operator_port}")),
+            ("FAILSOFT_ORIGIN_LISTEN", "127.0.0.1:0"),
+            ("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:0"),
         ]);
         stack.spawn("worker", worker)?;
-        stack.wait_line("worker", PROGRAM_READY, "failsoft-origin listening").await?;
+        let urls = parse_listening_line(&stack.wait_line("worker", PROGRAM_READY, "failsoft-origin listening").await?);
+        let origin_url = urls.get("api").cloned().unwrap_or_default();
+        let operator_url = urls.get("operator").cloned().unwrap_or_default();
         stack.wait_http("worker", &format!("{origin_url}/healthz"), PROGRAM_READY).await?;
 
         // The edge.

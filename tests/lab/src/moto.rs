@@ -16,12 +16,11 @@
 //! more make its IAM check SQS's and DynamoDB's: a batch call is authorised
 //! as its single call, a DynamoDB call against its tables' ARNs.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::process::bin_dir;
+use crate::process::{Ready, Service, StackError, bin_dir};
 
 /// The launcher that fixes moto's FIFO receive (run with `python -c`).
 const MOTO_FIFO: &str = include_str!("moto_fifo.py");
@@ -37,13 +36,14 @@ pub enum MotoError {
     Missing,
     #[error("moto_server could not start: {0}")]
     Spawn(std::io::Error),
-    #[error("moto_server did not listen within {0:?}")]
-    NotListening(Duration),
+    #[error("moto_server did not say it listens: {0}")]
+    NotReady(String),
 }
 
 /// A running moto server.
 pub struct MotoServer {
-    child: Child,
+    /// Killed with its process group when dropped, even in a panic.
+    service: Service,
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
     pub endpoint: String,
 }
@@ -75,10 +75,6 @@ pub fn moto_binary() -> Option<PathBuf> {
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("moto_server")).find(|p| p.exists()))
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// Whether moto's server checks IAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
@@ -92,10 +88,25 @@ pub enum Auth {
     Iam,
 }
 
+/// What moto's server (werkzeug) prints once it has bound its port, the
+/// URL after it: ` * Running on http://127.0.0.1:PORT`.
+pub const READY_MARKER: &str = "Running on http://";
+
+/// The endpoint in moto's [`READY_MARKER`] line.
+pub fn endpoint_in(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once(READY_MARKER)?;
+    let authority = rest.split_whitespace().next()?.trim_end_matches('/');
+    Some(format!("http://{authority}"))
+}
+
 /// The one way to run moto: through `moto_fifo.py` when the venv's Python is
-/// beside `moto_server` (the FIFO and IAM fixes), listening on
-/// 127.0.0.1:`port`, with none of this process's AWS or failsoft settings.
-pub fn command(port: u16, auth: Auth) -> Result<Command, MotoError> {
+/// beside `moto_server` (the FIFO and IAM fixes), listening on a loopback
+/// port of the kernel's choosing that it prints ([`READY_MARKER`]), with
+/// none of this process's AWS or failsoft settings. (A port picked here and
+/// handed over could be taken by another test's process in between, and a
+/// connect to it could even reach itself: the readiness check would pass
+/// and moto would not be there.)
+pub fn command(auth: Auth) -> Result<Command, MotoError> {
     let binary = moto_binary().ok_or(MotoError::Missing)?;
     let python = binary.with_file_name("python");
     let mut command = if python.exists() {
@@ -105,7 +116,7 @@ pub fn command(port: u16, auth: Auth) -> Result<Command, MotoError> {
     } else {
         crate::local_stack::clean_command(&binary)
     };
-    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    command.args(["-H", "127.0.0.1", "-p", "0"]);
     if auth == Auth::Iam {
         command.env("INITIAL_NO_AUTH_ACTION_COUNT", crate::aws_stack::BOOTSTRAP_CALLS.to_string());
     }
@@ -113,51 +124,24 @@ pub fn command(port: u16, auth: Auth) -> Result<Command, MotoError> {
 }
 
 impl MotoServer {
-    /// Starts moto without IAM on a free loopback port and waits until it
-    /// accepts connections.
+    /// Starts moto without IAM on a loopback port of its own and waits
+    /// (at most [`START_TIMEOUT`]) until it says which.
     pub fn start() -> Result<Self, MotoError> {
         Self::start_with(Auth::Open)
     }
 
     /// As [`Self::start`], checking IAM with [`Auth::Iam`].
     pub fn start_with(auth: Auth) -> Result<Self, MotoError> {
-        let port = free_port().map_err(MotoError::Spawn)?;
-        let child = command(port, auth)?
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(MotoError::Spawn)?;
-        let mut server = Self { child, endpoint: format!("http://127.0.0.1:{port}") };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = server.child.try_wait() {
-                return Err(MotoError::NotListening(START_TIMEOUT));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(server);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server.kill();
-        Err(MotoError::NotListening(START_TIMEOUT))
+        let service = Service::launch("moto_server", &mut command(auth)?, Ready::UrlAfter(READY_MARKER), START_TIMEOUT)
+            .map_err(|e| match e {
+                StackError::Spawn(_, e) => MotoError::Spawn(e),
+                other => MotoError::NotReady(other.to_string()),
+            })?;
+        let endpoint = format!("http://{}", service.url("url"));
+        Ok(Self { service, endpoint })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn kill(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        self.kill();
+        self.service.pid()
     }
 }
