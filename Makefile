@@ -84,6 +84,12 @@ down:
 drill: stack-build
 	$(LAB) drill --edge $(EDGE) --sqs $(SQS) --mode $(MODE) --outage $(OUTAGE) $(DRILL_ARGS)
 
+# What one SQS call costs in the lab's moto as a FIFO queue deepens
+# (README, "moto's SQS"). MESSAGES: how deep (default 3000).
+.PHONY: bench-moto
+bench-moto: setup
+	.venv/bin/python tests/lab/moto_depth.py $(or $(MESSAGES),3000)
+
 # The origin worker's messages/s and CPU per message on a fast local SQS
 # (fauxqs, with Node 22; both installed under .local/bench) and moto's
 # DynamoDB. BENCH_ARGS: --messages N --groups N --concurrency N.

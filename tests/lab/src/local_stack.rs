@@ -137,13 +137,13 @@ impl EdgeHost {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SqsHost {
-    /// moto's server, with DynamoDB (installed by `scripts/setup.sh`). Its
-    /// SQS calls cost time in proportion to the queue's depth (a receive of
-    /// 10 takes about 0.4 s with 1000 messages queued on this 2-core
-    /// machine), so a large backlog drains at 20–40 messages a second.
+    /// moto's server, with DynamoDB and IAM enforced (installed by
+    /// `scripts/setup.sh`), through the lab's launcher: a send or receive
+    /// costs a few milliseconds at any depth (`make bench-moto`)
     Moto,
-    /// fauxqs (Node 22) for SQS, moto for DynamoDB: far faster with a deep
-    /// queue. Installed under `.local/bench` by `make bench-worker`.
+    /// fauxqs (Node 22) for SQS, moto for DynamoDB: faster still, but SQS
+    /// calls are not checked against IAM. Installed under `.local/bench` by
+    /// `make bench-worker`
     Fauxqs,
 }
 
