@@ -11,7 +11,9 @@ use failsoft_edge::config::EdgeConfig;
 use failsoft_edge::facade::{BREAKER_KEY, BreakerSharing, Facade};
 use failsoft_edge::http::Request;
 use failsoft_edge::native::{LocalQueue, MemoryKv};
-use failsoft_edge::ports::{Clock, Downstream, Kv, OutboundRequest, OutboundResponse, PortError, TransportError};
+use failsoft_edge::ports::{
+    Clock, Downstream, Forwarder, Kv, OutboundRequest, OutboundResponse, PortError, QueueMessage, TransportError,
+};
 use failsoft_shared::signature::sign;
 use serde_json::{Value, json};
 
@@ -314,4 +316,63 @@ async fn without_an_origin_the_counters_only_count() {
     f.report_stats().await;
     assert_eq!(http.calls(), 1, "only the CRM was called");
     assert_eq!(f.stats().lookups.default, 1);
+}
+
+/// A queue that takes `ms` of the test clock per send, and takes the
+/// message or not.
+struct SlowQueue {
+    clock: TestClock,
+    ms: u64,
+    take: bool,
+}
+impl Forwarder for SlowQueue {
+    async fn forward(&self, _: &QueueMessage, deadline_ms: u64) -> Result<(), PortError> {
+        self.clock.advance(self.ms.min(deadline_ms));
+        if self.take && self.ms < deadline_ms { Ok(()) } else { Err(PortError("the queue timed out".into())) }
+    }
+}
+
+fn with_queue(crm: &Scripted, clock: &TestClock, queue: SlowQueue) -> Facade<SharedKv, Scripted, SlowQueue, TestClock> {
+    let pairs = [
+        ("FAILSOFT_CRM_URL", "http://crm.invalid"),
+        ("FAILSOFT_AUTH_TOKEN", "token"),
+        ("FAILSOFT_CACHE_KEY_SECRET", CACHE_SECRET),
+        ("FAILSOFT_WEBHOOK_SECRET", "webhook-secret-for-tests-0123"),
+        ("FAILSOFT_DEADLINE_MARGIN_MS", "1000"),
+    ];
+    let config = EdgeConfig::from_lookup(|n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())).unwrap();
+    Facade::new(config, SharedKv::default(), crm.clone(), queue, clock.clone())
+}
+
+fn create_case() -> Request {
+    Request::new("POST", "/v1/cases")
+        .header("authorization", "Bearer token")
+        .body(json!({"ani": "+442071234567", "subject": "slow queue"}).to_string())
+}
+
+#[tokio::test]
+async fn a_queued_write_says_what_its_send_took_and_a_send_past_its_share_is_counted_slow() {
+    let (crm, clock) = (Scripted::default(), TestClock::at(1_000_000));
+    // The CRM refuses connections: each write goes to the queue.
+    let fast = with_queue(&crm, &clock, SlowQueue { clock: clock.clone(), ms: 40, take: true });
+    let handled = fast.handle(create_case()).await;
+    assert_eq!(handled.response.json_body()["status"], "PENDING");
+    let timing = handled.response.headers.iter().find(|(n, _)| *n == "server-timing").map(|(_, v)| v.as_str());
+    assert_eq!(timing, Some("queue;dur=40"));
+    let counts = fast.stats();
+    assert_eq!((counts.queue_sends.count(), counts.queue_sends.sum_ms, counts.slow_queue_sends), (1, 40, 0));
+
+    let slow = with_queue(&crm, &clock, SlowQueue { clock: clock.clone(), ms: 5_000, take: true });
+    let handled = slow.handle(create_case()).await;
+    assert_eq!(handled.response.json_body()["status"], "NOT_ACCEPTED");
+    let timing = handled.response.headers.iter().find(|(n, _)| *n == "server-timing").map(|(_, v)| v.as_str());
+    assert_eq!(timing, Some("queue;dur=1000"), "the send had the deadline margin");
+    let counts = slow.stats();
+    assert_eq!((counts.slow_queue_sends, counts.forward_failures), (1, 1));
+
+    // A queue that refuses at once is a failure, not a slow send.
+    let down = with_queue(&crm, &clock, SlowQueue { clock: clock.clone(), ms: 3, take: false });
+    assert_eq!(down.handle(create_case()).await.response.json_body()["status"], "NOT_ACCEPTED");
+    let counts = down.stats();
+    assert_eq!((counts.slow_queue_sends, counts.forward_failures), (0, 1));
 }

@@ -137,6 +137,16 @@ pub struct Counts {
     pub refusals: u64,
     /// Messages the queue did not take (refreshes and writes).
     pub forward_failures: u64,
+    /// How long each `SendMessage` to the queue took, taken or not
+    /// (refreshes and writes).
+    #[serde(default)]
+    pub queue_sends: LatencyCounts,
+    /// Sends that ran out of their share of the deadline: a write's is the
+    /// deadline margin, so each of these was a write answered
+    /// `NOT_ACCEPTED` or a refresh dropped because the queue was slow, not
+    /// down.
+    #[serde(default)]
+    pub slow_queue_sends: u64,
     /// Latency of lookup and write answers (refusals excluded: they say
     /// nothing about the CRM path and would flatter the distribution).
     pub latency: LatencyCounts,
@@ -166,6 +176,11 @@ impl Counts {
         w.not_accepted += other.writes.not_accepted;
         self.refusals += other.refusals;
         self.forward_failures += other.forward_failures;
+        self.slow_queue_sends += other.slow_queue_sends;
+        for (mine, theirs) in self.queue_sends.buckets.iter_mut().zip(other.queue_sends.buckets) {
+            *mine += theirs;
+        }
+        self.queue_sends.sum_ms = self.queue_sends.sum_ms.saturating_add(other.queue_sends.sum_ms);
         for (mine, theirs) in self.latency.buckets.iter_mut().zip(other.latency.buckets) {
             *mine += theirs;
         }
@@ -180,6 +195,17 @@ pub enum Answer {
     Write(WriteOutcome),
     /// A 4xx: the caller's fault.
     Refused,
+}
+
+/// One `SendMessage` to the queue, as the facade counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSend {
+    /// How long it took, milliseconds.
+    pub ms: u64,
+    /// The share of the deadline it had.
+    pub share_ms: u64,
+    /// Whether the queue took the message.
+    pub taken: bool,
 }
 
 /// What the edge POSTs to the origin (`/v1/internal/edge-stats`).
@@ -311,10 +337,19 @@ impl EdgeStats {
         }
     }
 
-    /// Counts a message the queue did not take.
-    pub fn record_forward_failure(&mut self, now_ms: u64) {
+    /// Counts one `SendMessage` that took `ms` of a share of `share_ms`:
+    /// whether the queue took the message, and whether the send ran out of
+    /// its share.
+    pub fn record_queue_send(&mut self, send: QueueSend, now_ms: u64) {
         self.current_from_ms.get_or_insert(now_ms);
-        self.current.forward_failures += 1;
+        let c = &mut self.current;
+        c.queue_sends.record(send.ms);
+        if !send.taken {
+            c.forward_failures += 1;
+        }
+        if send.ms >= send.share_ms {
+            c.slow_queue_sends += 1;
+        }
     }
 
     /// What has been counted and not yet handed out in a report.
@@ -518,9 +553,33 @@ mod tests {
         let mut s = EdgeStats::new("spin-1".to_string(), Cadence::EveryInstance);
         assert!(!s.is_due(5));
         s.record(Answer::Lookup(Source::Cache), 1, 5);
-        s.record_forward_failure(5);
+        s.record_queue_send(QueueSend { ms: 3, share_ms: 1_000, taken: false }, 5);
         let r = s.take_report(5).unwrap();
         assert_eq!((r.counts.lookups.cache, r.counts.forward_failures), (1, 1));
+    }
+
+    #[test]
+    fn a_send_that_uses_up_its_share_is_slow_whether_or_not_it_was_taken() {
+        let mut s = stats();
+        let send = |ms, taken| QueueSend { ms, share_ms: 1_000, taken };
+        s.record_queue_send(send(12, true), 1);
+        s.record_queue_send(send(999, true), 2);
+        s.record_queue_send(send(1_000, false), 3);
+        s.record_queue_send(send(1_400, true), 4);
+        let c = s.current();
+        assert_eq!((c.queue_sends.count(), c.slow_queue_sends, c.forward_failures), (4, 2, 1));
+        assert_eq!(c.queue_sends.buckets[1], 1, "12 ms is in the 25 ms bucket");
+    }
+
+    #[test]
+    fn a_report_without_the_queue_sends_of_later_edges_is_still_read() {
+        let mut s = stats();
+        s.record(Answer::Lookup(Source::Cache), 1, 1);
+        let text = serde_json::to_string(&s.take_report(EVERY + 1).unwrap()).unwrap();
+        let (start, end) = (text.find(",\"queueSends\"").unwrap(), text.find(",\"latency\"").unwrap());
+        let older = [&text[..start], &text[end..]].concat();
+        assert!(!older.contains("queueSends") && !older.contains("slowQueueSends"), "{older}");
+        assert!(serde_json::from_str::<Report>(&older).is_ok(), "{older}");
     }
 
     #[test]
@@ -559,8 +618,11 @@ mod tests {
         b.refusals = 3;
         b.forward_failures = 4;
         b.latency.record(30);
+        b.queue_sends.record(7);
+        b.slow_queue_sends = 5;
         a.merge(&b);
         a.merge(&b);
+        assert_eq!((a.queue_sends.buckets[0], a.queue_sends.sum_ms, a.slow_queue_sends), (2, 14, 10));
         assert_eq!((a.lookups.cache, a.writes.failed, a.refusals, a.forward_failures), (4, 2, 6, 8));
         assert_eq!((a.latency.buckets[2], a.latency.sum_ms), (2, 60));
     }

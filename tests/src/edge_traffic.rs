@@ -206,5 +206,10 @@ pub fn assert_counts(doc: &Value, text: &str, tally: &Tally) {
     let all = (tally.lookups() + tally.pending_writes + tally.other_writes) as f64;
     assert_eq!(series(text, "failsoft_edge_latency_seconds_bucket{le=\"+Inf\"}"), all, "cumulative buckets");
     assert!(series(text, "failsoft_edge_reports_total{outcome=\"counted\"}") >= 1.0);
+    // Each queued write was one SendMessage (refreshes add theirs), none slow.
+    let sends = series(text, "failsoft_edge_queue_send_seconds_count");
+    assert!(sends >= tally.pending_writes as f64 && sends >= 1.0, "queue sends: {sends} for {tally:?}");
+    assert_eq!(series(text, "failsoft_edge_queue_send_seconds_bucket{le=\"+Inf\"}"), sends, "cumulative buckets");
+    assert_eq!(series(text, "failsoft_edge_queue_sends_slow_total"), 0.0);
     assert!(!text.contains("7946"), "no phone number in /metrics");
 }

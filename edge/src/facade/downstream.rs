@@ -2,6 +2,7 @@
 //! permit and its sharing through KV; forwarding to the queue.
 
 use failsoft_shared::breaker::{Breaker, Permit};
+use failsoft_shared::edge_stats::QueueSend;
 use failsoft_shared::envelope::Kind;
 use failsoft_shared::error_class::{Attempt, Operation, Verdict, classify};
 
@@ -97,20 +98,44 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         (verdict, body)
     }
 
-    /// Forwards one message to the queue within `deadline_ms`; a failure is
-    /// logged and counted here, and the caller decides what it means.
-    pub(super) async fn forward(&self, message: &QueueMessage, kind: Kind, deadline_ms: u64) -> Result<(), ()> {
-        match self.forwarder.forward(message, deadline_ms).await {
-            Ok(()) => {
-                metrics::counter!("failsoft_edge_forwarded_total", "kind" => kind.as_str()).increment(1);
-                Ok(())
-            }
+    /// Forwards one message to the queue within `deadline_ms`, its share
+    /// of the deadline; the send is timed and counted here (a failure
+    /// logged), and the caller decides what it means.
+    pub(super) async fn forward(&self, message: &QueueMessage, kind: Kind, deadline_ms: u64) -> Sent {
+        let started = self.clock.now_ms();
+        let outcome = self.forwarder.forward(message, deadline_ms).await;
+        let finished = self.clock.now_ms();
+        let sent = Sent { taken: outcome.is_ok(), ms: finished.saturating_sub(started) };
+        metrics::histogram!("failsoft_edge_queue_send_seconds", "kind" => kind.as_str())
+            .record(sent.ms as f64 / 1000.0);
+        let send = QueueSend { ms: sent.ms, share_ms: deadline_ms, taken: sent.taken };
+        self.lock_stats().record_queue_send(send, finished);
+        match outcome {
+            Ok(()) => metrics::counter!("failsoft_edge_forwarded_total", "kind" => kind.as_str()).increment(1),
             Err(e) => {
                 metrics::counter!("failsoft_edge_forward_failures_total", "kind" => kind.as_str()).increment(1);
-                self.lock_stats().record_forward_failure(self.clock.now_ms());
-                tracing::warn!(error = %e, kind = kind.as_str(), "forwarding to the queue failed");
-                Err(())
+                let slow = sent.ms >= deadline_ms;
+                tracing::warn!(error = %e, kind = kind.as_str(), ms = sent.ms, slow, "forwarding to the queue failed");
             }
         }
+        sent
+    }
+}
+
+/// How one `SendMessage` went.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sent {
+    /// Whether the queue took the message.
+    pub taken: bool,
+    /// How long the send took, milliseconds.
+    pub ms: u64,
+}
+
+impl Sent {
+    /// The `Server-Timing` entry a write's answer carries
+    /// (`queue;dur=12`): what its `SendMessage` took, for the drill and
+    /// anyone watching a slow queue from the caller's side.
+    pub(super) fn server_timing(self) -> String {
+        format!("queue;dur={}", self.ms)
     }
 }

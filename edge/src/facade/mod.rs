@@ -186,7 +186,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// counted, never surfaced: the answer is gone.
     pub async fn run_after(&self, after: Vec<QueueMessage>) {
         for message in after {
-            self.forward(&message, Kind::Refresh, self.config.policy.crm_deadline_ms).await.ok();
+            self.forward(&message, Kind::Refresh, self.config.policy.crm_deadline_ms).await;
         }
         self.report_stats().await;
     }

@@ -64,22 +64,22 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let envelope = Envelope::new(Kind::Write, correlation_id.clone(), entity, payload, self.clock.now_ms());
         let message = self.message(&envelope);
         // Write-ahead: PENDING only once the queue has acknowledged it.
-        match self.forward(&message, Kind::Write, self.config.policy.deadline_margin_ms).await {
-            Ok(()) => Ok(self
-                .write_answer(&correlation_id, WriteStatus::Pending, None, None, Some(WARNING_WRITE_QUEUED))
-                .await),
-            Err(()) => {
-                let answer = WriteAnswer {
-                    correlation_id,
-                    status: WriteStatus::NotAccepted,
-                    case_id: None,
-                    result: None,
-                    reason: Some("CRM_AND_QUEUE_UNAVAILABLE".to_owned()),
-                    warning: Some(WARNING_NOT_ACCEPTED.to_owned()),
-                };
-                Ok(write_answered(Response::json(200, &answer), WriteStatus::NotAccepted))
-            }
-        }
+        let sent = self.forward(&message, Kind::Write, self.config.policy.deadline_margin_ms).await;
+        let mut handled = if sent.taken {
+            self.write_answer(&correlation_id, WriteStatus::Pending, None, None, Some(WARNING_WRITE_QUEUED)).await
+        } else {
+            let answer = WriteAnswer {
+                correlation_id,
+                status: WriteStatus::NotAccepted,
+                case_id: None,
+                result: None,
+                reason: Some("CRM_AND_QUEUE_UNAVAILABLE".to_owned()),
+                warning: Some(WARNING_NOT_ACCEPTED.to_owned()),
+            };
+            write_answered(Response::json(200, &answer), WriteStatus::NotAccepted)
+        };
+        handled.response = handled.response.with_header("server-timing", &sent.server_timing());
+        Ok(handled)
     }
 
     /// Records a write's status for polling and answers it.

@@ -8,14 +8,17 @@
 //! `failsoft_edge_writes_total{status}`, `failsoft_edge_refusals_total`,
 //! `failsoft_edge_forward_failures_total`, the answer latency as a
 //! histogram's series (`failsoft_edge_latency_seconds_bucket{le}`
-//! cumulative, `_count`, and `_sum` a gauge of seconds), and
+//! cumulative, `_count`, and `_sum` a gauge of seconds), the edge's
+//! `SendMessage` time as the same series of
+//! `failsoft_edge_queue_send_seconds`, `failsoft_edge_queue_sends_slow_total`
+//! (sends that used up their share of the deadline), and
 //! `failsoft_edge_reports_total{outcome}` (`counted`, `duplicate`).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use failsoft_shared::edge_stats::{Counts, LATENCY_BOUNDS_MS, Report};
+use failsoft_shared::edge_stats::{Counts, LATENCY_BOUNDS_MS, LatencyCounts, Report};
 use serde_json::{Value, json};
 
 pub const ANSWERS: &str = "failsoft_edge_answers_total";
@@ -26,6 +29,10 @@ pub const LATENCY_BUCKET: &str = "failsoft_edge_latency_seconds_bucket";
 pub const LATENCY_COUNT: &str = "failsoft_edge_latency_seconds_count";
 pub const LATENCY_SUM: &str = "failsoft_edge_latency_seconds_sum";
 pub const REPORTS: &str = "failsoft_edge_reports_total";
+pub const QUEUE_SEND_BUCKET: &str = "failsoft_edge_queue_send_seconds_bucket";
+pub const QUEUE_SEND_COUNT: &str = "failsoft_edge_queue_send_seconds_count";
+pub const QUEUE_SEND_SUM: &str = "failsoft_edge_queue_send_seconds_sum";
+pub const SLOW_QUEUE_SENDS: &str = "failsoft_edge_queue_sends_slow_total";
 
 /// Largest report body accepted. A report is about 400 bytes; the cap
 /// bounds what an unauthenticated caller can make the origin buffer.
@@ -135,14 +142,21 @@ fn record_metrics(c: &Counts) {
     }
     metrics::counter!(REFUSALS).increment(c.refusals);
     metrics::counter!(FORWARD_FAILURES).increment(c.forward_failures);
+    histogram([LATENCY_BUCKET, LATENCY_COUNT, LATENCY_SUM], &c.latency);
+    histogram([QUEUE_SEND_BUCKET, QUEUE_SEND_COUNT, QUEUE_SEND_SUM], &c.queue_sends);
+    metrics::counter!(SLOW_QUEUE_SENDS).increment(c.slow_queue_sends);
+}
+
+/// Adds `counts` to a histogram's series `[bucket, count, sum]`.
+fn histogram([bucket, count, sum]: [&'static str; 3], counts: &LatencyCounts) {
     let mut cumulative = 0;
-    for (i, n) in c.latency.buckets.iter().enumerate() {
+    for (i, n) in counts.buckets.iter().enumerate() {
         cumulative += n;
         let le = LATENCY_BOUNDS_MS.get(i).map_or_else(|| "+Inf".to_owned(), |ms| (*ms as f64 / 1000.0).to_string());
-        metrics::counter!(LATENCY_BUCKET, "le" => le).increment(cumulative);
+        metrics::counter!(bucket, "le" => le).increment(cumulative);
     }
-    metrics::counter!(LATENCY_COUNT).increment(c.latency.count());
-    metrics::gauge!(LATENCY_SUM).increment(c.latency.sum_ms as f64 / 1000.0);
+    metrics::counter!(count).increment(counts.count());
+    metrics::gauge!(sum).increment(counts.sum_ms as f64 / 1000.0);
 }
 
 /// The process's window now.

@@ -357,6 +357,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     let results_table = env.get("FAILSOFT_RESULTS_TABLE").unwrap_or("failsoft-results").to_owned();
     let freshness_secs: u64 = env.get("FAILSOFT_FRESHNESS_SECS").and_then(|v| v.parse().ok()).unwrap_or(300);
     let deadline_ms: u64 = env.get("FAILSOFT_CRM_DEADLINE_MS").and_then(|v| v.parse().ok()).unwrap_or(3_000);
+    let margin_ms: u64 = env.get("FAILSOFT_DEADLINE_MARGIN_MS").and_then(|v| v.parse().ok()).unwrap_or(1_000);
     let edge_host = env.get("FAILSOFT_EDGE_HOST").unwrap_or(args.edge.as_str()).to_owned();
 
     let aws = Aws::connect(
@@ -572,6 +573,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
         drain_timeout_secs: args.drain_timeout.as_secs_f64(),
         freshness_secs,
         crm_deadline_ms: deadline_ms,
+        deadline_margin_ms: margin_ms,
         breaker_settle_secs: BREAKER_SETTLE.as_secs_f64(),
         stack: stack_label,
         seed,

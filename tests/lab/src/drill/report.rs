@@ -39,6 +39,9 @@ pub struct Settings {
     pub drain_timeout_secs: f64,
     pub freshness_secs: u64,
     pub crm_deadline_ms: u64,
+    /// A queued write's share of the deadline: its `SendMessage` must end
+    /// within it, else the write is answered `NOT_ACCEPTED`.
+    pub deadline_margin_ms: u64,
     /// Lookups this long after the outage began count as "breaker open".
     pub breaker_settle_secs: f64,
     /// `own` (the drill started it) or the `stack.env` it used.
@@ -180,6 +183,45 @@ pub struct OutageLatency {
     pub breaker_open_waited_deadline: u64,
 }
 
+/// The edge's `SendMessage` of queued writes in one phase, as each
+/// answer's `Server-Timing` told it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSends {
+    pub phase: Phase,
+    pub sends: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Sends that used up the write's share of the deadline
+    /// (`deadline_margin_ms`): each such write was answered `NOT_ACCEPTED`.
+    pub slow: u64,
+    /// Writes answered `NOT_ACCEPTED` in the phase, slow sends or not.
+    pub not_accepted: u64,
+}
+
+impl QueueSends {
+    fn of<'a>(phase: Phase, margin_ms: u64, records: impl Iterator<Item = &'a Record>) -> Self {
+        let (mut sends, mut not_accepted) = (Vec::new(), 0);
+        for r in records.filter(|r| r.phase == phase && r.kind == Kind::Case) {
+            sends.extend(r.queue_ms);
+            if r.answer.as_deref() == Some("NOT_ACCEPTED") {
+                not_accepted += 1;
+            }
+        }
+        sends.sort_by(f64::total_cmp);
+        Self {
+            phase,
+            sends: sends.len() as u64,
+            p50_ms: percentile(&sends, 0.50),
+            p99_ms: percentile(&sends, 0.99),
+            max_ms: sends.last().copied().unwrap_or(0.0),
+            slow: sends.iter().filter(|&&ms| ms >= margin_ms as f64).count() as u64,
+            not_accepted,
+        }
+    }
+}
+
 /// A promise or a target, and whether it held.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -198,6 +240,8 @@ pub struct Report {
     pub settings: Settings,
     pub timeline: Timeline,
     pub phases: Vec<KindStats>,
+    /// The edge's `SendMessage` of queued writes, per traffic phase.
+    pub queue_sends: Vec<QueueSends>,
     pub warm_up: KindStats,
     pub writes: Writes,
     pub queues: Queues,
@@ -316,6 +360,10 @@ impl Report {
             .map(|(phase, kind)| stats(phase, kind, records.iter().filter(move |r| r.phase == phase && r.kind == kind)))
             .collect();
         let warm_up = stats(Phase::Warmup, Kind::Lookup, records.iter().filter(|r| r.phase == Phase::Warmup));
+        let queue_sends: Vec<QueueSends> = Phase::TRAFFIC
+            .iter()
+            .map(|&phase| QueueSends::of(phase, settings.deadline_margin_ms, records.iter()))
+            .collect();
 
         // Writes against the ledger.
         let mut created: HashMap<&str, Vec<u64>> = HashMap::new();
@@ -572,6 +620,7 @@ impl Report {
             settings,
             timeline,
             phases,
+            queue_sends,
             warm_up,
             writes,
             queues,
@@ -638,6 +687,24 @@ impl Report {
                 ms(k.p95_ms),
                 ms(k.p99_ms),
                 answers.join(" · ")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nqueued writes' SendMessage (Server-Timing), against their {} ms share of the deadline",
+            s.deadline_margin_ms
+        );
+        for q in self.queue_sends.iter().filter(|q| q.sends > 0 || q.not_accepted > 0) {
+            let _ = writeln!(
+                out,
+                "  {:<7} {:>5} sends · p50 {} · p99 {} · max {} · {} used up their share · {} NOT_ACCEPTED",
+                q.phase.as_str(),
+                q.sends,
+                ms(q.p50_ms),
+                ms(q.p99_ms),
+                ms(q.max_ms),
+                q.slow,
+                q.not_accepted
             );
         }
         let w = &self.writes;

@@ -119,6 +119,10 @@ pub struct Record {
     /// The caller (index in the population).
     pub customer: Option<u32>,
     pub correlation_id: String,
+    /// What the edge's `SendMessage` of a queued write took, from the
+    /// answer's `Server-Timing: queue;dur=N`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_ms: Option<f64>,
 }
 
 impl Record {
@@ -391,8 +395,14 @@ impl Driver {
         let outcome = async {
             let response = builder.header("authorization", &self.edge.auth).send().await?;
             let status = response.status().as_u16();
+            let queue_ms = response
+                .headers()
+                .get_all("server-timing")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|v| server_timing(v, "queue"));
             let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, bytes))
+            Ok::<_, reqwest::Error>((status, bytes, queue_ms))
         }
         .await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -411,10 +421,12 @@ impl Driver {
             warm: who.is_some_and(|c| c.warm),
             customer,
             correlation_id: id,
+            queue_ms: None,
         };
         match outcome {
-            Ok((status, bytes)) => {
+            Ok((status, bytes, queue_ms)) => {
                 record.status = Some(status);
+                record.queue_ms = queue_ms;
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
                 match kind {
@@ -450,8 +462,32 @@ impl Driver {
     }
 }
 
+/// The `dur` of the `name` entry of a `Server-Timing` header value
+/// (`queue;dur=12, db;dur=3`), milliseconds.
+pub fn server_timing(value: &str, name: &str) -> Option<f64> {
+    value.split(',').find_map(|entry| {
+        let mut parts = entry.split(';').map(str::trim);
+        (parts.next()? == name).then_some(())?;
+        parts.find_map(|p| p.strip_prefix("dur=")).and_then(|d| d.trim_matches('"').parse().ok())
+    })
+}
+
 enum Request {
     Lookup { customer: u32, id: String },
     Case { customer: u32, id: String },
     Poll { id: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_timing;
+
+    #[test]
+    fn server_timing_reads_the_named_entry_s_duration() {
+        assert_eq!(server_timing("queue;dur=12", "queue"), Some(12.0));
+        assert_eq!(server_timing("db;dur=3, queue;desc=\"sqs\";dur=4.5", "queue"), Some(4.5));
+        assert_eq!(server_timing("queue", "queue"), None);
+        assert_eq!(server_timing("queued;dur=1", "queue"), None);
+        assert_eq!(server_timing("queue;dur=x", "queue"), None);
+    }
 }
