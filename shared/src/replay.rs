@@ -19,6 +19,13 @@ const INCREASE_PER_SUCCESS: f64 = 1.0;
 /// A failure that says the downstream is struggling halves the rate.
 const DECREASE_FACTOR: f64 = 0.5;
 
+/// How far ahead a caller may hold a slot, microseconds. Slots are spaced
+/// at the rate of the moment they are handed out: held far ahead at the
+/// floor, they kept the pace at the floor after it had grown (32 deliveries
+/// waiting at 10/s held 3.2 s of slots, and the 8-minute drill's drain
+/// crawled for its first 4 s). Beyond this a caller asks again later.
+pub const HORIZON_US: u64 = 100_000;
+
 /// The pacing state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayRate {
@@ -48,14 +55,20 @@ impl ReplayRate {
     }
 
     /// Reserves the next slot at or after `now_us` and returns how long to
-    /// wait for it, in microseconds. Slots are `1 / rate` apart; an idle
-    /// pacer does not save up a burst.
-    pub fn reserve(&mut self, now_us: u64) -> u64 {
+    /// wait for it, in microseconds: `Ok(wait)`. Slots are `1 / rate` apart;
+    /// an idle pacer does not save up a burst. A slot more than
+    /// [`HORIZON_US`] away is not handed out: `Err(retry_in)` says when to
+    /// ask again, by when the rate may have grown and the slots with it.
+    pub fn reserve(&mut self, now_us: u64) -> Result<u64, u64> {
         let slot = self.next_slot_us.max(now_us);
+        let wait = slot - now_us;
+        if wait > HORIZON_US {
+            return Err(wait - HORIZON_US);
+        }
         // Rounded to the nearest microsecond (`round` is not in `core`).
         let spacing = (1_000_000.0 / self.rate + 0.5) as u64;
         self.next_slot_us = slot.saturating_add(spacing.max(1));
-        slot - now_us
+        Ok(wait)
     }
 
     /// A delivery succeeded: additive increase.
@@ -79,17 +92,19 @@ impl ReplayRate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
 
     #[test]
     fn starts_at_the_ceiling_and_spaces_calls() {
         let mut r = ReplayRate::new(100);
         assert_eq!(r.rate(), 100.0);
-        assert_eq!(r.reserve(1_000), 0);
-        assert_eq!(r.reserve(1_000), 10_000);
-        assert_eq!(r.reserve(1_000), 20_000);
+        assert_eq!(r.reserve(1_000), Ok(0));
+        assert_eq!(r.reserve(1_000), Ok(10_000));
+        assert_eq!(r.reserve(1_000), Ok(20_000));
         // Idle time is not saved up as a burst.
-        assert_eq!(r.reserve(10_000_000), 0);
-        assert_eq!(r.reserve(10_000_000), 10_000);
+        assert_eq!(r.reserve(10_000_000), Ok(0));
+        assert_eq!(r.reserve(10_000_000), Ok(10_000));
     }
 
     #[test]
@@ -97,8 +112,9 @@ mod tests {
         let mut r = ReplayRate::new(100);
         r.on_recovery(0);
         assert_eq!(r.rate(), 5.0);
-        assert_eq!(r.reserve(0), 0);
-        assert_eq!(r.reserve(0), 200_000, "one call per 200 ms at 5/s");
+        assert_eq!(r.reserve(0), Ok(0));
+        assert_eq!(r.reserve(0), Err(100_000), "one call per 200 ms at 5/s; the next slot is past the horizon");
+        assert_eq!(r.reserve(100_000), Ok(100_000));
         let mut successes = 0;
         while r.rate() < 100.0 {
             r.on_success();
@@ -117,10 +133,60 @@ mod tests {
         r.on_recovery(0);
         let mut now = 0;
         for _ in 0..100 {
-            now += r.reserve(now);
+            now += match r.reserve(now) {
+                Ok(wait) => wait,
+                Err(retry) => retry + r.reserve(now + retry).expect("a slot at the horizon"),
+            };
             r.on_success();
         }
         assert!(now > 2_000_000 && now < 6_000_000, "100 deliveries took {now} µs");
+    }
+
+    /// `callers` deliveries at once, each `took_us` long, after a recovery:
+    /// how many are done by `until_us` (a discrete-event run of the worker's
+    /// loop: reserve, wait or ask again, deliver, succeed).
+    fn deliveries_by(ceiling: u32, callers: usize, took_us: u64, until_us: u64) -> usize {
+        let mut r = ReplayRate::new(ceiling);
+        r.on_recovery(0);
+        // (when the caller acts next, whether it holds a slot then)
+        let mut callers: Vec<(u64, bool)> = vec![(0, false); callers];
+        let mut done = 0;
+        for _ in 0..1_000_000 {
+            let (i, &(at, holding)) = callers.iter().enumerate().min_by_key(|(_, c)| c.0).expect("callers");
+            if at >= until_us {
+                break;
+            }
+            if holding {
+                // Its slot came: deliver, then the next message.
+                r.on_success();
+                done += 1;
+                callers[i] = (at + took_us, false);
+            } else {
+                callers[i] = match r.reserve(at) {
+                    Ok(wait) => (at + wait, true),
+                    Err(retry) => (at + retry, false),
+                };
+            }
+        }
+        done
+    }
+
+    #[test]
+    fn a_recovery_ramps_up_however_many_deliveries_wait() {
+        // 32 deliveries of 50 ms wait at a 10/s floor (ceiling 200/s). The
+        // rate grows e-fold a second: 10·(e²−1) ≈ 64 deliveries in the first
+        // 2 s at best, and it reaches the ceiling after 3 s. With slots held
+        // however far ahead, the first 32 were spread over 3.2 s at the
+        // floor's spacing: 22 in the first 2 s, 53 in 4 s.
+        let in_two_seconds = deliveries_by(200, 32, 50_000, 2_000_000);
+        assert!(in_two_seconds > 45, "{in_two_seconds} deliveries in the first 2 s");
+        let in_four_seconds = deliveries_by(200, 32, 50_000, 4_000_000);
+        assert!(in_four_seconds > 300, "{in_four_seconds} deliveries in the first 4 s");
+        // …and then the ceiling, never more: about 190 in the ramp's 3 s
+        // and 200 a second after it.
+        let in_ten_seconds = deliveries_by(200, 32, 50_000, 10_000_000);
+        assert!(in_ten_seconds <= 1_650, "{in_ten_seconds} deliveries in 10 s");
+        assert!(in_ten_seconds > 1_450, "{in_ten_seconds} deliveries in 10 s");
     }
 
     #[test]

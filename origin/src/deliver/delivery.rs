@@ -281,9 +281,18 @@ impl Delivery {
             };
             return Outcome::Defer { delay_ms, why: "breaker_open" };
         }
-        let wait = lock(&self.rate).reserve(self.now_us());
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_micros(wait)).await;
+        // A slot within the pacer's horizon, else ask again when one may be.
+        loop {
+            let reserved = lock(&self.rate).reserve(self.now_us());
+            match reserved {
+                Ok(wait) => {
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_micros(wait)).await;
+                    }
+                    break;
+                }
+                Err(retry) => tokio::time::sleep(Duration::from_micros(retry)).await,
+            }
         }
 
         let deadline = Instant::now() + self.processing_limit();

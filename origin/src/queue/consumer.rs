@@ -22,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::clock;
 use crate::dead_letter::DeadLetters;
 use crate::deliver::delivery::{Delivery, Gate, Outcome};
+use crate::queue::deletes::{DeleteError, Deletes};
 use crate::queue::leases::Leases;
 use crate::queue::received::Received;
 use crate::telemetry;
@@ -48,6 +49,7 @@ pub struct Consumer {
     pub delivery: Arc<Delivery>,
     pub dead_letters: DeadLetters,
     pub leases: Arc<Leases>,
+    deletes: Deletes,
     slots: Arc<Semaphore>,
     groups: Groups,
     concurrency: usize,
@@ -66,7 +68,9 @@ impl Consumer {
         leases: Arc<Leases>,
     ) -> Self {
         let concurrency = delivery.config.concurrency;
+        let deletes = Deletes::start(sqs.clone(), queue_url.clone());
         Self {
+            deletes,
             sqs,
             queue_url,
             delivery,
@@ -245,16 +249,11 @@ impl Consumer {
         self.leases.release(&message.message_id).await;
         count(&outcome);
         match outcome {
-            Outcome::Done => {
-                if let Err(e) =
-                    self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(&message.receipt).send().await
-                {
-                    // Seen again later, it finds its result and is deleted then.
-                    if !crate::access::check("sqs:DeleteMessage", &self.queue_url, &e) {
-                        tracing::warn!(error = %DisplayErrorContext(&e), message_id = %message.message_id, "delete failed");
-                    }
-                }
-            }
+            Outcome::Done => match self.deletes.delete(&message.receipt).await {
+                // Seen again later, it finds its result and is deleted then.
+                Ok(()) | Err(DeleteError::Denied) => {}
+                Err(e) => tracing::warn!(error = %e, message_id = %message.message_id, "delete failed"),
+            },
             Outcome::Retry { delay_ms, attempt, class, status } => {
                 tracing::info!(
                     message_id = %message.message_id,
