@@ -41,7 +41,7 @@ const CALLS: &[(&str, &str, &str, &str, &[&str])] = &[
     ("origin/src/http/events.rs", "receive", "send_message", WORKER, &["Queue"]),
     ("origin/src/notifications/outbox.rs", "send_all", "send_message", WORKER, &["Queue"]),
     ("origin/src/queue/consumer.rs", "run", "receive_message", WORKER, &["Queue"]),
-    ("origin/src/queue/consumer.rs", "finish", "delete_message", WORKER, &["Queue"]),
+    ("origin/src/queue/deletes.rs", "run", "delete_message_batch", WORKER, &["Queue"]),
     ("origin/src/queue/consumer.rs", "change_visibility", "change_message_visibility", WORKER, &["Queue"]),
     ("origin/src/queue/leases.rs", "heartbeat", "change_message_visibility_batch", WORKER, &["Queue"]),
     ("origin/src/queue/fit.rs", "read", "get_queue_attributes", WORKER, &["Queue"]),
