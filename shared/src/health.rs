@@ -1,5 +1,5 @@
 //! Health classes for the five signals the operations team watches, with
-//! the thresholds of the design guide.
+//! the thresholds of `docs/design.md` (§5, "Health").
 
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +50,7 @@ impl Signal {
     pub const ALL: [Signal; 5] =
         [Self::CacheHitRate, Self::CrmLatency, Self::QueueDepth, Self::DlqDepth, Self::DegradedShare];
 
-    /// The guide's dashboard thresholds.
+    /// The dashboard thresholds of `docs/design.md`.
     pub fn thresholds(self) -> Thresholds {
         let (warning, critical, direction) = match self {
             Self::CacheHitRate => (60.0, 30.0, Direction::Below),

@@ -1,5 +1,5 @@
 //! moto's server (SQS and DynamoDB wire protocol) on an ephemeral loopback
-//! port, started by the origin's [`MotoServer`] (with its FIFO fix) and
+//! port, started by the lab's [`MotoServer`] (through its launcher) and
 //! stopped by PID when dropped, plus an SQS client for the tests that follow
 //! a message into the queue.
 

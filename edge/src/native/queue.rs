@@ -1,5 +1,7 @@
-//! The native host's forwarder until SQS is wired in: an in-process FIFO
-//! queue with SQS FIFO's five-minute deduplication, behind the same port.
+//! The native host's development queue (`--dev-local-queue`), for running
+//! without SQS: an in-process FIFO queue with SQS FIFO's five-minute
+//! deduplication, behind the same port. Not durable: production sends to
+//! SQS.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
