@@ -1,14 +1,15 @@
 //! The outage drill as a real process, and the local stack it runs on.
 //!
 //! `failsoft-lab drill` runs on the native host and on the Worker host, with the
-//! CRM `down` and then `hang`, the outage compressed to 30 s, and must exit
-//! 0 with a report whose figures say every promise held and the outage
-//! really happened (stale and default answers, queued writes, refreshes).
-//! The rates are modest (5 lookups/s, 1 case/s, 1 poll/s): moto's SQS takes
-//! about 60–120 messages a second on 2 cores, and SendMessage slows as the
-//! queue grows. A drill whose CRM comes back refusing creates must exit
-//! non-zero, naming the dead letters and the lost writes. `failsoft-lab up` and
-//! `failsoft-lab down` must leave no process behind.
+//! CRM `down` and then `hang`, and must exit 0 with a report whose figures
+//! say every promise held and the outage really happened (stale and
+//! default answers, queued writes, refreshes). Three drills compress the
+//! outage to 30 s at half the rates (5 lookups/s, 1 case/s, 1 poll/s); one,
+//! CI's size of `make drill`, runs the default rates for 4 minutes so the
+//! backlog passes a thousand messages. A drill whose CRM comes back
+//! refusing creates must exit non-zero, naming the dead letters and the
+//! lost writes. `failsoft-lab up` and `failsoft-lab down` must leave no
+//! process behind.
 //!
 //! Each drill starts its own stack (moto, crm-sim, the worker, an edge);
 //! they run one at a time. Needs `cargo build --workspace --bins` and, for
@@ -29,6 +30,14 @@ use serde_json::Value;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// A compressed drill takes about a minute; past this it is stuck.
 const DRILL_LIMIT: Duration = Duration::from_secs(240);
+/// The CI-sized long drill: the default rates (10 lookups/s, 2 cases/s,
+/// 1 poll/s, 200 warm customers) and an outage long enough that the queue
+/// behind the open breaker passes [`LONG_BACKLOG`] messages (it grows by
+/// about 5 a second: writes and refreshes).
+const LONG_OUTAGE: &str = "4m";
+const LONG_BACKLOG: u64 = 1_000;
+/// Its stack, warm-up, 4m20s of traffic and the drain: about 5 minutes.
+const LONG_LIMIT: Duration = Duration::from_secs(600);
 
 /// A fresh directory for one test's reports and stack.
 fn temp_dir(name: &str) -> PathBuf {
@@ -107,37 +116,27 @@ impl Drill {
 }
 
 /// `failsoft-lab drill` with an outage of `outage` at test rates, plus `extra`.
+/// The compressed rates of the 30-second drills.
+const COMPRESSED: &[&str] =
+    &["--lookups-per-sec", "5", "--cases-per-sec", "1", "--polls-per-sec", "1", "--warm-customers", "100"];
+
 fn drill(edge: &str, mode: &str, outage: &str, extra: &[&str]) -> Drill {
+    drill_at(edge, mode, outage, COMPRESSED, extra, DRILL_LIMIT)
+}
+
+fn drill_at(edge: &str, mode: &str, outage: &str, rates: &[&str], extra: &[&str], limit: Duration) -> Drill {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Relative to the drill's working directory, as `make drill` passes it.
     let work = temp_dir(&format!("drill-{edge}-{mode}"));
     let dir = work.join("report");
-    let mut args = vec![
-        "drill",
-        "--edge",
-        edge,
-        "--mode",
-        mode,
-        "--outage",
-        outage,
-        "--lookups-per-sec",
-        "5",
-        "--cases-per-sec",
-        "1",
-        "--polls-per-sec",
-        "1",
-        "--warm-customers",
-        "100",
-        "--seed",
-        "20261128",
-        "--out",
-        "report",
-    ];
+    let mut args = vec!["drill", "--edge", edge, "--mode", mode, "--outage", outage];
+    args.extend_from_slice(rates);
+    args.extend_from_slice(&["--seed", "20261128", "--out", "report"]);
     args.extend_from_slice(extra);
     let started = Instant::now();
     let mut command = failsoft(&args);
     command.current_dir(&work);
-    let output = run(command, DRILL_LIMIT);
+    let output = run(command, limit);
     let took = started.elapsed();
     let report = std::fs::read_to_string(dir.join("report.json"))
         .ok()
@@ -246,6 +245,24 @@ fn assert_kept(drill: &Drill, mode: &str) {
     let html = std::fs::read_to_string(drill.dir.join("report.html")).expect("report.html");
     assert!(html.matches("<svg").count() >= 4 && !html.contains("<script"), "inline SVG charts, no script");
     assert!(drill.dir.join("requests.jsonl").exists());
+    // What the edge's SendMessage took, per phase, from each queued
+    // write's Server-Timing: none used up its share of the deadline.
+    for q in r["queueSends"].as_array().expect("queueSends") {
+        assert_eq!((&q["slow"], &q["notAccepted"]), (&Value::from(0), &Value::from(0)), "{q}");
+    }
+    let outage_sends = r["queueSends"].as_array().and_then(|a| a.iter().find(|q| q["phase"] == "outage"));
+    let outage_sends = outage_sends.expect("the outage's sends");
+    assert!(outage_sends["sends"].as_u64().unwrap_or(0) >= answers(cases, "PENDING"), "{outage_sends}");
+    assert!(outage_sends["p99Ms"].as_f64().unwrap() > 0.0, "{outage_sends}");
+    eprintln!(
+        "  SendMessage in the outage: {} sends · p50 {:.1} ms · p99 {:.1} ms · max {:.1} ms",
+        outage_sends["sends"], outage_sends["p50Ms"], outage_sends["p99Ms"], outage_sends["maxMs"]
+    );
+}
+
+/// A compressed drill: kept, and quick.
+fn assert_kept_compressed(drill: &Drill, mode: &str) {
+    assert_kept(drill, mode);
     assert!(drill.took < Duration::from_secs(150), "a compressed drill took {:?}", drill.took);
     let _ = std::fs::remove_dir_all(drill.dir.parent().unwrap_or(&drill.dir));
 }
@@ -256,25 +273,38 @@ fn assert_kept(drill: &Drill, mode: &str) {
 #[test]
 fn drill_native_down_keeps_every_promise_with_a_two_call_crm() {
     let d = drill("native", "down", "30s", &["--crm-contract", "two-call"]);
-    assert_kept(&d, "down");
+    assert_kept_compressed(&d, "down");
     let traced = &d.report["traced"];
     assert_eq!(traced["caseSearches"], 0, "no GET /cases to a CRM without it: {traced}");
     assert!(traced["queuedWritesTraced"].as_u64().unwrap() >= 20, "{traced}");
 }
 
+/// The CI-sized long drill: the default rates, and an outage that builds a
+/// backlog of over a thousand messages in moto (IAM enforced), which must
+/// drain within the promise like a small one.
 #[test]
-fn drill_native_hang_keeps_every_promise() {
-    assert_kept(&drill("native", "hang", "30s", &[]), "hang");
+fn drill_native_hang_at_the_default_rates_drains_a_backlog_of_a_thousand() {
+    let d = drill_at("native", "hang", LONG_OUTAGE, &[], &["--before", "10s", "--after", "10s"], LONG_LIMIT);
+    assert_kept(&d, "hang");
+    let r = &d.report;
+    assert_eq!(r["settings"]["rates"]["lookupsPerSec"].as_f64(), Some(10.0), "the default rates");
+    let deepest = r["queues"]["maxDepth"].as_u64().unwrap_or(0);
+    assert!(deepest >= LONG_BACKLOG, "the backlog reached {deepest} messages, not {LONG_BACKLOG}: {}", r["queues"]);
+    eprintln!(
+        "  deepest backlog {deepest} messages, drained in {} s",
+        r["writes"]["lastQueuedDeliveryAfterRecoverySecs"]
+    );
+    let _ = std::fs::remove_dir_all(d.dir.parent().unwrap_or(&d.dir));
 }
 
 #[test]
 fn drill_worker_down_keeps_every_promise() {
-    assert_kept(&drill("worker", "down", "30s", &[]), "down");
+    assert_kept_compressed(&drill("worker", "down", "30s", &[]), "down");
 }
 
 #[test]
 fn drill_worker_hang_keeps_every_promise() {
-    assert_kept(&drill("worker", "hang", "30s", &[]), "hang");
+    assert_kept_compressed(&drill("worker", "hang", "30s", &[]), "hang");
 }
 
 /// The CRM comes back refusing every case creation (422): the queued writes
