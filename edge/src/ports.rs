@@ -74,6 +74,13 @@ pub trait Clock {
     fn now_ms(&self) -> u64;
     /// A uniformly random `u64`.
     fn random_u64(&self) -> u64;
+    /// Ends after `ms` milliseconds, woken by the host's own timer: a
+    /// coalesced lookup's follower looks for its leader's answer between
+    /// sleeps (`crate::coalesce::follow`). On a Worker it must be the
+    /// request's own I/O: a request waiting on nothing of its own is
+    /// cancelled as hung, and one woken by another request's I/O may not
+    /// make a response.
+    async fn sleep_ms(&self, ms: u64);
 }
 
 impl<T: Forwarder> Forwarder for std::sync::Arc<T> {

@@ -235,6 +235,7 @@ mod tests {
         fn random_u64(&self) -> u64 {
             4
         }
+        async fn sleep_ms(&self, _: u64) {}
     }
 
     struct NoHttp;

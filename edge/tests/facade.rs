@@ -43,6 +43,12 @@ impl Clock for TestClock {
     fn random_u64(&self) -> u64 {
         self.0.load(Ordering::SeqCst).wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
+    /// Real time passes (the slow CRM's answer is real-time), and the
+    /// clock moves with it.
+    async fn sleep_ms(&self, ms: u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        self.advance(ms);
+    }
 }
 
 /// Answers from a script (a refused connection once it runs out) and
@@ -375,4 +381,68 @@ async fn a_queued_write_says_what_its_send_took_and_a_send_past_its_share_is_cou
     assert_eq!(down.handle(create_case()).await.response.json_body()["status"], "NOT_ACCEPTED");
     let counts = down.stats();
     assert_eq!((counts.slow_queue_sends, counts.forward_failures), (0, 1));
+}
+
+/// A CRM that answers every lookup after `delay_ms` (real time), counting calls.
+#[derive(Clone, Default)]
+struct SlowCrm {
+    calls: Rc<std::cell::Cell<usize>>,
+    status: u16,
+}
+impl Downstream for SlowCrm {
+    async fn send(&self, _: OutboundRequest, _: u64) -> Result<OutboundResponse, TransportError> {
+        self.calls.set(self.calls.get() + 1);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        match self.status {
+            200 => ok(200, json!({"customerId": "C-1", "tier": "gold", "vipFlag": false})),
+            status => ok(status, json!({})),
+        }
+    }
+}
+
+/// 50 lookups of one cold number at once, on one facade; the sources they
+/// were answered from, and the CRM's calls.
+async fn fifty_at_once(crm: SlowCrm) -> (Vec<String>, usize) {
+    let clock = TestClock::at(1_000_000);
+    let pairs = [
+        ("FAILSOFT_CRM_URL", "http://crm.invalid"),
+        ("FAILSOFT_AUTH_TOKEN", "token"),
+        ("FAILSOFT_CACHE_KEY_SECRET", CACHE_SECRET),
+        ("FAILSOFT_WEBHOOK_SECRET", "webhook-secret-for-tests-0123"),
+    ];
+    let config = EdgeConfig::from_lookup(|n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())).unwrap();
+    let facade = Rc::new(Facade::new(config, SharedKv::default(), crm.clone(), Arc::new(LocalQueue::new(100)), clock));
+    let local = tokio::task::LocalSet::new();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let facade = Rc::clone(&facade);
+            local.spawn_local(async move {
+                let handled = facade.handle(lookup("+442071234567")).await;
+                handled.response.json_body()["source"].as_str().unwrap_or("?").to_owned()
+            })
+        })
+        .collect();
+    local.await;
+    let mut sources = Vec::new();
+    for task in tasks {
+        sources.push(task.await.expect("a lookup"));
+    }
+    (sources, crm.calls.get())
+}
+
+#[tokio::test]
+async fn concurrent_misses_for_one_number_make_one_crm_call_and_share_its_answer() {
+    let (sources, calls) = fifty_at_once(SlowCrm { status: 200, ..SlowCrm::default() }).await;
+    assert_eq!(calls, 1, "one CRM call for 50 concurrent misses");
+    assert!(sources.iter().all(|s| s == "live"), "each answered from the one call: {sources:?}");
+}
+
+#[tokio::test]
+async fn a_shared_not_found_counts_and_a_failed_call_sends_every_follower_down_the_ladder() {
+    let (sources, calls) = fifty_at_once(SlowCrm { status: 404, ..SlowCrm::default() }).await;
+    assert_eq!(calls, 1);
+    assert!(sources.iter().all(|s| s == "live"), "a not-found is an answer: {sources:?}");
+    let (sources, calls) = fifty_at_once(SlowCrm { status: 503, ..SlowCrm::default() }).await;
+    assert_eq!(calls, 1, "followers do not call a CRM that just failed");
+    assert!(sources.iter().all(|s| s == "default"), "{sources:?}");
 }

@@ -591,3 +591,35 @@ async fn webhook_invalidates(t: &Target) {
     let (_, body) = t.lookup(VIP).await;
     assert_record("after refused webhooks", &body, "cache", "C-1001", "standard");
 }
+
+/// Request coalescing, on a host whose requests share one facade (native:
+/// the process; Worker: the isolate): 50 lookups of one cold number at once,
+/// with the CRM taking a second, make one CRM call, and every one is
+/// answered `live` from it (a request that came after the call would be a
+/// `cache` answer, so all `live` shows they waited on the one call). Spin
+/// runs an instance per request, so there each request is its own call.
+pub async fn concurrent_misses_make_one_crm_call(t: &Target) {
+    t.with_customers().await;
+    let url = format!("{}/admin/mode", t.admin);
+    t.admin(t.http.post(url).json(&json!({"mode": "slow", "latencyMs": 1000})), "/admin/mode").await;
+    let before = t.sim_count("lookups").await;
+    let mut lookups = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let request = t.http.post(t.url("/v1/customer-lookup")).bearer_auth(&t.token).json(&json!({"ani": VIP}));
+        lookups.spawn(async move {
+            let response = request.send().await.expect("the facade answers");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = lookups.join_next().await {
+        answers.push(answer.expect("a lookup"));
+    }
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_record("a coalesced lookup", body, "live", "C-1001", "vip");
+    }
+    let calls = t.sim_count("lookups").await - before;
+    assert_eq!(calls, 1, "50 concurrent lookups of one number made {calls} CRM calls");
+}

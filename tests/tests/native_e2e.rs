@@ -84,6 +84,12 @@ native_cases! {
     native_webhook_invalidates => WEBHOOK_INVALIDATES,
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn native_concurrent_misses_make_one_crm_call() {
+    let stack = NativeStack::start(&[], Queue::start().await).await;
+    cases::concurrent_misses_make_one_crm_call(&stack.target).await;
+}
+
 /// SQS unreachable (a port that accepts and never answers): lookups during a
 /// CRM outage answer as before and at once, since refreshes go after the
 /// response; a case creation is `NOT_ACCEPTED` within the margin, never a

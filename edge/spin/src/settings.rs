@@ -34,4 +34,9 @@ impl Clock for SpinClock {
     fn random_u64(&self) -> u64 {
         wasi::random::random::get_random_u64()
     }
+
+    /// Blocks the instance: it serves one request, so nothing else waits.
+    async fn sleep_ms(&self, ms: u64) {
+        wasi::clocks::monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
+    }
 }

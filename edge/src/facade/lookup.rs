@@ -11,6 +11,7 @@ use failsoft_shared::ladder::{Fallback, FirstStep, Source, fall_back, first_step
 use serde_json::{Value, json};
 
 use super::{Checked, Facade, Handled, checks};
+use crate::coalesce::{Turn, follow};
 use crate::crm;
 use crate::http::{Request, Response};
 use crate::ports::{Clock, Downstream, Forwarder, Kv, QueueMessage};
@@ -27,31 +28,36 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let kv_key = customer_kv_key(&entity);
         let entry = self.read_entry(&kv_key).await;
 
-        // The breaker is asked only when the cache cannot answer: in half-open
-        // state its permit is the single probe, and a cache hit would spend it
-        // without calling the CRM, leaving the breaker stuck half-open.
         let now = self.clock.now_ms();
-        let step = match first_step(entry.as_ref(), now, &policy.freshness, false) {
-            FirstStep::AnswerFresh => FirstStep::AnswerFresh,
-            _ => first_step(entry.as_ref(), now, &policy.freshness, self.permit().await.may_call()),
-        };
-        let fallback = match step {
-            FirstStep::AnswerFresh => {
-                let entry = entry.as_ref().expect("a fresh step has an entry");
-                let age = entry.age_secs(now);
-                let answer = self.answer(correlation_id, Source::Cache, &entry.record, Some(age), None);
-                return Ok(lookup_answered(Response::json(200, &answer), Source::Cache, Vec::new()));
+        if let FirstStep::AnswerFresh = first_step(entry.as_ref(), now, &policy.freshness, false) {
+            let entry = entry.as_ref().expect("a fresh step has an entry");
+            let age = entry.age_secs(now);
+            let answer = self.answer(correlation_id, Source::Cache, &entry.record, Some(age), None);
+            return Ok(lookup_answered(Response::json(200, &answer), Source::Cache, Vec::new()));
+        }
+
+        // A miss: one CRM call per key at a time in this process, isolate or
+        // instance; a caller that finds one out is answered from it.
+        let live = match self.inflight.turn(&kv_key) {
+            Turn::Follow(call) => {
+                metrics::counter!("failsoft_edge_coalesced_lookups_total").increment(1);
+                follow(call, &self.clock, policy.crm_deadline_ms).await.flatten()
             }
-            FirstStep::CallCrm => match self.call_crm_lookup(&phone, &correlation_id).await {
-                Some(record) => {
-                    self.store_entry(&kv_key, &record).await;
-                    let answer = self.answer(correlation_id, Source::Live, &record, Some(0), None);
-                    return Ok(lookup_answered(Response::json(200, &answer), Source::Live, Vec::new()));
+            Turn::Lead(leader) => {
+                let record = self.lookup_live(entry.as_ref(), &phone, &correlation_id).await;
+                leader.finish(record.clone());
+                if let Some(record) = &record {
+                    self.store_entry(&kv_key, record).await;
                 }
-                None => fall_back(entry.as_ref(), self.clock.now_ms(), &policy.freshness),
-            },
-            FirstStep::FallBack(fallback) => fallback,
+                record
+            }
+            Turn::Alone => self.lookup_live(entry.as_ref(), &phone, &correlation_id).await,
         };
+        if let Some(record) = live {
+            let answer = self.answer(correlation_id, Source::Live, &record, Some(0), None);
+            return Ok(lookup_answered(Response::json(200, &answer), Source::Live, Vec::new()));
+        }
+        let fallback = fall_back(entry.as_ref(), self.clock.now_ms(), &policy.freshness);
 
         let refresh = self.refresh_message(&correlation_id, &entity, &phone);
         let response = match (fallback, entry) {
@@ -113,6 +119,25 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         if let Err(e) = self.kv.put(kv_key, &text, ttl).await {
             metrics::counter!("failsoft_edge_kv_failures_total", "op" => "put").increment(1);
             tracing::warn!(error = %e, "kv write failed; the answer stands");
+        }
+    }
+
+    /// The CRM's record when the breaker lets the call go and the CRM
+    /// answers within the deadline; `None` sends the caller down the ladder.
+    /// The breaker is asked only here, past the cache: in half-open state
+    /// its permit is the single probe, and a cache hit would spend it
+    /// without calling the CRM, leaving the breaker stuck half-open.
+    async fn lookup_live(
+        &self,
+        entry: Option<&CacheEntry>,
+        phone: &Phone,
+        correlation_id: &str,
+    ) -> Option<CustomerRecord> {
+        let now = self.clock.now_ms();
+        let may_call = self.permit().await.may_call();
+        match first_step(entry, now, &self.config.policy.freshness, may_call) {
+            FirstStep::CallCrm => self.call_crm_lookup(phone, correlation_id).await,
+            FirstStep::AnswerFresh | FirstStep::FallBack(_) => None,
         }
     }
 

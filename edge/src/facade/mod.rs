@@ -1,5 +1,5 @@
 //! The facade: routing, authentication, validation and the flows of
-//! DESIGN.md, sequenced around the ports. Decisions come from
+//! `docs/design.md`, sequenced around the ports. Decisions come from
 //! `failsoft-shared`; this module only performs them.
 //!
 //! Along its seams: [`checks`] (pure request checks), `lookup`, `writes`
@@ -16,6 +16,7 @@ mod writes;
 use std::sync::Mutex;
 
 use failsoft_shared::breaker::Breaker;
+use failsoft_shared::cache::CustomerRecord;
 use failsoft_shared::edge_stats::{self, Answer, Cadence, EdgeStats};
 use failsoft_shared::envelope::Kind;
 use serde_json::json;
@@ -23,6 +24,7 @@ use serde_json::json;
 pub use self::downstream::BREAKER_KEY;
 use self::downstream::BreakerCell;
 pub use self::writes::RESULT_TTL_SECS;
+use crate::coalesce::Inflight;
 use crate::config::EdgeConfig;
 use crate::http::{Request, Response};
 use crate::ports::{Clock, Downstream, Forwarder, Kv, QueueMessage};
@@ -75,6 +77,8 @@ pub struct Facade<K, D, F, C> {
     breaker: Mutex<BreakerCell>,
     sharing: BreakerSharing,
     stats: Mutex<EdgeStats>,
+    /// The CRM lookups out now, by cache key (request coalescing).
+    inflight: Inflight<Option<CustomerRecord>>,
 }
 
 impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
@@ -84,7 +88,8 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let isolate = format!("{:016x}{:016x}", clock.random_u64(), clock.random_u64());
         let cadence = Cadence::Batched { every_ms: config.stats_every_ms };
         let stats = Mutex::new(EdgeStats::new(isolate, cadence));
-        Self { config, kv, downstream, forwarder, clock, breaker, sharing: BreakerSharing::Off, stats }
+        let inflight = Inflight::default();
+        Self { config, kv, downstream, forwarder, clock, breaker, sharing: BreakerSharing::Off, stats, inflight }
     }
 
     /// Sets when the traffic counters are reported (Spin: every instance).

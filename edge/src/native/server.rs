@@ -38,6 +38,10 @@ impl Clock for SystemClock {
     fn random_u64(&self) -> u64 {
         getrandom::u64().unwrap_or_else(|_| self.now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
+
+    async fn sleep_ms(&self, ms: u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await
+    }
 }
 
 /// The facade with the native ports.

@@ -16,4 +16,9 @@ impl Clock for JsClock {
     fn random_u64(&self) -> u64 {
         getrandom::u64().unwrap_or_else(|_| (worker::js_sys::Math::random() * (1u64 << 53) as f64) as u64)
     }
+
+    /// `setTimeout`: a pending timer keeps a waiting request alive.
+    async fn sleep_ms(&self, ms: u64) {
+        worker::Delay::from(std::time::Duration::from_millis(ms)).await
+    }
 }

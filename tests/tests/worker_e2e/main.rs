@@ -118,6 +118,12 @@ worker_cases! {
 
 const VIP: &str = "+442079460001";
 
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_concurrent_misses_in_one_isolate_make_one_crm_call() {
+    let stack = WorkerStack::start_with_state(&[], None, Some(Queue::start().await)).await;
+    cases::concurrent_misses_make_one_crm_call(&stack.target).await;
+}
+
 async fn with_vip(t: &Target) {
     t.load_customers(json!([{"phone": VIP, "customerId": "C-1001", "tier": "vip", "vipFlag": true}])).await;
 }
