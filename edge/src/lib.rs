@@ -6,6 +6,7 @@
 //! [`http::Request`]. Every resilience decision comes from
 //! `failsoft-shared`; the facade only sequences them around the I/O.
 
+pub mod asked;
 pub mod coalesce;
 pub mod config;
 pub mod crm;

@@ -211,12 +211,112 @@ async fn the_origin_push_is_signed_and_never_replaces_a_newer_record() {
     assert_eq!(f.handle(bad_key).await.response.status, 401, "signature first, then the key");
 }
 
+fn signed(method: &str, path: &str, body: &Value, secret: &str, ts: u64) -> Request {
+    let body = body.to_string();
+    Request::new(method, path)
+        .header("x-failsoft-timestamp", &ts.to_string())
+        .header("x-failsoft-signature", &sign(secret.as_bytes(), ts, body.as_bytes()))
+        .body(body)
+}
+
+fn entity_of(ani: &str) -> String {
+    failsoft_shared::keys::entity_key(CACHE_SECRET.as_bytes(), &failsoft_shared::keys::normalize_phone(ani).unwrap())
+}
+
+#[tokio::test]
+async fn the_sync_s_bulk_push_stores_removes_and_never_replaces_a_newer_record() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_800_000_000_000));
+    let crm = Scripted::default();
+    crm.push(ok(200, json!({"customerId": "C-1", "tier": "gold"})));
+    let f = facade(&kv, &crm, &clock, &[("FAILSOFT_INTERNAL_SECRET", INTERNAL)]);
+    // Read live now: newer than the sync's page below.
+    assert_eq!(source(&f, "+442071234567").await, "live");
+    let ts = 1_800_000_000u64;
+    let record = |id: &str, tier: &str, at: u64| json!({"record": {"found": true, "customerId": id, "tier": tier}, "fetchedAtMs": at});
+    let page_read_at = 1_799_999_000_000u64;
+    let body = json!({"entries": [
+        {"key": entity_of("+442071234567"), "entry": record("C-1", "standard", page_read_at)},
+        {"key": entity_of("+442071234568"), "entry": record("C-2", "vip", page_read_at)},
+        {"key": entity_of("+442071234569"), "removedAtMs": page_read_at},
+    ]});
+    assert_eq!(
+        f.handle(signed("POST", "/v1/internal/cache", &body, "wrong-secret-0123456789", ts)).await.response.status,
+        401
+    );
+    let resp = f.handle(signed("POST", "/v1/internal/cache", &body, INTERNAL, ts)).await.response;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json_body(), json!({"stored": 1, "removed": 0, "kept": 2, "failed": 0}));
+    assert_eq!(f.handle(lookup("+442071234567")).await.response.json_body()["tier"], "gold", "the live read is newer");
+
+    // The CRM goes away: the synced customer this edge never saw is known.
+    clock.advance(400_000);
+    let answer = f.handle(lookup("+442071234568")).await.response.json_body();
+    assert_eq!((answer["source"].as_str(), answer["tier"].as_str()), (Some("stale_cache"), Some("vip")));
+
+    // A removal as of after the live read deletes it; one as of before would not.
+    let removal = |at: u64| json!({"entries": [{"key": entity_of("+442071234567"), "removedAtMs": at}]});
+    let ts = clock.now_ms() / 1000;
+    let kept = f.handle(signed("POST", "/v1/internal/cache", &removal(page_read_at), INTERNAL, ts)).await.response;
+    assert_eq!(kept.json_body()["kept"], 1);
+    let gone = f.handle(signed("POST", "/v1/internal/cache", &removal(1_800_000_000_001), INTERNAL, ts)).await.response;
+    assert_eq!(gone.json_body()["removed"], 1);
+    assert_eq!(source(&f, "+442071234567").await, "default");
+}
+
+#[tokio::test]
+async fn a_bulk_push_that_is_malformed_or_too_big_is_refused_whole() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_800_000_000_000));
+    let f = facade(&kv, &Scripted::default(), &clock, &[("FAILSOFT_INTERNAL_SECRET", INTERNAL)]);
+    let ts = 1_800_000_000u64;
+    let entry = |key: String| json!({"key": key, "entry": {"record": {"found": true, "customerId": "C", "tier": "t"}, "fetchedAtMs": 1}});
+    let too_many: Vec<Value> = (0..101).map(|i| entry(format!("{i:064x}"))).collect();
+    let cases = [
+        (json!({"entries": too_many}), "TOO_MANY_ENTRIES"),
+        (json!({"entries": [entry("not-hex".into())]}), "INVALID_ENTRY"),
+        (json!({"entries": [{"key": "a".repeat(64)}]}), "INVALID_ENTRY"),
+        (json!({"entries": [entry("b".repeat(64))], "extra": true}), "INVALID_BODY"),
+        (json!([1, 2]), "INVALID_BODY"),
+    ];
+    for (body, code) in cases {
+        let resp = f.handle(signed("POST", "/v1/internal/cache", &body, INTERNAL, ts)).await.response;
+        assert_eq!((resp.status, resp.json_body()["error"]["code"].as_str()), (400, Some(code)), "{body}");
+    }
+    assert_eq!(kv.0.len(), 0, "nothing of a refused batch is stored");
+    let wrong_method = f.handle(signed("PUT", "/v1/internal/cache", &json!({"entries": []}), INTERNAL, ts)).await;
+    assert_eq!(wrong_method.response.status, 405);
+}
+
+#[tokio::test]
+async fn a_hit_late_in_its_window_is_answered_from_cache_and_refreshed_once_after() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_800_000_000_000));
+    let crm = Scripted::default();
+    crm.push(ok(200, json!({"customerId": "C-1", "tier": "gold"})));
+    let f = facade(&kv, &crm, &clock, &[]);
+    assert_eq!(source(&f, "+442071234567").await, "live");
+    clock.advance(239_000);
+    let early = f.handle(lookup("+442071234567")).await;
+    assert!(early.after.is_empty(), "79 % into the window: no refresh");
+    clock.advance(2_000);
+    let late = f.handle(lookup("+442071234567")).await;
+    assert_eq!(late.response.json_body()["source"], "cache", "answered at once");
+    assert_eq!(late.after.len(), 1, "a refresh after the response");
+    assert!(late.after[0].body.contains("\"kind\":\"refresh\""));
+    for _ in 0..5 {
+        assert!(f.handle(lookup("+442071234567")).await.after.is_empty(), "once per key per window");
+    }
+    assert_eq!(crm.calls(), 1, "no caller waited on the CRM");
+    let off = facade(&kv, &crm, &clock, &[("FAILSOFT_REFRESH_AHEAD_PERCENT", "100")]);
+    assert!(off.handle(lookup("+442071234567")).await.after.is_empty(), "100 turns it off");
+}
+
 #[tokio::test]
 async fn internal_routes_are_off_without_a_secret() {
     let (kv, clock) = (SharedKv::default(), TestClock::at(1_000));
     let f = facade(&kv, &Scripted::default(), &clock, &[]);
     let resp = f.handle(Request::new("PUT", &format!("/v1/internal/cache/{}", "a".repeat(64)))).await.response;
     assert_eq!(resp.status, 404);
+    let bulk = f.handle(signed("POST", "/v1/internal/cache", &json!({"entries": []}), INTERNAL, 1)).await.response;
+    assert_eq!(bulk.status, 404);
 }
 
 #[tokio::test]

@@ -54,6 +54,15 @@ impl CacheEntry {
         self.age_ms(now_ms) < window
     }
 
+    /// Fresh, but past `percent` of its window: answer it, and refresh it
+    /// after the response so the next caller finds it fresh again
+    /// (stale-while-revalidate). 100 never asks.
+    pub fn wants_refresh_ahead(&self, now_ms: u64, freshness: &Freshness, percent: u64) -> bool {
+        let window = if self.record.found { freshness.fresh_ms } else { freshness.not_found_fresh_ms };
+        let ahead_at = window / 100 * percent.min(100) + window % 100 * percent.min(100) / 100;
+        percent < 100 && self.is_fresh(now_ms, freshness) && self.age_ms(now_ms) >= ahead_at
+    }
+
     /// Young enough to answer when the CRM cannot.
     pub fn is_last_known(&self, now_ms: u64, freshness: &Freshness) -> bool {
         self.age_ms(now_ms) < freshness.last_known_horizon_ms
@@ -87,6 +96,17 @@ mod tests {
         let e = entry(false, 0);
         assert!(e.is_fresh(59_999, &F));
         assert!(!e.is_fresh(60_000, &F));
+    }
+
+    #[test]
+    fn refresh_ahead_in_the_last_share_of_the_window_only() {
+        let e = entry(true, 0);
+        assert!(!e.wants_refresh_ahead(239_999, &F, 80));
+        assert!(e.wants_refresh_ahead(240_000, &F, 80));
+        assert!(e.wants_refresh_ahead(299_999, &F, 80));
+        assert!(!e.wants_refresh_ahead(300_000, &F, 80), "stale: the lookup calls the CRM itself");
+        assert!(!e.wants_refresh_ahead(299_999, &F, 100), "100 is off");
+        assert!(entry(false, 0).wants_refresh_ahead(48_000, &F, 80), "a not-found has its own window");
     }
 
     #[test]

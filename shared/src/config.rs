@@ -68,6 +68,10 @@ pub struct Policy {
     pub deadline_margin_ms: u64,
     /// `FAILSOFT_FRESHNESS_SECS`, `FAILSOFT_NOT_FOUND_FRESHNESS_SECS`, `FAILSOFT_LAST_KNOWN_HORIZON_SECS`.
     pub freshness: Freshness,
+    /// `FAILSOFT_REFRESH_AHEAD_PERCENT`: a fresh record older than this
+    /// share of its freshness window is answered from cache and refreshed
+    /// after the response (stale-while-revalidate); 100 turns it off.
+    pub refresh_ahead_percent: u64,
     /// `FAILSOFT_DEFAULT_TIER`: the tier of a `default` answer.
     pub default_tier: String,
     /// `FAILSOFT_BACKOFF_BASE_MS`, `FAILSOFT_BACKOFF_CAP_MS`, `FAILSOFT_RETRY_BUDGET_SECS`.
@@ -93,6 +97,7 @@ impl Default for Policy {
                 not_found_fresh_ms: 60_000,
                 last_known_horizon_ms: 7 * 86_400_000,
             },
+            refresh_ahead_percent: 80,
             default_tier: "standard".to_owned(),
             retry: RetryPolicy { backoff: Backoff { base_ms: 1_000, cap_ms: 300_000 }, budget_ms: 86_400_000 },
             processing_limit_secs: 20,
@@ -105,7 +110,7 @@ impl Default for Policy {
 
 /// Every policy setting: its name and its default, for documentation and
 /// for hosts that must declare them (Spin variables, wrangler vars).
-pub fn settings() -> [(&'static str, String); 17] {
+pub fn settings() -> [(&'static str, String); 18] {
     let d = Policy::default();
     [
         ("FAILSOFT_CRM_DEADLINE_MS", format!("{}", d.crm_deadline_ms)),
@@ -114,6 +119,7 @@ pub fn settings() -> [(&'static str, String); 17] {
         ("FAILSOFT_FRESHNESS_SECS", format!("{}", d.freshness.fresh_ms / 1000)),
         ("FAILSOFT_NOT_FOUND_FRESHNESS_SECS", format!("{}", d.freshness.not_found_fresh_ms / 1000)),
         ("FAILSOFT_LAST_KNOWN_HORIZON_SECS", format!("{}", d.freshness.last_known_horizon_ms / 1000)),
+        ("FAILSOFT_REFRESH_AHEAD_PERCENT", format!("{}", d.refresh_ahead_percent)),
         ("FAILSOFT_DEFAULT_TIER", d.default_tier.clone()),
         ("FAILSOFT_BACKOFF_BASE_MS", format!("{}", d.retry.backoff.base_ms)),
         ("FAILSOFT_BACKOFF_CAP_MS", format!("{}", d.retry.backoff.cap_ms)),
@@ -158,6 +164,7 @@ impl Policy {
                 not_found_fresh_ms: secs("FAILSOFT_NOT_FOUND_FRESHNESS_SECS", d.freshness.not_found_fresh_ms)?,
                 last_known_horizon_ms: secs("FAILSOFT_LAST_KNOWN_HORIZON_SECS", d.freshness.last_known_horizon_ms)?,
             },
+            refresh_ahead_percent: number(&lookup, "FAILSOFT_REFRESH_AHEAD_PERCENT", d.refresh_ahead_percent)?,
             default_tier: lookup("FAILSOFT_DEFAULT_TIER")
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
@@ -219,6 +226,9 @@ impl Policy {
                     f.fresh_ms / 1000
                 ),
             );
+        }
+        if !(1..=100).contains(&self.refresh_ahead_percent) {
+            return fail("FAILSOFT_REFRESH_AHEAD_PERCENT", "must be between 1 and 100 (100: off)".into());
         }
         check_backoff(
             &self.retry.backoff,
@@ -286,7 +296,7 @@ mod tests {
         assert_eq!(p.crm_deadline_ms, 3_000);
         assert_eq!(p.freshness.last_known_horizon_ms, 604_800_000);
         assert_eq!(p.retry.budget_ms, 86_400_000);
-        assert_eq!(settings().len(), 17);
+        assert_eq!(settings().len(), 18);
     }
 
     #[test]

@@ -28,3 +28,4 @@ pub mod queue_fit;
 pub mod replay;
 pub mod retry;
 pub mod signature;
+pub mod sync;

@@ -5,6 +5,7 @@ use failsoft_shared::cache::CacheEntry;
 use failsoft_shared::edge_stats;
 use failsoft_shared::keys::{customer_kv_key, entity_key, normalize_phone};
 use failsoft_shared::signature;
+use failsoft_shared::sync::{BULK_MAX_ENTRIES, BulkAction, BulkPush};
 use serde_json::{Value, json};
 
 use super::{Checked, Facade, Refusal, checks};
@@ -74,15 +75,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// replaces a newer one.
     pub(super) async fn push_cache(&self, req: &Request, entity: &str, secret: &[u8]) -> Checked<Response> {
         checks::within_cap(req)?;
-        signature::verify(
-            secret,
-            req.header_value(signature::SIGNATURE_HEADER),
-            req.header_value(signature::TIMESTAMP_HEADER),
-            &req.body,
-            self.clock.now_ms() / 1000,
-            self.config.policy.signature_tolerance_secs,
-        )
-        .map_err(|e| Refusal::new(401, e.code(), "the internal signature is missing, wrong or expired"))?;
+        self.verify_internal(req, secret)?;
         if entity.len() != 64 || !entity.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Refusal::new(400, "INVALID_ENTITY_KEY", "the key must be 64 hex characters"));
         }
@@ -103,6 +96,71 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 Ok(Response::error(503, "KV_UNAVAILABLE", "the record could not be stored; retry"))
             }
         }
+    }
+
+    /// `POST /v1/internal/cache`: the origin's pre-warm sync sends up to
+    /// [`BULK_MAX_ENTRIES`] records and removals at once, signed like a
+    /// single push. Each entry is applied by its stamp (an older record
+    /// never replaces a newer one); the answer counts what happened, and a
+    /// KV failure on any entry is a 503 so the whole batch is sent again
+    /// (entries already applied are then kept as a tie).
+    pub(super) async fn push_bulk(&self, req: &Request, secret: &[u8]) -> Checked<Response> {
+        checks::within_cap(req)?;
+        self.verify_internal(req, secret)?;
+        let push: BulkPush = serde_json::from_slice(&req.body)
+            .map_err(|_| Refusal::new(400, "INVALID_BODY", "the body must be {\"entries\": [...]}"))?;
+        if push.entries.len() > BULK_MAX_ENTRIES {
+            return Err(Refusal::new(400, "TOO_MANY_ENTRIES", "at most 100 entries per request"));
+        }
+        if let Some(index) = push.entries.iter().position(|e| e.validate().is_err()) {
+            let message = format!("entry {index}: a 64-hex `key` and exactly one of `entry` and `removedAtMs`");
+            return Err(Refusal::new(400, "INVALID_ENTRY", &message));
+        }
+        let ttl = self.config.policy.freshness.last_known_horizon_ms / 1000;
+        let (mut stored, mut removed, mut kept, mut failed) = (0u32, 0u32, 0u32, 0u32);
+        for item in &push.entries {
+            let kv_key = customer_kv_key(&item.key);
+            let held = match self.kv.get(&kv_key).await {
+                Ok(text) => text.and_then(|t| serde_json::from_str(&t).ok()),
+                Err(_) => {
+                    failed += 1;
+                    continue;
+                }
+            };
+            let outcome = match (item.action(held.as_ref()), &item.entry) {
+                (BulkAction::Store, Some(entry)) => {
+                    let text = serde_json::to_string(entry).unwrap_or_default();
+                    self.kv.put(&kv_key, &text, ttl).await.map(|()| &mut stored)
+                }
+                (BulkAction::Delete, _) => self.kv.delete(&kv_key).await.map(|()| &mut removed),
+                _ => Ok(&mut kept),
+            };
+            match outcome {
+                Ok(count) => *count += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        metrics::counter!("failsoft_edge_synced_total", "outcome" => "stored").increment(stored.into());
+        metrics::counter!("failsoft_edge_synced_total", "outcome" => "removed").increment(removed.into());
+        let counts = json!({"stored": stored, "removed": removed, "kept": kept, "failed": failed});
+        if failed > 0 {
+            tracing::warn!(failed, "storing synced records failed");
+            let error = json!({"code": "KV_UNAVAILABLE", "message": "some records could not be stored; retry"});
+            return Ok(Response::json(503, &json!({"error": error, "counts": counts})));
+        }
+        Ok(Response::json(200, &counts))
+    }
+
+    fn verify_internal(&self, req: &Request, secret: &[u8]) -> Checked<()> {
+        signature::verify(
+            secret,
+            req.header_value(signature::SIGNATURE_HEADER),
+            req.header_value(signature::TIMESTAMP_HEADER),
+            &req.body,
+            self.clock.now_ms() / 1000,
+            self.config.policy.signature_tolerance_secs,
+        )
+        .map_err(|e| Refusal::new(401, e.code(), "the internal signature is missing, wrong or expired"))
     }
 
     // ── the CRM's change webhook ─────────────────────────────────────────

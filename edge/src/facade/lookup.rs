@@ -31,9 +31,16 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let now = self.clock.now_ms();
         if let FirstStep::AnswerFresh = first_step(entry.as_ref(), now, &policy.freshness, false) {
             let entry = entry.as_ref().expect("a fresh step has an entry");
-            let age = entry.age_secs(now);
-            let answer = self.answer(correlation_id, Source::Cache, &entry.record, Some(age), None);
-            return Ok(lookup_answered(Response::json(200, &answer), Source::Cache, Vec::new()));
+            let ahead = entry.wants_refresh_ahead(now, &policy.freshness, policy.refresh_ahead_percent)
+                && self.refreshes.first_in_window(&entity, now, policy.freshness.fresh_ms);
+            let after = if ahead {
+                metrics::counter!("failsoft_edge_refresh_ahead_total").increment(1);
+                vec![self.refresh_message(&correlation_id, &entity, &phone)]
+            } else {
+                Vec::new()
+            };
+            let answer = self.answer(correlation_id, Source::Cache, &entry.record, Some(entry.age_secs(now)), None);
+            return Ok(lookup_answered(Response::json(200, &answer), Source::Cache, after));
         }
 
         // A miss: one CRM call per key at a time in this process, isolate or

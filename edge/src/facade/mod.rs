@@ -24,6 +24,7 @@ use serde_json::json;
 pub use self::downstream::BREAKER_KEY;
 use self::downstream::BreakerCell;
 pub use self::writes::RESULT_TTL_SECS;
+use crate::asked::Asked;
 use crate::coalesce::Inflight;
 use crate::config::EdgeConfig;
 use crate::http::{Request, Response};
@@ -79,6 +80,8 @@ pub struct Facade<K, D, F, C> {
     stats: Mutex<EdgeStats>,
     /// The CRM lookups out now, by cache key (request coalescing).
     inflight: Inflight<Option<CustomerRecord>>,
+    /// The keys asked to refresh ahead in the current window.
+    refreshes: Asked,
 }
 
 impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
@@ -89,7 +92,9 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let cadence = Cadence::Batched { every_ms: config.stats_every_ms };
         let stats = Mutex::new(EdgeStats::new(isolate, cadence));
         let inflight = Inflight::default();
-        Self { config, kv, downstream, forwarder, clock, breaker, sharing: BreakerSharing::Off, stats, inflight }
+        let refreshes = Asked::default();
+        let sharing = BreakerSharing::Off;
+        Self { config, kv, downstream, forwarder, clock, breaker, sharing, stats, inflight, refreshes }
     }
 
     /// Sets when the traffic counters are reported (Spin: every instance).
@@ -159,6 +164,14 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 Ok(()) => self.crm_update(&req).await.map(Handled::from),
                 Err(e) => Err(e),
             },
+            // Internal routes exist only with an internal secret.
+            failsoft_shared::sync::BULK_PATH => {
+                match (self.config.internal_secret.as_deref(), checks::only(&req, "POST")) {
+                    (None, _) => Err(Refusal::new(404, "NOT_FOUND", "no such route")),
+                    (Some(_), Err(e)) => Err(e),
+                    (Some(secret), Ok(())) => self.push_bulk(&req, secret).await.map(Handled::from),
+                }
+            }
             _ => {
                 if let Some(id) = path.strip_prefix("/v1/results/") {
                     match checks::only(&req, "GET") {
