@@ -28,6 +28,8 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/admin/idempotency", get(idempotency).post(set_idempotency))
         .route("/admin/customers", post(load_customers))
         .route("/admin/customers/tier", post(change_tier))
+        .route("/admin/customers/remove", post(remove_customers))
+        .route("/admin/customers/generate", post(generate_customers))
         .route("/admin/ledger", get(ledger))
         .route("/admin/events", get(events))
         .route("/admin/stats", get(stats))
@@ -100,8 +102,59 @@ async fn load_customers(State(control): State<Arc<Control>>, body: Bytes) -> Rep
     if let Some(index) = customers.iter().position(|c| c.phone.is_empty() || c.customer_id.is_empty()) {
         return Err(ErrorReply::bad_request(format!("customer {index}: phone and customerId must not be empty")));
     }
-    let loaded = control.sim.store.lock().await.upsert_customers(customers);
+    let loaded = control.sim.store.lock().await.upsert_customers(customers, clock::unix_ms());
     Ok(Json(json!({"loaded": loaded})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoveRequest {
+    phones: Vec<String>,
+}
+
+/// Removes customers (deleted, or opted out): lookups answer 404 and the
+/// paged list shows each as `deleted: true`.
+async fn remove_customers(State(control): State<Arc<Control>>, body: Bytes) -> Reply {
+    let request: RemoveRequest = parse_json(&body)?;
+    let removed = control.sim.store.lock().await.remove_customers(&request.phones, clock::unix_ms());
+    Ok(Json(json!({"removed": removed})).into_response())
+}
+
+/// Most customers one generate call makes (the 1,000,000 of the sync
+/// benchmark fit; memory stays bounded).
+const MAX_GENERATED: u64 = 2_000_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateRequest {
+    count: u64,
+    /// Numbers are `+1555` and seven digits from here.
+    #[serde(default)]
+    first: u64,
+}
+
+/// Generates `count` customers, `+15550000000` onwards (customer id
+/// `G-` and the same seven digits; tiers `standard`, `gold`, `vip` in
+/// turn), for the sync's benchmark.
+async fn generate_customers(State(control): State<Arc<Control>>, body: Bytes) -> Reply {
+    let request: GenerateRequest = parse_json(&body)?;
+    let end = request.first.saturating_add(request.count);
+    if request.count > MAX_GENERATED || end > 10_000_000 {
+        return Err(ErrorReply::bad_request(format!(
+            "count must be at most {MAX_GENERATED} and first + count at most 10000000"
+        )));
+    }
+    const TIERS: [&str; 3] = ["standard", "gold", "vip"];
+    let customers = (request.first..end).map(|i| Customer {
+        customer_id: format!("G-{i:07}"),
+        phone: format!("+1555{i:07}"),
+        tier: TIERS[(i % 3) as usize].to_owned(),
+        name: String::new(),
+        vip_flag: i % 3 == 2,
+        status: "active".to_owned(),
+        updated_at_ms: 0,
+    });
+    let generated = control.sim.store.lock().await.upsert_customers(customers.collect(), clock::unix_ms());
+    Ok(Json(json!({"generated": generated})).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,7 +24,7 @@ use super::mode::{Failure, FailureMode, ModeState, Verdict};
 use super::reply::ErrorReply;
 use super::route::Route;
 use super::state::Sim;
-use super::store::{CaseCreation, EventReceipt, LedgerFull};
+use super::store::{CaseCreation, EventReceipt, LedgerFull, ListPosition};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -45,7 +45,7 @@ pub fn router(sim: Arc<Sim>, contract: Contract) -> Router {
 
 /// Counts the request and lets the current mode decide its fate.
 async fn apply_mode(State(sim): State<Arc<Sim>>, request: Request, next: Next) -> Response {
-    let route = Route::of(request.method(), request.uri().path());
+    let route = Route::of(request.method(), request.uri().path(), request.uri().query());
     sim.stats.request(route);
     if let Some(id) = request.headers().get(correlations::HEADER).and_then(|v| v.to_str().ok()) {
         sim.correlations.record(request.method().as_str(), request.uri().path(), id);
@@ -106,23 +106,103 @@ fn failure_response(failure: Failure) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-struct PhoneQuery {
+#[serde(rename_all = "camelCase")]
+struct CustomersQuery {
     phone: Option<String>,
+    updated_since: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
 }
 
 /// `GET /customers?phone=` — 404 is a real answer (no such customer).
-async fn lookup(State(sim): State<Arc<Sim>>, query: Result<Query<PhoneQuery>, QueryRejection>) -> Response {
-    let phone = match query {
-        Ok(Query(PhoneQuery { phone: Some(phone) })) if !phone.is_empty() => phone,
-        Ok(_) => {
-            return ErrorReply::bad_request("the phone query parameter is required").into_response();
-        }
+/// Without `phone`, the paged list ([`list`]).
+async fn lookup(State(sim): State<Arc<Sim>>, query: Result<Query<CustomersQuery>, QueryRejection>) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
         Err(err) => return ErrorReply::bad_request(err.body_text()).into_response(),
+    };
+    let phone = match query.phone {
+        None => return list(&sim, query).await,
+        Some(phone) if !phone.is_empty() => phone,
+        Some(_) => return ErrorReply::bad_request("the phone query parameter is empty").into_response(),
     };
     match sim.store.lock().await.customer(&phone) {
         Some(customer) => Json(customer.clone()).into_response(),
         None => ErrorReply::new(StatusCode::NOT_FOUND, "not_found").into_response(),
     }
+}
+
+/// The list's page size when none is asked for, and its bounds.
+const LIST_LIMIT_DEFAULT: usize = 500;
+const LIST_LIMIT_MAX: usize = 1_000;
+
+/// `GET /customers` without `phone`: every customer changed at or after
+/// `updatedSince` (RFC 3339; all when absent), in change order, `limit`
+/// (1–1000, default 500) at a time; `nextCursor` (opaque) asks for the next
+/// page and is `null` on the last. A removed customer is listed as
+/// `{"phone", "updatedAt", "deleted": true}`.
+async fn list(sim: &Sim, query: CustomersQuery) -> Response {
+    let since_ms = match query.updated_since.as_deref().map(parse_rfc3339) {
+        None => 0,
+        Some(Ok(ms)) => ms,
+        Some(Err(())) => return ErrorReply::bad_request("updatedSince must be an RFC 3339 time").into_response(),
+    };
+    let limit = match query.limit.as_deref().map(str::parse::<usize>) {
+        None => LIST_LIMIT_DEFAULT,
+        Some(Ok(n)) if (1..=LIST_LIMIT_MAX).contains(&n) => n,
+        Some(_) => return ErrorReply::bad_request("limit must be a number from 1 to 1000").into_response(),
+    };
+    let after = match query.cursor.as_deref().map(decode_cursor) {
+        None => None,
+        Some(Some(position)) => Some(position),
+        Some(None) => return ErrorReply::bad_request("cursor is not one this API gave").into_response(),
+    };
+    let page = sim.store.lock().await.list(since_ms, after.as_ref(), limit);
+    let customers: Vec<Value> = page
+        .customers
+        .iter()
+        .map(|listed| {
+            let updated_at = format_rfc3339(listed.updated_at_ms);
+            match &listed.customer {
+                Some(c) => serde_json::json!({
+                    "phone": c.phone, "customerId": c.customer_id, "tier": c.tier,
+                    "updatedAt": updated_at, "deleted": false,
+                }),
+                None => serde_json::json!({"phone": listed.phone, "updatedAt": updated_at, "deleted": true}),
+            }
+        })
+        .collect();
+    let next = page.next.map(|position| encode_cursor(&position));
+    Json(serde_json::json!({"customers": customers, "nextCursor": next})).into_response()
+}
+
+fn parse_rfc3339(text: &str) -> Result<u64, ()> {
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|_| ())?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).map_err(|_| ())
+}
+
+fn format_rfc3339(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The cursor: `{ms}:{phone}` in hex, opaque to the client.
+fn encode_cursor(position: &ListPosition) -> String {
+    format!("{}:{}", position.0, position.1).bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(text: &str) -> Option<ListPosition> {
+    if text.len() % 2 != 0 || text.len() > 128 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect();
+    let plain = String::from_utf8(bytes?).ok()?;
+    let (ms, phone) = plain.split_once(':')?;
+    Some(ListPosition(ms.parse().ok()?, phone.to_owned()))
 }
 
 /// The request's `Idempotency-Key`, if it has one.

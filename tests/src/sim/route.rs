@@ -8,6 +8,8 @@ use axum::http::Method;
 pub enum Route {
     /// `GET /customers?phone=`
     Lookup,
+    /// `GET /customers` without `phone`: the paged list the sync reads.
+    ListCustomers,
     /// `POST /cases`
     CreateCase,
     /// `GET /cases?externalRef=`
@@ -19,10 +21,12 @@ pub enum Route {
 }
 
 impl Route {
-    /// Classifies a request by method and path.
-    pub fn of(method: &Method, path: &str) -> Self {
+    /// Classifies a request by method, path and query.
+    pub fn of(method: &Method, path: &str, query: Option<&str>) -> Self {
+        let has_phone = query.is_some_and(|q| q.split('&').any(|pair| pair.starts_with("phone=")));
         match (method, path) {
-            (&Method::GET, "/customers") => Self::Lookup,
+            (&Method::GET, "/customers") if has_phone => Self::Lookup,
+            (&Method::GET, "/customers") => Self::ListCustomers,
             (&Method::POST, "/cases") => Self::CreateCase,
             (&Method::GET, "/cases") => Self::FindCases,
             (&Method::POST, "/events") => Self::PostEvent,
@@ -37,11 +41,14 @@ mod tests {
 
     #[test]
     fn classifies_contract_routes() {
-        assert_eq!(Route::of(&Method::GET, "/customers"), Route::Lookup);
-        assert_eq!(Route::of(&Method::POST, "/cases"), Route::CreateCase);
-        assert_eq!(Route::of(&Method::GET, "/cases"), Route::FindCases);
-        assert_eq!(Route::of(&Method::POST, "/events"), Route::PostEvent);
-        assert_eq!(Route::of(&Method::POST, "/customers"), Route::Other);
-        assert_eq!(Route::of(&Method::GET, "/nope"), Route::Other);
+        assert_eq!(Route::of(&Method::GET, "/customers", Some("phone=%2B1")), Route::Lookup);
+        assert_eq!(Route::of(&Method::GET, "/customers", Some("limit=5&phone=1")), Route::Lookup);
+        assert_eq!(Route::of(&Method::GET, "/customers", Some("limit=5")), Route::ListCustomers);
+        assert_eq!(Route::of(&Method::GET, "/customers", None), Route::ListCustomers);
+        assert_eq!(Route::of(&Method::POST, "/cases", None), Route::CreateCase);
+        assert_eq!(Route::of(&Method::GET, "/cases", None), Route::FindCases);
+        assert_eq!(Route::of(&Method::POST, "/events", None), Route::PostEvent);
+        assert_eq!(Route::of(&Method::POST, "/customers", None), Route::Other);
+        assert_eq!(Route::of(&Method::GET, "/nope", None), Route::Other);
     }
 }

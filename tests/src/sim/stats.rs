@@ -12,6 +12,7 @@ use super::route::Route;
 pub struct Stats {
     requests: AtomicU64,
     lookups: AtomicU64,
+    lists: AtomicU64,
     creates: AtomicU64,
     case_queries: AtomicU64,
     failed: AtomicU64,
@@ -27,8 +28,10 @@ pub struct Stats {
 pub struct StatsSnapshot {
     /// Every API request.
     pub requests: u64,
-    /// `GET /customers` requests, whatever their outcome.
+    /// `GET /customers?phone=` requests, whatever their outcome.
     pub lookups: u64,
+    /// `GET /customers` list pages asked for (the sync), whatever their outcome.
+    pub lists: u64,
     /// `POST /cases` requests, whatever their outcome.
     pub creates: u64,
     /// `GET /cases?externalRef=` requests.
@@ -55,6 +58,7 @@ impl Stats {
         bump(&self.requests);
         match route {
             Route::Lookup => bump(&self.lookups),
+            Route::ListCustomers => bump(&self.lists),
             Route::CreateCase => bump(&self.creates),
             Route::FindCases => bump(&self.case_queries),
             Route::PostEvent => bump(&self.events),
@@ -87,6 +91,7 @@ impl Stats {
         StatsSnapshot {
             requests: read(&self.requests),
             lookups: read(&self.lookups),
+            lists: read(&self.lists),
             creates: read(&self.creates),
             case_queries: read(&self.case_queries),
             failed: read(&self.failed),
@@ -101,6 +106,7 @@ impl Stats {
         for counter in [
             &self.requests,
             &self.lookups,
+            &self.lists,
             &self.creates,
             &self.case_queries,
             &self.failed,

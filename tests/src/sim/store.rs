@@ -1,6 +1,7 @@
 //! The CRM's records: customers by phone number, and the ledger of cases.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -25,6 +26,30 @@ pub struct Customer {
     pub vip_flag: bool,
     #[serde(default = "default_status")]
     pub status: String,
+    /// When the record last changed (ms since the epoch), set by the store;
+    /// the paged list orders and filters by it.
+    #[serde(default, skip_serializing)]
+    pub updated_at_ms: u64,
+}
+
+/// A position in the paged list: the last (change time, phone) handed out.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListPosition(pub u64, pub String);
+
+/// One customer as the paged list shows it: a record, or a removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub phone: String,
+    pub customer: Option<Customer>,
+    pub updated_at_ms: u64,
+}
+
+/// One page of the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub customers: Vec<Listed>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<ListPosition>,
 }
 
 fn default_tier() -> String {
@@ -112,6 +137,10 @@ pub struct TierChange {
 #[derive(Debug, Default)]
 pub struct Store {
     customers: HashMap<String, Customer>,
+    /// Removed customers (deleted or opted out), by phone: when.
+    removed: HashMap<String, u64>,
+    /// Every customer and removal by (change time, phone): the list's order.
+    changes: BTreeSet<ListPosition>,
     cases: Vec<Case>,
     /// First case created under each key (its ledger index).
     by_key: HashMap<String, usize>,
@@ -122,13 +151,64 @@ pub struct Store {
 }
 
 impl Store {
-    /// Inserts or replaces customers by phone; returns how many were given.
-    pub fn upsert_customers(&mut self, customers: Vec<Customer>) -> usize {
+    /// Inserts or replaces customers by phone, changed at `now_ms`;
+    /// returns how many were given.
+    pub fn upsert_customers(&mut self, customers: Vec<Customer>, now_ms: u64) -> usize {
         let count = customers.len();
-        for customer in customers {
+        for mut customer in customers {
+            self.unindex(&customer.phone);
+            self.removed.remove(&customer.phone);
+            customer.updated_at_ms = now_ms;
+            self.changes.insert(ListPosition(now_ms, customer.phone.clone()));
             self.customers.insert(customer.phone.clone(), customer);
         }
         count
+    }
+
+    /// Removes customers (deleted, or opted out) at `now_ms`: the list shows
+    /// each as `deleted: true` from then on. Returns how many were known.
+    pub fn remove_customers(&mut self, phones: &[String], now_ms: u64) -> usize {
+        let mut known = 0;
+        for phone in phones {
+            if self.customers.contains_key(phone) {
+                known += 1;
+                self.unindex(phone);
+                self.customers.remove(phone);
+                self.removed.insert(phone.clone(), now_ms);
+                self.changes.insert(ListPosition(now_ms, phone.clone()));
+            }
+        }
+        known
+    }
+
+    /// Drops a phone's place in the list (it is about to get a new one).
+    fn unindex(&mut self, phone: &str) {
+        let at = self.customers.get(phone).map(|c| c.updated_at_ms).or_else(|| self.removed.get(phone).copied());
+        if let Some(at) = at {
+            self.changes.remove(&ListPosition(at, phone.to_owned()));
+        }
+    }
+
+    /// Up to `limit` customers and removals changed at or after
+    /// `since_ms`, in change order, after `after` when given.
+    pub fn list(&self, since_ms: u64, after: Option<&ListPosition>, limit: usize) -> Page {
+        let start = match after {
+            Some(position) => Bound::Excluded(position.clone()),
+            None => Bound::Included(ListPosition(since_ms, String::new())),
+        };
+        let mut range = self.changes.range((start, Bound::Unbounded)).filter(|p| p.0 >= since_ms);
+        let customers: Vec<Listed> = range
+            .by_ref()
+            .take(limit)
+            .map(|ListPosition(at, phone)| Listed {
+                phone: phone.clone(),
+                customer: self.customers.get(phone).cloned(),
+                updated_at_ms: *at,
+            })
+            .collect();
+        let more = range.next().is_some();
+        let next = customers.last().filter(|_| more).map(|last| ListPosition(last.updated_at_ms, last.phone.clone()));
+        Page { customers, next }
     }
 
     pub fn customer(&self, phone: &str) -> Option<&Customer> {
@@ -137,9 +217,11 @@ impl Store {
 
     /// Sets a customer's tier; `None` for an unknown phone.
     pub fn set_tier(&mut self, phone: &str, tier: &str) -> Option<TierChange> {
-        let customer = self.customers.get_mut(phone)?;
-        let old_tier = std::mem::replace(&mut customer.tier, tier.to_owned());
-        Some(TierChange { customer_id: customer.customer_id.clone(), old_tier })
+        let customer = self.customers.get(phone)?.clone();
+        let change = TierChange { customer_id: customer.customer_id.clone(), old_tier: customer.tier.clone() };
+        let now_ms = customer.updated_at_ms.max(super::clock::unix_ms());
+        self.upsert_customers(vec![Customer { tier: tier.to_owned(), ..customer }], now_ms);
+        Some(change)
     }
 
     pub fn idempotency(&self) -> IdempotencyPolicy {
@@ -291,12 +373,39 @@ mod tests {
         assert_eq!(store.events().len(), 2, "an ignored key delivers again");
     }
 
+    fn customer(phone: &str) -> Customer {
+        serde_json::from_value(json!({"phone": phone, "customerId": format!("C{phone}")})).expect("valid")
+    }
+
+    #[test]
+    fn the_list_pages_in_change_order_and_shows_removals() {
+        let mut store = Store::default();
+        store.upsert_customers(vec![customer("+3"), customer("+1"), customer("+2")], 10);
+        store.upsert_customers(vec![customer("+4")], 20);
+        let first = store.list(0, None, 2);
+        let phones = |page: &Page| page.customers.iter().map(|c| c.phone.clone()).collect::<Vec<_>>();
+        assert_eq!(phones(&first), ["+1", "+2"]);
+        let second = store.list(0, first.next.as_ref(), 2);
+        assert_eq!(phones(&second), ["+3", "+4"]);
+        assert_eq!(second.next, None, "the last page");
+        assert_eq!(phones(&store.list(20, None, 10)), ["+4"], "changed at or after");
+
+        assert_eq!(store.remove_customers(&["+1".to_owned(), "+9".to_owned()], 30), 1);
+        store.upsert_customers(vec![customer("+2")], 31);
+        let changed = store.list(30, None, 10);
+        assert_eq!(phones(&changed), ["+1", "+2"]);
+        assert!(changed.customers[0].customer.is_none(), "a removal");
+        assert_eq!(changed.customers[1].customer.as_ref().map(|c| c.updated_at_ms), Some(31));
+        assert_eq!(store.list(0, None, 100).customers.len(), 4, "each phone listed once");
+        assert_eq!(store.customer("+1"), None);
+    }
+
     #[test]
     fn tier_change_reports_the_old_tier() {
         let mut store = Store::default();
         let customer: Customer =
             serde_json::from_value(json!({"phone": "+1", "customerId": "C-1", "tier": "vip"})).expect("valid");
-        store.upsert_customers(vec![customer]);
+        store.upsert_customers(vec![customer], 1);
         assert_eq!(
             store.set_tier("+1", "standard"),
             Some(TierChange { customer_id: "C-1".into(), old_tier: "vip".into() })
