@@ -105,8 +105,12 @@ pub struct WorkerConfig {
     /// `FAILSOFT_INTERNAL_SECRET`: signs edge pushes and authenticates
     /// result reads (the edge signs them with the same secret).
     pub internal_secret: Secret,
-    /// `FAILSOFT_EDGE_URL`: where refreshed records are pushed; unset: no push.
-    pub edge_url: Option<String>,
+    /// `FAILSOFT_EDGE_URL`: the edges refreshed and synced records are
+    /// pushed to (several, comma-separated, for a Worker and a Spin
+    /// deployment side by side); unset: no push.
+    pub edge_urls: Vec<String>,
+    /// The pre-warm sync's settings (`FAILSOFT_SYNC_*`, `FAILSOFT_CACHE_KEY_SECRET`).
+    pub sync: crate::sync::SyncSettings,
     /// `FAILSOFT_ALERT_URL` and friends; unset: dead-letters are only logged.
     pub alert: Option<AlertTarget>,
     /// `FAILSOFT_WORKER_CONCURRENCY`: messages held at once (default 32).
@@ -201,7 +205,7 @@ fn table_name(lookup: Lookup<'_>, name: &'static str, default: &str) -> Result<S
     if ok { Ok(value) } else { Err(ConfigError::new(name, "must be 3-255 letters, digits, '_', '-' or '.'")) }
 }
 
-fn secret(lookup: Lookup<'_>, name: &'static str) -> Result<Secret, ConfigError> {
+pub(crate) fn secret(lookup: Lookup<'_>, name: &'static str) -> Result<Secret, ConfigError> {
     let value = required(lookup, name)?;
     if value.len() < 16 {
         return Err(ConfigError::new(name, "must be at least 16 bytes"));
@@ -230,11 +234,17 @@ fn can_find_cases(lookup: Lookup<'_>) -> Result<bool, ConfigError> {
     flag(lookup, "FAILSOFT_CRM_CAN_FIND_CASES", false)
 }
 
+/// `FAILSOFT_EDGE_URL`: one URL or several, comma-separated.
+pub(crate) fn edge_urls(lookup: Lookup<'_>) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = text(lookup, "FAILSOFT_EDGE_URL") else { return Ok(Vec::new()) };
+    list.split(',').map(|url| http_url("FAILSOFT_EDGE_URL", url.trim().to_owned())).collect()
+}
+
 fn policy(lookup: Lookup<'_>) -> Result<Policy, ConfigError> {
     Policy::from_lookup(|name| lookup(name))
 }
 
-fn tables(lookup: Lookup<'_>) -> Result<Tables, ConfigError> {
+pub(crate) fn tables(lookup: Lookup<'_>) -> Result<Tables, ConfigError> {
     Ok(Tables {
         results: table_name(lookup, "FAILSOFT_RESULTS_TABLE", "failsoft-results")?,
         last_known: table_name(lookup, "FAILSOFT_LAST_KNOWN_TABLE", "failsoft-last-known")?,
@@ -336,7 +346,7 @@ impl WorkerConfig {
         if write_settle_ms > MAX_WRITE_SETTLE_MS {
             return Err(ConfigError::new("FAILSOFT_WRITE_SETTLE_MS", format!("must not exceed {MAX_WRITE_SETTLE_MS}")));
         }
-        let edge_url = text(lookup, "FAILSOFT_EDGE_URL").map(|u| http_url("FAILSOFT_EDGE_URL", u)).transpose()?;
+        let edge_urls = edge_urls(lookup)?;
         let probe_every_ms = number(&lookup, "FAILSOFT_WORKER_PROBE_EVERY_MS", DEFAULT_PROBE_EVERY_MS)?;
         if !(100..=MAX_PROBE_EVERY_MS).contains(&probe_every_ms) {
             return Err(ConfigError::new(
@@ -356,7 +366,8 @@ impl WorkerConfig {
             dlq_url: fifo_queue_url(lookup, "FAILSOFT_DLQ_URL")?,
             crm_url: http_url("FAILSOFT_CRM_URL", required(lookup, "FAILSOFT_CRM_URL")?)?,
             internal_secret: secret(lookup, "FAILSOFT_INTERNAL_SECRET")?,
-            edge_url,
+            edge_urls,
+            sync: crate::sync::SyncSettings::from_lookup(lookup)?,
             alert: alert(lookup)?,
             concurrency,
             replay_rate_max,
@@ -437,7 +448,7 @@ mod tests {
         assert_eq!(c.operator_listen, SocketAddr::from(([127, 0, 0, 1], 8789)), "loopback unless set");
         assert_eq!(c.write_settle_ms, c.policy.crm_deadline_ms);
         assert!(!c.can_find_cases, "the two required calls are all a CRM must offer");
-        assert!(c.alert.is_none() && c.edge_url.is_none() && c.emf_every.is_none());
+        assert!(c.alert.is_none() && c.edge_urls.is_empty() && c.emf_every.is_none());
         assert_eq!(c.events, EventsConfig { url: None, api_key: None, api_key_header: "x-failsoft-api-key".into() });
         assert_eq!(c.lease_ms(), 40_000);
         assert!(!format!("{c:?}").contains("0123456789abcdef"), "the secret never prints");

@@ -9,6 +9,7 @@
 //!   reports, health, metrics and the dashboard;
 //! - [`dead_letter`]: the DLQ, its operator tool and the alerts;
 //! - [`notifications`]: the Genesys Cloud Notification Service consumer;
+//! - [`sync`]: the last-known store pre-warmed from the CRM's customer list;
 //! - settings ([`config`]), telemetry, and the [`worker`] that wires it up.
 //!
 //! The design and the invariants each part keeps: `docs/design.md`.
@@ -26,5 +27,6 @@ pub mod http;
 pub mod notifications;
 pub mod queue;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod worker;

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 use failsoft_origin::config::{DlqConfig, WorkerConfig};
 use failsoft_origin::dead_letter::tool::{self, DlqCommand};
 use failsoft_origin::notifications::{self, NotificationSettings};
-use failsoft_origin::worker;
+use failsoft_origin::sync::command::{SyncCommand, SyncConfig};
+use failsoft_origin::{sync, worker};
 use failsoft_shared::config::ConfigError;
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +33,24 @@ enum Command {
         /// Serve /metrics and /healthz here (port 0 picks one).
         #[arg(long, env = "FAILSOFT_NOTIFICATIONS_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+    },
+    /// Copy every customer the CRM knows into the last-known store (the
+    /// DynamoDB last-known table and every edge's KV), so that no known
+    /// customer is answered `default` during an outage. Without --once or
+    /// --from-file: a pass every FAILSOFT_SYNC_INTERVAL_SECS until stopped
+    /// (the worker runs the same schedule itself when
+    /// FAILSOFT_CACHE_KEY_SECRET is set).
+    Sync {
+        /// One pass now, with a progress bar; its report goes to stdout.
+        #[arg(long)]
+        once: bool,
+        /// A full pass even when a delta would do.
+        #[arg(long, requires = "once")]
+        full: bool,
+        /// Read this JSON Lines export (the list's records, one per line)
+        /// instead of the CRM, stamped with the file's modification time.
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["once", "full"])]
+        from_file: Option<PathBuf>,
     },
     /// Inspect and replay the dead-letter queue.
     Dlq {
@@ -120,6 +139,19 @@ fn main() -> ExitCode {
             };
             init_logs();
             runtime.block_on(notifications::run(settings, metrics_addr)).map_err(Into::into)
+        }
+        Command::Sync { once, full, from_file } => {
+            let config = match SyncConfig::from_lookup(env, from_file.is_some()) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            init_logs();
+            let command = match (from_file, once) {
+                (Some(path), _) => SyncCommand::FromFile(path),
+                (None, true) => SyncCommand::Once { full },
+                (None, false) => SyncCommand::Serve,
+            };
+            runtime.block_on(sync::command::run(config, command))
         }
         Command::Dlq { command } => {
             let config = match DlqConfig::from_lookup(env) {

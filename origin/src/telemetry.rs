@@ -319,7 +319,9 @@ pub fn health(breaker: Option<Mode>) -> Value {
         configuration["level"] = json!(config_level);
     }
     configuration["accessDenied"] = Value::Array(denied);
-    let level = overall(entries.iter().map(|(_, (level, _))| *level).chain([config_level]));
+    let sync = crate::sync::health(crate::clock::now_ms());
+    let sync_level = sync.as_ref().map_or(Level::Ok, |(level, _)| *level);
+    let level = overall(entries.iter().map(|(_, (level, _))| *level).chain([config_level, sync_level]));
     let signals: serde_json::Map<String, Value> =
         entries.into_iter().map(|(name, (_, entry))| (name.to_owned(), entry)).collect();
     json!({
@@ -327,6 +329,7 @@ pub fn health(breaker: Option<Mode>) -> Value {
         "signals": signals,
         "configuration": configuration,
         "breaker": breaker.map(|m| m.as_str()),
+        "sync": sync.map(|(_, doc)| doc),
     })
 }
 

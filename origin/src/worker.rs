@@ -22,6 +22,10 @@ use crate::queue::consumer::Consumer;
 use crate::queue::fit::{self, FitError};
 use crate::queue::leases::Leases;
 use crate::store::results::Store;
+use crate::sync::Syncer;
+use crate::sync::sink::Sink;
+use crate::sync::source::CrmList;
+use crate::sync::state::StateStore;
 use crate::{aws, clock, emf, telemetry};
 
 /// How long pending alerts may still be sent after the consumer stopped.
@@ -60,13 +64,14 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         retention_secs = queue.retention_secs,
         "the work queue fits the settings"
     );
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone()).with_batching();
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let store = Store::new(dynamo.clone(), config.tables.clone()).with_batching();
     // Idle connections go after 4 s, under the native edge's 5 s keep-alive
     // limit (http/serve.rs), so a cache push never races the server's close.
     let http = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(4)).build()?;
 
     let crm = Crm::new(http.clone(), &config.crm_url);
-    let edge = config.edge_url.as_deref().map(|url| EdgePush::new(http.clone(), url, config.internal_secret.clone()));
+    let edge = EdgePush::new(http.clone(), &config.edge_urls, config.internal_secret.clone());
     let (alerts, alert_task) = match &config.alert {
         Some(target) => {
             let (alerts, task) = Alerts::start(target.clone(), http.clone());
@@ -129,6 +134,30 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         beat_stopped.clone(),
     ));
     let emf = config.emf_every.map(|every| tokio::spawn(emf::run(Arc::clone(&delivery), every, beat_stopped.clone())));
+    let sync = match &config.sync.cache_key_secret {
+        Some(key_secret) if config.sync.scheduled() => {
+            let sink = Sink::new(
+                dynamo,
+                config.tables.last_known.clone(),
+                http.clone(),
+                config.edge_urls.clone(),
+                config.internal_secret.clone(),
+                config.policy.freshness.last_known_horizon_ms,
+            );
+            let state =
+                StateStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.results.clone(), owner.clone());
+            let syncer =
+                Syncer::new(config.sync.clone(), key_secret.clone(), config.policy.default_tier.clone(), sink, state)
+                    .with_breaker(Arc::clone(&delivery));
+            let crm = CrmList::new(http.clone(), &config.crm_url, config.sync.page_size);
+            tracing::info!(interval_secs = config.sync.interval.as_secs(), rate = config.sync.rate, "pre-warm sync on");
+            Some(tokio::spawn(Arc::new(syncer).serve(crm, beat_stopped.clone())))
+        }
+        _ => {
+            tracing::info!("pre-warm sync off (FAILSOFT_CACHE_KEY_SECRET unset, or FAILSOFT_SYNC_INTERVAL_SECS=0)");
+            None
+        }
+    };
     let heartbeat = tokio::spawn(Arc::clone(&leases).heartbeat(sqs, config.queue_url.clone(), beat_stopped));
     let (stop, stopped) = watch::channel(false);
     tracing::info!(%owner, concurrency = config.concurrency, "worker started");
@@ -141,6 +170,11 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     beat_stop.send_replace(true);
     heartbeat.await.ok();
     sampler.await.ok();
+    if let Some(sync) = sync
+        && tokio::time::timeout(Duration::from_secs(5), sync).await.is_err()
+    {
+        tracing::warn!("the sync pass did not stop within 5 s");
+    }
     if let Some(emf) = emf {
         emf.await.ok();
     }

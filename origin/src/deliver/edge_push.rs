@@ -16,11 +16,11 @@ use crate::config::Secret;
 /// Bound on one push: it runs after the delivery, inside its time.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The edge's cache-push route.
+/// The cache-push route of every edge (`FAILSOFT_EDGE_URL`, one or more).
 #[derive(Clone)]
 pub struct EdgePush {
     http: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
     secret: Secret,
 }
 
@@ -34,18 +34,29 @@ pub enum Pushed {
 }
 
 impl EdgePush {
-    pub fn new(http: reqwest::Client, base: &str, secret: Secret) -> Self {
-        Self { http, base: base.trim_end_matches('/').to_owned(), secret }
+    /// `None` without an edge to push to.
+    pub fn new(http: reqwest::Client, bases: &[String], secret: Secret) -> Option<Self> {
+        let bases: Vec<String> = bases.iter().map(|b| b.trim_end_matches('/').to_owned()).collect();
+        (!bases.is_empty()).then_some(Self { http, bases, secret })
+    }
+
+    /// Pushes to every edge, one after the other; what came of the last.
+    pub async fn push(&self, entity_key: &str, entry: &CacheEntry) -> Pushed {
+        let mut pushed = Pushed::NoRoute;
+        for base in &self.bases {
+            pushed = self.push_to(base, entity_key, entry).await;
+        }
+        pushed
     }
 
     /// `PUT {edge}/v1/internal/cache/{entityKey}`, body the entry, signed.
-    pub async fn push(&self, entity_key: &str, entry: &CacheEntry) -> Pushed {
+    async fn push_to(&self, base: &str, entity_key: &str, entry: &CacheEntry) -> Pushed {
         let body = serde_json::to_vec(entry).unwrap_or_default();
         let ts = clock::now_ms() / 1000;
         let sig = signature::sign(self.secret.expose(), ts, &body);
         let request = self
             .http
-            .put(format!("{}/v1/internal/cache/{entity_key}", self.base))
+            .put(format!("{base}/v1/internal/cache/{entity_key}"))
             .timeout(PUSH_TIMEOUT)
             .header("content-type", "application/json")
             .header(TIMESTAMP_HEADER, ts.to_string())
