@@ -103,6 +103,7 @@ pub const ALL: &[Case] = &[
     CRM_HUNG_WITHIN_DEADLINE,
     BREAKER_OPEN,
     WEBHOOK_INVALIDATES,
+    SYNC_BULK_PUSH,
 ];
 
 /// Fictional numbers (Ofcom's drama range), E.164 as the simulator stores them.
@@ -127,6 +128,18 @@ impl Target {
         let status = response.status().as_u16();
         let bytes = response.bytes().await.expect("the body arrives");
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// A POST signed with the internal secret, as the origin signs its calls.
+    pub fn signed_post(&self, path: &str, body: &Value, secret: &str) -> reqwest::RequestBuilder {
+        let body = body.to_string();
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+        self.http
+            .post(self.url(path))
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(SIGNATURE_HEADER, sign(secret.as_bytes(), ts, body.as_bytes()))
+            .header("content-type", "application/json")
+            .body(body)
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -590,6 +603,52 @@ async fn webhook_invalidates(t: &Target) {
     assert_eq!(status, 401, "webhook signed with another secret: {body}");
     let (_, body) = t.lookup(VIP).await;
     assert_record("after refused webhooks", &body, "cache", "C-1001", "standard");
+}
+
+/// The internal secret the sync case's edge is given (made up, tests only).
+pub const SYNC_SECRET: &str = "test-only-internal-secret-000000";
+
+pub const SYNC_BULK_PUSH: Case = Case {
+    name: "sync_bulk_push",
+    settings: &[("FAILSOFT_INTERNAL_SECRET", SYNC_SECRET)],
+    run: |t| Box::pin(sync_bulk_push(t)),
+};
+
+/// The pre-warm sync's bulk route on this host: a synced customer this
+/// edge never saw is answered `stale_cache` while the CRM is down; a synced
+/// record older than a live read does not replace it; a removal newer than
+/// what is held deletes it; a forged push changes nothing.
+async fn sync_bulk_push(t: &Target) {
+    t.with_customers().await;
+    let (_, warm) = t.lookup(VIP).await;
+    assert_record("warming lookup", &warm, "live", "C-1001", "vip");
+    let key = |ani: &str| entity_key(CACHE_KEY_SECRET.as_bytes(), &normalize_phone(ani).expect("a valid number"));
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as u64;
+    let record = |id: &str, tier: &str, at: u64| json!({"record": {"found": true, "customerId": id, "tier": tier}, "fetchedAtMs": at});
+    // Read by the sync 400 s ago: older than the live read, and stale.
+    let page_read_at = now_ms - 400_000;
+    let body = json!({"entries": [
+        {"key": key(VIP), "entry": record("C-1001", "standard", page_read_at)},
+        {"key": key(GOLD), "entry": record("C-1002", "gold", page_read_at)},
+        {"key": key(NEVER_SEEN), "removedAtMs": page_read_at},
+    ]});
+    let (status, forged) = t.send(t.signed_post("/v1/internal/cache", &body, "not-the-internal-secret-00000")).await;
+    assert_error("a forged bulk push", status, &forged, 401, "SIGNATURE_MISMATCH");
+    let (status, counts) = t.send(t.signed_post("/v1/internal/cache", &body, SYNC_SECRET)).await;
+    assert_eq!((status, counts), (200, json!({"stored": 1, "removed": 0, "kept": 2, "failed": 0})));
+
+    t.crm("down").await;
+    let (status, gold) = t.lookup(GOLD).await;
+    assert_eq!(status, 200);
+    assert_record("a synced customer never looked up here", &gold, "stale_cache", "C-1002", "gold");
+    let (_, vip) = t.lookup(VIP).await;
+    assert_record("the live read outranks the older synced one", &vip, "cache", "C-1001", "vip");
+
+    let removal = json!({"entries": [{"key": key(VIP), "removedAtMs": now_ms + 60_000}]});
+    let (status, counts) = t.send(t.signed_post("/v1/internal/cache", &removal, SYNC_SECRET)).await;
+    assert_eq!((status, &counts["removed"]), (200, &json!(1)), "{counts}");
+    let (_, gone) = t.lookup(VIP).await;
+    assert_eq!(gone["source"], "default", "a removed customer is no longer known here: {gone}");
 }
 
 /// Request coalescing, on a host whose requests share one facade (native:

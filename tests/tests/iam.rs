@@ -53,6 +53,12 @@ const CALLS: &[(&str, &str, &str, &str, &[&str])] = &[
     ("origin/src/store/results.rs", "release", "update_item", WORKER, &["ResultsTable"]),
     ("origin/src/store/results.rs", "fail", "update_item", WORKER, &["ResultsTable"]),
     ("origin/src/store/batch_write.rs", "write", "batch_write_item", WORKER, &["ResultsTable", "LastKnownTable"]),
+    // `failsoft sync` runs under the worker's role, by hand as on its schedule.
+    ("origin/src/sync/sink.rs", "batch_write", "batch_write_item", WORKER, &["LastKnownTable"]),
+    ("origin/src/sync/state.rs", "claim", "update_item", WORKER, &["ResultsTable"]),
+    ("origin/src/sync/state.rs", "progress", "update_item", WORKER, &["ResultsTable"]),
+    ("origin/src/sync/state.rs", "finish", "update_item", WORKER, &["ResultsTable"]),
+    ("origin/src/sync/state.rs", "release", "update_item", WORKER, &["ResultsTable"]),
     ("origin/src/store/results.rs", "reset_for_replay", "update_item", OPERATOR, &["ResultsTable"]),
     ("origin/src/dead_letter/tool.rs", "read", "receive_message", OPERATOR, &["DeadLetterQueue"]),
     (

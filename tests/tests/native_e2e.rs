@@ -82,6 +82,7 @@ native_cases! {
     native_crm_hung_answers_within_deadline => CRM_HUNG_WITHIN_DEADLINE,
     native_breaker_open_answers_at_once => BREAKER_OPEN,
     native_webhook_invalidates => WEBHOOK_INVALIDATES,
+    native_sync_bulk_push_prewarms_and_keeps_the_newer => SYNC_BULK_PUSH,
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -103,6 +103,7 @@ spin_cases! {
     spin_crm_hung_answers_within_deadline => CRM_HUNG_WITHIN_DEADLINE,
     spin_breaker_open_answers_at_once => BREAKER_OPEN,
     spin_webhook_invalidates => WEBHOOK_INVALIDATES,
+    spin_sync_bulk_push_prewarms_and_keeps_the_newer => SYNC_BULK_PUSH,
 }
 
 // ── what only the Spin host has to prove ─────────────────────────────────

@@ -114,6 +114,7 @@ worker_cases! {
     worker_crm_hung_answers_within_deadline => CRM_HUNG_WITHIN_DEADLINE,
     worker_breaker_open_answers_at_once => BREAKER_OPEN,
     worker_webhook_invalidates => WEBHOOK_INVALIDATES,
+    worker_sync_bulk_push_prewarms_and_keeps_the_newer => SYNC_BULK_PUSH,
 }
 
 const VIP: &str = "+442079460001";
