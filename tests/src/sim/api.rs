@@ -195,7 +195,7 @@ fn encode_cursor(position: &ListPosition) -> String {
 }
 
 fn decode_cursor(text: &str) -> Option<ListPosition> {
-    if text.len() % 2 != 0 || text.len() > 128 {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
         return None;
     }
     let bytes: Option<Vec<u8>> =
