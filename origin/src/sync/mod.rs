@@ -49,11 +49,6 @@ use crate::config::Secret;
 use crate::deliver::delivery::Delivery;
 use crate::store::results::StoreError;
 
-/// A pass holds the lease this long past its last page.
-const LEASE_MS: u64 = 120_000;
-/// Taken off a pass's start for the next delta's `updatedSince`: clock
-/// skew between the worker and the CRM. Records seen twice cost nothing.
-pub const HIGH_WATER_MARGIN_MS: u64 = 300_000;
 /// Tries of one page before a pass without a breaker gives up.
 const PAGE_TRIES: u32 = 5;
 /// Tries of a page that is not the list's shape before the pass stops.
@@ -113,9 +108,11 @@ pub struct Report {
 
 impl Report {
     fn skip(&mut self, code: &'static str, place: String) {
+        let problem = format!("{place}: {code}");
+        tracing::warn!(problem = problem.as_str(), "sync skipped a record");
         *self.skipped.entry(code).or_default() += 1;
         if self.problems.len() < MAX_PROBLEMS {
-            self.problems.push(format!("{place}: {code}"));
+            self.problems.push(problem);
         }
         metrics::counter!("failsoft_sync_records_total", "outcome" => "skipped").increment(1);
     }
@@ -237,6 +234,10 @@ impl Syncer {
         Self { settings, key_secret, default_tier, sink, state, breaker: None }
     }
 
+    fn lease_ms(&self) -> u64 {
+        self.settings.lease.as_millis() as u64
+    }
+
     /// Shares the worker's breaker.
     pub fn with_breaker(mut self, delivery: Arc<Delivery>) -> Self {
         self.breaker = Some(delivery);
@@ -252,7 +253,7 @@ impl Syncer {
         stop: &watch::Receiver<bool>,
     ) -> Result<Outcome, SyncError> {
         let now = clock::now_ms();
-        let Some(state) = self.state.claim(now, now + LEASE_MS).await? else {
+        let Some(state) = self.state.claim(now, now + self.lease_ms()).await? else {
             return Err(SyncError::Busy);
         };
         publish_state(&state);
@@ -295,7 +296,7 @@ impl Syncer {
         match result {
             Ok(()) => {
                 let finished = clock::now_ms();
-                let high_water = run.started_ms.saturating_sub(HIGH_WATER_MARGIN_MS);
+                let high_water = run.started_ms.saturating_sub(self.settings.overlap.as_millis() as u64);
                 if !self.state.finish(&run, finished, high_water).await? {
                     return Err(SyncError::LeaseLost);
                 }
@@ -340,13 +341,12 @@ impl Syncer {
         let mut fetched = self.fetch(crm, since.as_deref(), run.cursor.as_deref(), &mut pacer, stop, page).await?;
         loop {
             let (batch, read_at_ms) = fetched;
-            let next_cursor = batch.next_cursor.clone();
-            if let Some(cursor) = &next_cursor
-                && !seen_cursors.insert(cursor.clone())
-            {
-                run.cursor = None;
-                self.state.progress(run, clock::now_ms() + LEASE_MS).await?;
-                return Err(SyncError::CursorLoop { page });
+            let mut next_cursor = batch.next_cursor.clone();
+            // A cursor seen before would go round for ever: this page is
+            // written, and the pass ends there (the next starts it over).
+            let looped = next_cursor.as_ref().is_some_and(|cursor| !seen_cursors.insert(cursor.clone()));
+            if looped {
+                next_cursor = None;
             }
             let read = (batch.customers.len() + batch.unreadable.len()) as u64;
             let write = self.apply(batch, read_at_ms, report, Place::Page(page));
@@ -357,8 +357,11 @@ impl Syncer {
             run.records += read;
             progress.advance(read, None);
             run.cursor = next_cursor;
-            if run.cursor.is_some() && !self.state.progress(run, clock::now_ms() + LEASE_MS).await? {
+            if (run.cursor.is_some() || looped) && !self.state.progress(run, clock::now_ms() + self.lease_ms()).await? {
                 return Err(SyncError::LeaseLost);
+            }
+            if looped {
+                return Err(SyncError::CursorLoop { page });
             }
             match next {
                 None => return Ok(()),
@@ -514,7 +517,7 @@ impl Syncer {
                 Ok(Outcome::Done(_)) => Duration::ZERO,
                 Ok(Outcome::NotDue(wait)) => wait,
                 Err(SyncError::Stopped) => return,
-                Err(SyncError::Busy) => Duration::from_millis(LEASE_MS / 2),
+                Err(SyncError::Busy) => self.settings.lease / 2,
                 Err(e) => {
                     tracing::warn!(error = %e, "sync pass failed; it resumes from its last page later");
                     Duration::from_secs(60).min(self.settings.interval)

@@ -18,6 +18,12 @@ pub const DEFAULT_RATE: u32 = 20;
 /// Records per list page asked for, by default, and the contract's bounds.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
 const PAGE_SIZE: std::ops::RangeInclusive<u32> = 1..=1_000;
+/// How far before a pass's start the next delta reads, by default: clock
+/// skew between the worker and the CRM. Records read twice cost nothing.
+pub const DEFAULT_OVERLAP_SECS: u64 = 300;
+/// How long a pass's lease lasts past its last page, by default. A worker
+/// that dies mid-pass holds the sync up this long; another then resumes it.
+pub const DEFAULT_LEASE_SECS: u64 = 60;
 /// The edge's shortest secret (edge/src/config.rs).
 const MIN_SECRET_BYTES: usize = 16;
 
@@ -32,6 +38,12 @@ pub struct SyncSettings {
     /// `FAILSOFT_SYNC_PAGE_SIZE`: records asked for per page (1–1000,
     /// default 500).
     pub page_size: u32,
+    /// `FAILSOFT_SYNC_OVERLAP_SECS`: how far before the last pass's start a
+    /// delta reads (default 300).
+    pub overlap: Duration,
+    /// `FAILSOFT_SYNC_LEASE_SECS`: how long a pass's lease outlives its
+    /// last page (5–3600, default 60).
+    pub lease: Duration,
     /// `FAILSOFT_CACHE_KEY_SECRET`: the edge's key secret, used as is, so
     /// the worker derives the very keys the edge reads. Unset: no sync.
     pub cache_key_secret: Option<Secret>,
@@ -51,6 +63,14 @@ impl SyncSettings {
         if !PAGE_SIZE.contains(&page_size) {
             return Err(ConfigError::new("FAILSOFT_SYNC_PAGE_SIZE", "must be 1 to 1000 (the list's limit)"));
         }
+        let overlap_secs = number(&lookup, "FAILSOFT_SYNC_OVERLAP_SECS", DEFAULT_OVERLAP_SECS)?;
+        if overlap_secs > 86_400 {
+            return Err(ConfigError::new("FAILSOFT_SYNC_OVERLAP_SECS", "must be 0 to 86400 seconds"));
+        }
+        let lease_secs = number(&lookup, "FAILSOFT_SYNC_LEASE_SECS", DEFAULT_LEASE_SECS)?;
+        if !(5..=3_600).contains(&lease_secs) {
+            return Err(ConfigError::new("FAILSOFT_SYNC_LEASE_SECS", "must be 5 to 3600 seconds"));
+        }
         let cache_key_secret = match lookup("FAILSOFT_CACHE_KEY_SECRET").filter(|s| !s.is_empty()) {
             None => None,
             Some(s) if s.trim() != s => {
@@ -64,7 +84,14 @@ impl SyncSettings {
             }
             Some(s) => Some(Secret::new(s.into_bytes())),
         };
-        Ok(Self { interval: Duration::from_secs(interval_secs), rate, page_size, cache_key_secret })
+        Ok(Self {
+            interval: Duration::from_secs(interval_secs),
+            rate,
+            page_size,
+            overlap: Duration::from_secs(overlap_secs),
+            lease: Duration::from_secs(lease_secs),
+            cache_key_secret,
+        })
     }
 
     /// Whether the worker runs the sync on its schedule.
@@ -99,6 +126,8 @@ mod tests {
             ("FAILSOFT_SYNC_INTERVAL_SECS", "x"),
             ("FAILSOFT_SYNC_RATE", "0"),
             ("FAILSOFT_SYNC_PAGE_SIZE", "1001"),
+            ("FAILSOFT_SYNC_OVERLAP_SECS", "86401"),
+            ("FAILSOFT_SYNC_LEASE_SECS", "4"),
             ("FAILSOFT_CACHE_KEY_SECRET", "short"),
             ("FAILSOFT_CACHE_KEY_SECRET", " 0123456789abcdef"),
         ] {

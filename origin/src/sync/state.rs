@@ -78,7 +78,7 @@ impl SyncState {
             kind,
             since_ms: num("runSince"),
             started_ms: num("runStarted").unwrap_or(0),
-            cursor: text("cursor"),
+            cursor: text("listCursor"),
             records: num("runRecords").unwrap_or(0),
         });
         Self {
@@ -158,10 +158,10 @@ impl StateStore {
             .expression_attribute_values(":until", n(until_ms));
         match &run.cursor {
             Some(cursor) => {
-                update.push_str(", cursor = :cursor");
+                update.push_str(", listCursor = :cursor");
                 request = request.expression_attribute_values(":cursor", s(cursor));
             }
-            None => removes.push("cursor"),
+            None => removes.push("listCursor"),
         }
         match run.since_ms {
             Some(since) => {
@@ -203,7 +203,7 @@ impl StateStore {
             .key(RESULTS_KEY, s(STATE_KEY))
             .update_expression(format!(
                 "SET {last}, highWater = :hw, syncLeaseUntil = :zero \
-                 REMOVE runKind, runSince, runStarted, runRecords, cursor"
+                 REMOVE runKind, runSince, runStarted, runRecords, listCursor"
             ))
             .condition_expression("syncOwner = :me")
             .set_expression_attribute_values(Some(values))

@@ -30,13 +30,15 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The API router; every request passes through [`apply_mode`] first.
 pub fn router(sim: Arc<Sim>, contract: Contract) -> Router {
-    let cases = match contract {
-        Contract::Full => get(find_cases).post(create_case),
-        // axum answers the missing GET with 405 and `Allow: POST`.
-        Contract::TwoCall => post(create_case),
+    let (customers, cases) = match contract {
+        Contract::Full => (get(lookup), get(find_cases).post(create_case)),
+        // No list: a `GET /customers` without `phone` is refused 400, as
+        // before the list existed; axum answers the missing GET of /cases
+        // with 405 and `Allow: POST`.
+        Contract::TwoCall => (get(lookup_only), post(create_case)),
     };
     Router::new()
-        .route("/customers", get(lookup))
+        .route("/customers", customers)
         .route("/cases", cases)
         .route("/events", post(receive_event))
         .layer(middleware::from_fn_with_state(Arc::clone(&sim), apply_mode))
@@ -130,6 +132,14 @@ async fn lookup(State(sim): State<Arc<Sim>>, query: Result<Query<CustomersQuery>
         Some(customer) => Json(customer.clone()).into_response(),
         None => ErrorReply::new(StatusCode::NOT_FOUND, "not_found").into_response(),
     }
+}
+
+/// `GET /customers?phone=` of a CRM that offers only the two calls.
+async fn lookup_only(sim: State<Arc<Sim>>, query: Result<Query<CustomersQuery>, QueryRejection>) -> Response {
+    if let Ok(Query(CustomersQuery { phone: None, .. })) = &query {
+        return ErrorReply::bad_request("the phone query parameter is required").into_response();
+    }
+    lookup(sim, query).await
 }
 
 /// The list's page size when none is asked for, and its bounds.
