@@ -216,6 +216,14 @@ fn assert_kept(drill: &Drill, mode: &str) {
     assert_eq!(r["queues"]["deadLettered"], 0, "{}", r["queues"]);
     assert_eq!(r["timeline"]["drainComplete"], true);
 
+    // Pre-warmed: no customer the CRM knows was answered default, however
+    // new to the edge; every number the CRM does not know was.
+    let c = &r["coverage"];
+    assert!(c["synced"]["records"].as_u64().unwrap_or(0) >= 100, "the sync before the traffic: {c}");
+    assert!(c["knownLookups"].as_u64().unwrap_or(0) > 0 && c["unknownLookups"].as_u64().unwrap_or(0) > 0, "{c}");
+    assert_eq!(c["knownDefault"], 0, "{c}");
+    assert_eq!(c["unknownDefault"], c["unknownLookups"], "{c}");
+
     // Warm VIPs stayed VIPs; refreshes were one per customer per window.
     assert!(r["warmVipLookups"].as_u64().unwrap() > 0);
     assert_eq!(r["warmVipMisrouted"], 0);

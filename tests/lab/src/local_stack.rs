@@ -560,7 +560,7 @@ fn fauxqs_paths() -> Result<(PathBuf, PathBuf), StackError> {
     Ok((node, cli))
 }
 
-fn program(name: &'static str) -> Result<PathBuf, StackError> {
+pub(crate) fn program(name: &'static str) -> Result<PathBuf, StackError> {
     let path = bin_dir().join(name);
     if path.exists() {
         Ok(path)
@@ -679,6 +679,8 @@ impl LocalStack {
             ("FAILSOFT_DLQ_URL", dlq_url.as_str()),
             ("FAILSOFT_CRM_URL", crm_url.as_str()),
             ("FAILSOFT_INTERNAL_SECRET", secrets.internal.as_str()),
+            // The pre-warm sync keys records as the edge does.
+            ("FAILSOFT_CACHE_KEY_SECRET", secrets.cache_key.as_str()),
             ("FAILSOFT_EDGE_URL", edge_url.as_str()),
             ("FAILSOFT_ORIGIN_LISTEN", "127.0.0.1:0"),
             ("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:0"),
@@ -723,6 +725,10 @@ impl LocalStack {
         // look-ups (queue depths); the operator's key for `failsoft dlq …`.
         env.set("AWS_ACCESS_KEY_ID", aws_stack.admin.key.clone());
         env.set("AWS_SECRET_ACCESS_KEY", aws_stack.admin.secret.clone());
+        // The worker's key, for `failsoft sync --once` by hand (the drill's pre-warm).
+        let worker = aws_stack.worker()?;
+        env.set("FAILSOFT_WORKER_AWS_ACCESS_KEY_ID", worker.key.clone());
+        env.set("FAILSOFT_WORKER_AWS_SECRET_ACCESS_KEY", worker.secret.clone());
         let operator = aws_stack.operator()?;
         env.set("FAILSOFT_OPERATOR_AWS_ACCESS_KEY_ID", operator.key.clone());
         env.set("FAILSOFT_OPERATOR_AWS_SECRET_ACCESS_KEY", operator.secret.clone());

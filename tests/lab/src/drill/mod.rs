@@ -133,9 +133,17 @@ pub struct DrillArgs {
     #[arg(long, default_value_t = 200)]
     pub warm_customers: usize,
     /// Share of lookups for warm customers; the others are numbers the edge
-    /// has never seen (one in ten unknown to the CRM as well).
+    /// has never been asked about (`--known-share` of them customers of the CRM).
     #[arg(long, default_value_t = 0.7)]
     pub warm_share: f64,
+    /// Share of the never-asked numbers that are customers of the CRM (the
+    /// pre-warm sync's to cover); the rest the CRM does not know.
+    #[arg(long, default_value_t = 0.5)]
+    pub known_share: f64,
+    /// Skip the pre-warm sync before the traffic (`failsoft sync --once`):
+    /// to see what an edge without a last-known store answers.
+    #[arg(long)]
+    pub no_sync: bool,
     /// The drain promise: the last queued write reaches the CRM within this
     /// long of its recovery.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
@@ -239,6 +247,9 @@ impl DrillArgs {
         let rate_ok = |r: f64| (0.0..=1000.0).contains(&r) && r.is_finite();
         if !rate_ok(self.lookups_per_sec) || !rate_ok(self.cases_per_sec) || !rate_ok(self.polls_per_sec) {
             bail!("rates must be between 0 and 1000 per second");
+        }
+        if !(0.0..=1.0).contains(&self.known_share) {
+            bail!("--known-share must be between 0 and 1");
         }
         if !(0.0..=1.0).contains(&self.warm_share) {
             bail!("--warm-share must be between 0 and 1");
@@ -378,10 +389,38 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     let tag = format!("drill{run_id}x{:04x}", (seed >> 16) & 0xffff);
     let traffic_secs = (before + args.outage + after).as_secs_f64();
     let cold = (args.lookups_per_sec * (1.0 - args.warm_share) * traffic_secs * 1.1) as usize + 20;
-    let population = Arc::new(Population::new(run_id, args.warm_customers, cold));
+    let population = Arc::new(Population::new(run_id, args.warm_customers, cold, args.known_share));
     for chunk in population.crm_records(1_000) {
         crm.load(&chunk).await.context("loading customers into the simulator")?;
     }
+    // The last-known store, pre-warmed with every customer the CRM knows.
+    let synced = if args.no_sync {
+        None
+    } else {
+        // A CRM with only the two calls has no list: its export is the source.
+        let export = match args.crm_contract {
+            CrmContract::TwoCall => {
+                let path = std::path::absolute(args.out.join("customers.jsonl"))?;
+                let lines: Vec<String> = population
+                    .crm_records(usize::MAX)
+                    .iter()
+                    .flat_map(|chunk| chunk.as_array().cloned().unwrap_or_default())
+                    .map(|record| record.to_string())
+                    .collect();
+                std::fs::create_dir_all(&args.out)?;
+                std::fs::write(&path, lines.join("\n"))
+                    .with_context(|| format!("writing the export {}", path.display()))?;
+                Some(path)
+            }
+            CrmContract::Full => None,
+        };
+        let summary = sync_once(&env, export.as_deref()).await.context("the pre-warm sync (failsoft sync)")?;
+        println!(
+            "sync: {} customers into the last-known store in {:.1} s ({} pass)",
+            summary.records, summary.seconds, summary.kind
+        );
+        Some(summary)
+    };
 
     let clock = Clock::start();
     let started_at = report::utc_text(clock.unix0_ms);
@@ -438,6 +477,9 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     shared.records.lock().unwrap_or_else(|e| e.into_inner()).extend(warm);
 
     let dlq_at_start = aws.depth(&dlq_url).await.map(|(v, f)| v + f).unwrap_or(0);
+    // The CRM's lookups before the traffic, and (below) when the outage
+    // begins: what the steady state cost it.
+    let lookups_at_start = crm.lookups().await.ok();
     let sampler = Sampler::new();
     let (stop_sampling, sampling) = watch::channel(false);
     let sampler_task = sampler.start(
@@ -459,6 +501,10 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     let streams = driver.start(rates, seed, traffic);
     tokio::time::sleep(before).await;
 
+    let lookups_before = match (lookups_at_start, crm.lookups().await.ok()) {
+        (Some(start), Some(now)) => Some(now.saturating_sub(start)),
+        _ => None,
+    };
     let outage_mode = mode_name(args.mode);
     let outage_start_ms = clock.now_ms();
     shared.set_phase(Phase::Outage);
@@ -599,12 +645,59 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
         skipped: shared.skipped.load(Ordering::Relaxed),
         log_scan,
         traced,
+        synced,
+        crm_lookups_before: lookups_before,
     });
     let summary = report.summary();
     write_reports(&args.out, &report, &records, &summary)?;
     println!("\n{summary}");
     println!("report: {} (also report.json, requests.jsonl)", args.out.join("report.html").display());
     Ok(report.kept)
+}
+
+/// Runs one pass of `failsoft sync --once` against the stack (or
+/// `--from-file` of `export`, for a CRM without the list), as its worker
+/// (the worker's role and settings); tried again while the worker's own
+/// scheduled pass holds the lease.
+async fn sync_once(env: &crate::local_stack::StackEnv, export: Option<&Path>) -> anyhow::Result<report::Synced> {
+    let program = crate::local_stack::program("failsoft")?;
+    let vars: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", env.get("AWS_ENDPOINT_URL")),
+        ("AWS_REGION", env.get("AWS_REGION")),
+        ("AWS_ACCESS_KEY_ID", env.get("FAILSOFT_WORKER_AWS_ACCESS_KEY_ID")),
+        ("AWS_SECRET_ACCESS_KEY", env.get("FAILSOFT_WORKER_AWS_SECRET_ACCESS_KEY")),
+        ("AWS_EC2_METADATA_DISABLED", Some("true")),
+        ("FAILSOFT_CRM_URL", env.get("CRM_URL")),
+        ("FAILSOFT_EDGE_URL", env.get("FAILSOFT_EDGE_URL")),
+        ("FAILSOFT_INTERNAL_SECRET", env.get("FAILSOFT_INTERNAL_SECRET")),
+        ("FAILSOFT_CACHE_KEY_SECRET", env.get("FAILSOFT_CACHE_KEY_SECRET")),
+        ("FAILSOFT_RESULTS_TABLE", env.get("FAILSOFT_RESULTS_TABLE")),
+        ("FAILSOFT_LAST_KNOWN_TABLE", env.get("FAILSOFT_LAST_KNOWN_TABLE")),
+        ("FAILSOFT_LOG", Some("warn")),
+    ]
+    .into_iter()
+    .map(|(k, v)| {
+        v.map(|v| (k.to_owned(), v.to_owned())).with_context(|| format!("the stack's environment has no {k}"))
+    })
+    .collect::<anyhow::Result<_>>()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut command = crate::local_stack::clean_command(&program);
+        match export {
+            Some(path) => command.arg("sync").arg("--from-file").arg(path),
+            None => command.args(["sync", "--once"]),
+        };
+        command.envs(vars.iter().cloned());
+        let out = tokio::task::spawn_blocking(move || command.output()).await??;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).context("the sync's report");
+        }
+        if !stderr.contains("another worker holds the sync lease") || Instant::now() >= deadline {
+            bail!("failsoft sync --once failed: {}", stderr.trim());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The stack's logs, scanned for the population's phone numbers: the own

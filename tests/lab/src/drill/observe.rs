@@ -229,6 +229,13 @@ impl Crm {
         resp.json().await.with_context(|| format!("the simulator's {what} is not a JSON array"))
     }
 
+    /// `GET /customers?phone=` requests the CRM has received so far.
+    pub async fn lookups(&self) -> anyhow::Result<u64> {
+        let resp = self.http.get(format!("{}/admin/stats", self.admin)).timeout(CALL_TIMEOUT * 4).send().await?;
+        let stats: Value = resp.json().await.context("the simulator's stats")?;
+        stats["lookups"].as_u64().context("the simulator's stats have no lookups count")
+    }
+
     /// Every call the CRM received with an `X-Correlation-Id`.
     pub async fn correlations(&self) -> anyhow::Result<Vec<super::trace::CrmCall>> {
         let calls = self.list("/admin/correlations", "correlation list").await?;

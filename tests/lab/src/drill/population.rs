@@ -1,7 +1,9 @@
 //! The drill's callers: customers loaded into the CRM simulator (standard,
 //! gold and VIP), some of them warmed into the edge's cache before the
 //! traffic starts, and cold numbers, each looked up once, that the edge has
-//! never seen (a tenth of them unknown to the CRM too).
+//! never been asked about: a share of them (half by default) customers the
+//! CRM knows, which only the pre-warm sync puts in the edge's store, and
+//! the rest numbers the CRM does not know either.
 //!
 //! Numbers carry a per-run prefix, so a second drill against the same
 //! running stack finds none of the first one's records in the cache.
@@ -62,8 +64,9 @@ pub struct Population {
 
 impl Population {
     /// `warm` warmed customers and `cold` numbers for first-time lookups,
-    /// numbered under `run` (100..=999).
-    pub fn new(run: u32, warm: usize, cold: usize) -> Self {
+    /// `known_share` of them customers of the CRM, numbered under `run`
+    /// (100..=999).
+    pub fn new(run: u32, warm: usize, cold: usize, known_share: f64) -> Self {
         let mut customers = Vec::with_capacity(warm + cold);
         for i in 0..warm + cold {
             let is_warm = i < warm;
@@ -72,8 +75,12 @@ impl Population {
                 customer_id: format!("D{run}-{i:06}"),
                 tier: Tier::of(i),
                 warm: is_warm,
-                // Every tenth cold number is unknown to the CRM.
-                in_crm: is_warm || (i - warm) % 10 != 9,
+                // Spread evenly: the n-th cold number is known when the
+                // running count of known ones steps up.
+                in_crm: is_warm || {
+                    let j = (i - warm) as f64;
+                    ((j + 1.0) * known_share).floor() > (j * known_share).floor()
+                },
             });
         }
         Self {
@@ -157,7 +164,7 @@ mod tests {
 
     #[test]
     fn tiers_and_numbers() {
-        let p = Population::new(417, 20, 20);
+        let p = Population::new(417, 20, 20, 0.9);
         assert_eq!(p.warm().len(), 20);
         assert_eq!(p.customers.iter().filter(|c| c.warm && c.tier == Tier::Vip).count(), 2);
         assert_eq!(p.get(0).phone, "+14170000000");
@@ -168,6 +175,9 @@ mod tests {
         assert_eq!(cold[20], 20, "the pool wraps");
         let loaded: usize = p.crm_records(7).iter().map(|c| c.as_array().unwrap().len()).sum();
         assert_eq!(loaded, 38);
+        let half = Population::new(417, 10, 100, 0.5);
+        assert_eq!(half.customers.iter().filter(|c| !c.warm && c.in_crm).count(), 50);
+        assert_eq!(Population::new(417, 0, 10, 0.0).customers.iter().filter(|c| c.in_crm).count(), 0);
     }
 
     #[test]

@@ -222,6 +222,43 @@ impl QueueSends {
     }
 }
 
+/// What the pre-warm sync before the traffic did (`failsoft sync --once`'s report).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Synced {
+    pub kind: String,
+    pub records: u64,
+    pub seconds: f64,
+}
+
+/// Who got `default` during the outage: customers the CRM knows (the sync's
+/// to prevent) and numbers it does not (rightly `default`).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Coverage {
+    /// The pre-warm sync (`None`: the drill ran with `--no-sync`).
+    pub synced: Option<Synced>,
+    pub known_lookups: u64,
+    pub known_default: u64,
+    pub unknown_lookups: u64,
+    pub unknown_default: u64,
+}
+
+/// The steady state, before the outage (CRM up): what lookups cost the CRM
+/// and whether repeat callers waited on it.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Steady {
+    /// `GET /customers?phone=` the CRM received (edge lookups and refreshes).
+    pub crm_lookups: Option<u64>,
+    /// Distinct (number, freshness window) pairs the traffic looked up.
+    pub key_windows: u64,
+    pub calls_per_key_window: Option<f64>,
+    /// Lookups of warm customers (repeat callers), and those answered `live`.
+    pub repeat_lookups: u64,
+    pub repeat_live: u64,
+}
+
 /// A promise or a target, and whether it held.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -255,6 +292,8 @@ pub struct Report {
     pub traced: Option<Traced>,
     pub refreshes: Refreshes,
     pub outage_latency: OutageLatency,
+    pub coverage: Coverage,
+    pub steady: Steady,
     pub promises: Vec<Check>,
     pub targets: Vec<Check>,
     /// Every promise kept (and every applicable target met, with `--enforce-targets`).
@@ -281,6 +320,10 @@ pub struct Inputs<'a> {
     pub log_scan: Option<LogScan>,
     /// Queued writes and refreshes the CRM saw under their correlationId.
     pub traced: Option<Traced>,
+    /// The pre-warm sync before the traffic (`None`: `--no-sync`).
+    pub synced: Option<Synced>,
+    /// CRM lookups during the phase before the outage.
+    pub crm_lookups_before: Option<u64>,
 }
 
 /// Nearest-rank percentile of sorted values (0 for none).
@@ -489,6 +532,41 @@ impl Report {
                 .count() as u64,
         };
 
+        // Coverage: who was answered `default` while the CRM was out.
+        let mut coverage = Coverage { synced: inputs.synced.clone(), ..Coverage::default() };
+        for r in &outage {
+            let Some(customer) = r.customer else { continue };
+            let is_default = r.answer.as_deref() == Some("default");
+            if population.get(customer).in_crm {
+                coverage.known_lookups += 1;
+                coverage.known_default += u64::from(is_default);
+            } else {
+                coverage.unknown_lookups += 1;
+                coverage.unknown_default += u64::from(is_default);
+            }
+        }
+        // The steady state before the outage.
+        let before: Vec<&Record> =
+            records.iter().filter(|r| r.kind == Kind::Lookup && r.phase == Phase::Before).collect();
+        let key_windows: std::collections::HashSet<(u32, u64)> = before
+            .iter()
+            .filter_map(|r| {
+                let at = (clock.unix0_ms as f64 + r.start_ms) as u64;
+                r.customer.map(|c| (c, at / window_ms))
+            })
+            .collect();
+        let repeat: Vec<&&Record> = before.iter().filter(|r| r.warm).collect();
+        let steady = Steady {
+            crm_lookups: inputs.crm_lookups_before,
+            key_windows: key_windows.len() as u64,
+            calls_per_key_window: inputs
+                .crm_lookups_before
+                .filter(|_| !key_windows.is_empty())
+                .map(|calls| calls as f64 / key_windows.len() as f64),
+            repeat_lookups: repeat.len() as u64,
+            repeat_live: repeat.iter().filter(|r| r.answer.as_deref() == Some("live")).count() as u64,
+        };
+
         let failed: u64 = records.iter().filter(|r| r.failed()).count() as u64;
         let total = records.len() as u64;
         let warm_vip_lookups: u64 = phases.iter().map(|s| s.warm_vip).sum::<u64>() + warm_up.warm_vip;
@@ -518,6 +596,15 @@ impl Report {
                 kept: Some(warm_vip_misrouted == 0),
                 measured: format!("{warm_vip_misrouted} of {warm_vip_lookups}"),
                 limit: "0".into(),
+            },
+            Check {
+                name: "no customer the CRM knows answered default during the outage".into(),
+                kept: coverage.synced.as_ref().map(|_| coverage.known_default == 0),
+                measured: format!(
+                    "{} of {} ({} of {} unknown numbers answered default)",
+                    coverage.known_default, coverage.known_lookups, coverage.unknown_default, coverage.unknown_lookups
+                ),
+                limit: if coverage.synced.is_some() { "0".into() } else { "0 (not judged: --no-sync)".into() },
             },
             Check {
                 name: "no lost write".into(),
@@ -612,6 +699,22 @@ impl Report {
                 limit: format!("≤ 1 per {} s", settings.freshness_secs),
             },
         ];
+        let mut targets = targets;
+        targets.push(Check {
+            name: "CRM lookups per number per freshness window (before the outage)".into(),
+            kept: steady.calls_per_key_window.map(|r| r <= 1.0),
+            measured: match (steady.crm_lookups, steady.calls_per_key_window) {
+                (Some(calls), Some(ratio)) => format!("{ratio:.2} ({calls} for {} number-windows)", steady.key_windows),
+                _ => "not measured".into(),
+            },
+            limit: "≤ 1".into(),
+        });
+        targets.push(Check {
+            name: "repeat callers answered live (before the outage)".into(),
+            kept: Some(steady.repeat_live == 0),
+            measured: format!("{} of {}", steady.repeat_live, steady.repeat_lookups),
+            limit: "0".into(),
+        });
         let promises_kept = promises.iter().all(|c| c.kept != Some(false));
         let targets_met = targets.iter().all(|c| c.kept != Some(false));
         let kept = promises_kept && (!settings.enforce_targets || targets_met);
@@ -631,6 +734,8 @@ impl Report {
             traced: inputs.traced.clone(),
             refreshes: refreshes_report,
             outage_latency,
+            coverage,
+            steady,
             promises,
             targets,
             kept,
@@ -744,6 +849,28 @@ impl Report {
             out,
             "warm VIP lookups answered with another tier: {} of {}",
             self.warm_vip_misrouted, self.warm_vip_lookups
+        );
+        let c = &self.coverage;
+        let synced = match &c.synced {
+            Some(sync) => {
+                format!("pre-warmed by a {} sync of {} customers in {:.1} s", sync.kind, sync.records, sync.seconds)
+            }
+            None => "no pre-warm sync".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "outage coverage ({synced}): customers the CRM knows answered default {} of {}; unknown numbers {} of {}",
+            c.known_default, c.known_lookups, c.unknown_default, c.unknown_lookups
+        );
+        let st = &self.steady;
+        let _ = writeln!(
+            out,
+            "steady state (before the outage): {} CRM lookups for {} number-windows{}; repeat callers answered live {} of {}",
+            st.crm_lookups.map_or("?".to_owned(), |n| n.to_string()),
+            st.key_windows,
+            st.calls_per_key_window.map_or(String::new(), |r| format!(" ({r:.2} each)")),
+            st.repeat_live,
+            st.repeat_lookups
         );
         let r = &self.refreshes;
         let _ = writeln!(
