@@ -90,6 +90,16 @@ drill: stack-build
 bench-moto: setup
 	.venv/bin/python tests/lab/moto_depth.py $(or $(MESSAGES),3000)
 
+# The pre-warm sync's records/s and the worker's memory: `failsoft sync
+# --once --full` of CUSTOMERS generated customers (default 1000000) into
+# the native edge and moto's DynamoDB (README, "Performance").
+.PHONY: bench-sync
+bench-sync: setup
+	$(CARGO) build --profile drill -p failsoft-origin -p failsoft-edge -p failsoft-tests \
+		--bin failsoft --bin failsoft-edge --bin crm-sim
+	CARGO_TARGET_DIR=$(or $(CARGO_TARGET_DIR),$(CURDIR)/target) BENCH_PROFILE=drill .venv/bin/python tests/lab/sync_bench.py \
+		$(or $(CUSTOMERS),1000000) $(or $(RATE),50) $(or $(PAGE),1000)
+
 # The origin worker's messages/s and CPU per message on a fast local SQS
 # (fauxqs, with Node 22; both installed under .local/bench) and moto's
 # DynamoDB. BENCH_ARGS: --messages N --groups N --concurrency N.
