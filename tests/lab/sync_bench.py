@@ -4,15 +4,20 @@ native edge and a DynamoDB last-known table, timed, with the `failsoft`
 process's resident memory sampled every 200 ms from /proc.
 
 DynamoDB is moto's (the lab's launcher, IAM off: this measures the sync,
-not the check). `make bench-sync` runs it (CUSTOMERS=N, default 1000000;
-RATE=pages per second, default 50; PAGE=records per page, default 1000).
+not the check), or with DYNALITE=path/to/dynalite the faster dynalite (npm,
+in memory). `make bench-sync` runs it (CUSTOMERS=N, default 1000000;
+RATE=pages per second, default 50; PAGE=records per page, default 1000;
+DYNAMO=dynalite installs and uses dynalite).
 
 Run as: .venv/bin/python tests/lab/sync_bench.py [CUSTOMERS] [RATE] [PAGE]
 """
 
+import hashlib
+import hmac
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -67,9 +72,20 @@ def clean_env(**extra):
 
 
 try:
-    launcher = open(os.path.join(HERE, "src", "moto_fifo.py")).read()
-    _, line = start([sys.executable, "-c", launcher, "-H", "127.0.0.1", "-p", "0"], clean_env(), "Running on")
-    moto = re.search(r"Running on (http://\S+)", line).group(1)
+    dynalite = os.environ.get("DYNALITE")
+    if dynalite:
+        # A faster stand-in for throughput runs: dynalite (npm, in memory).
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        start([dynalite, "--port", str(port), "--host", "127.0.0.1"], clean_env(), "listening")
+        moto = f"http://127.0.0.1:{port}"
+        store = "dynalite"
+    else:
+        launcher = open(os.path.join(HERE, "src", "moto_fifo.py")).read()
+        _, line = start([sys.executable, "-c", launcher, "-H", "127.0.0.1", "-p", "0"], clean_env(), "Running on")
+        moto = re.search(r"Running on (http://\S+)", line).group(1)
+        store = "moto"
     _, line = start([os.path.join(BIN, "crm-sim")], clean_env(RUST_LOG="warn"), "crm-sim listening")
     urls = dict(re.findall(r"(\w+)=(http://\S+)", line))
     crm, admin = urls["api"], urls["admin"]
@@ -91,6 +107,8 @@ try:
         ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
                          AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
                          KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])
+        # dynalite creates a table in the background, as DynamoDB does.
+        ddb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
 
     started = time.monotonic()
     for first in range(0, count, 250_000):
@@ -131,8 +149,14 @@ try:
     print(f"  worker RSS: max {max(samples):.1f} MiB, median {sorted(samples)[len(samples) // 2]:.1f} MiB "
           f"({len(samples)} samples every 200 ms)")
     print(f"  edge: {stored:,.0f} records stored (native host RSS {edge_rss:.0f} MiB)")
-    print(f"  DynamoDB: {ddb.describe_table(TableName='bench-last-known')['Table'].get('ItemCount', '?')} items "
-          "(moto's ItemCount)")
+    # Sampled in DynamoDB by the edge's own key (HMAC-SHA-256 of the number).
+    sampled = [0, count // 3, count // 2, count - 1]
+    found = 0
+    for i in sampled:
+        key = hmac.new(KEY_SECRET.encode(), f"+1555{i:07}".encode(), hashlib.sha256).hexdigest()
+        item = ddb.get_item(TableName="bench-last-known", Key={"entityKey": {"S": key}}).get("Item")
+        found += item is not None and f"G-{i:07}" in item["entry"]["S"]
+    print(f"  DynamoDB ({store}): {found} of {len(sampled)} sampled records found by their key")
 finally:
     for proc in procs:
         proc.kill()

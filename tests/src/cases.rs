@@ -222,6 +222,12 @@ impl Target {
     }
 
     /// Sets the simulator's mode by name (`up`, `down`, `hang`, …).
+    /// Sets the simulator's mode with its parameters (`{"mode":"slow","latencyMs":300}`).
+    pub async fn admin_mode(&self, mode: Value) -> Value {
+        let url = format!("{}/admin/mode", self.admin);
+        self.admin(self.http.post(url).json(&mode), "/admin/mode").await
+    }
+
     pub async fn crm(&self, mode: &str) {
         let url = format!("{}/admin/mode", self.admin);
         self.admin(self.http.post(url).json(&json!({"mode": mode})), "/admin/mode").await;

@@ -205,6 +205,53 @@ async fn two_workers_sync_once_between_them_and_resume_a_pass_a_killed_one_left(
     }
 }
 
+/// The sync is a polite client: its failed page opens the worker's breaker
+/// (threshold 1 here), and while the breaker is open it asks the CRM for
+/// nothing (the worker's probes alone go out); once a probe finds the CRM
+/// back, the pass resumes and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_waits_while_the_breaker_is_open_and_resumes_after() {
+    let origin = OriginStack::start().await;
+    let stack = edge_with_internal_secret().await;
+    generate(&stack, 300).await;
+    stack.admin_mode(json!({"mode": "error", "status": 503})).await;
+    let env = sync_env(&stack);
+    let mut settings = borrowed(&env);
+    settings.extend([
+        ("FAILSOFT_SYNC_INTERVAL_SECS", "3600"),
+        ("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "1"),
+        ("FAILSOFT_WORKER_PROBE_EVERY_MS", "500"),
+    ]);
+    let worker = origin.worker(&settings).await;
+    let metrics_url = format!("{}/metrics", worker.operator_url());
+    let metrics = || async { origin.http.get(&metrics_url).send().await.ok()?.text().await.ok() };
+    wait_for("the breaker open on the sync's failed page", Duration::from_secs(20), || async {
+        let text = metrics().await?;
+        (sample(&text, "failsoft_origin_breaker_state", &[]) == Some(2.0)).then_some(())
+    })
+    .await;
+    let lists_when_open = stack.sim_count("lists").await;
+    let probes_when_open = stack.sim_count("lookups").await;
+    // Probes go out every 500 ms; the sync asks for no page meanwhile.
+    wait_for("three probes while the breaker is open", Duration::from_secs(15), || async {
+        (stack.sim_count("lookups").await >= probes_when_open + 3).then_some(())
+    })
+    .await;
+    assert_eq!(stack.sim_count("lists").await, lists_when_open, "the sync waited while the breaker was open");
+
+    stack.crm("up").await;
+    wait_for("the full pass done once the CRM is back", Duration::from_secs(30), || async {
+        let text = metrics().await?;
+        (sample(&text, "failsoft_sync_passes_total", &[("kind", "full"), ("outcome", "done")]) == Some(1.0))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(last_known_count(&origin).await, 300);
+    let text = metrics().await.expect("metrics");
+    assert_eq!(sample(&text, "failsoft_sync_records_total", &[("outcome", "stored")]), Some(300.0));
+    assert!(sample(&text, "failsoft_sync_lag_seconds", &[]).is_some_and(|lag| lag < 60.0), "{text}");
+}
+
 /// A CRM that breaks the list's contract in the ways a real one might.
 async fn broken_crm() -> (String, tokio::task::JoinHandle<()>) {
     use axum::extract::Query;

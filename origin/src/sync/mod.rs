@@ -637,3 +637,33 @@ pub fn health(now_ms: u64) -> Option<(Level, Value)> {
     });
     Some((level, doc))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_warns_once_the_last_pass_is_older_than_twice_the_interval() {
+        assert!(health(0).is_none(), "no section while the worker does not sync");
+        scheduled(Duration::from_secs(900));
+        let start = status().as_ref().map(|s| s.since_ms).expect("scheduled");
+        let level = |now| health(now).map(|(level, _)| level);
+        assert_eq!(level(start + 1_800_000), Some(Level::Ok), "none yet, within twice the interval");
+        assert_eq!(level(start + 1_800_001), Some(Level::Warning), "none in twice the interval");
+        record_success(Kind::Delta, start + 2_000_000, None);
+        assert_eq!(level(start + 3_800_000), Some(Level::Ok));
+        let (level, doc) = health(start + 3_800_001).expect("a section");
+        assert_eq!(level, Level::Warning);
+        assert_eq!(doc["lagSeconds"], 1_800);
+        assert!(doc["lastDelta"].is_string() && doc["lastFull"].is_null(), "{doc}");
+    }
+
+    #[test]
+    fn places_name_pages_and_lines_never_numbers() {
+        let mut report = Report::default();
+        report.skip("MISSING_PHONE", Place::Page(3).of(7));
+        report.skip("UNREADABLE", Place::Lines.of(12));
+        assert_eq!(report.problems, ["page 3, record 7: MISSING_PHONE", "line 12: UNREADABLE"]);
+        assert_eq!(report.skipped_total(), 2);
+    }
+}

@@ -114,6 +114,35 @@ async fn with_vip(t: &Target) {
     t.load_customers(json!([{"phone": VIP, "customerId": "C-1001", "tier": "vip", "vipFlag": true}])).await;
 }
 
+/// Request coalescing on Spin: an instance lives for one request, so 50
+/// concurrent lookups of one cold number make at most one CRM call per
+/// instance: every `live` answer is one call, and an answer from the cache
+/// (a request served after an earlier one stored the record) is none.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_concurrent_misses_make_at_most_one_crm_call_per_instance() {
+    let stack = SpinStack::start(&[]).await;
+    let t = &stack.target;
+    with_vip(t).await;
+    t.admin_mode(json!({"mode": "slow", "latencyMs": 300})).await;
+    let mut lookups = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let request = t.http.post(t.url("/v1/customer-lookup")).bearer_auth(&t.token).json(&json!({"ani": VIP}));
+        lookups.spawn(async move {
+            let response = request.send().await.expect("the component answers");
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap_or_default())
+        });
+    }
+    let mut live = 0;
+    while let Some(answer) = lookups.join_next().await {
+        let (status, body) = answer.expect("a lookup");
+        assert_eq!((status, &body["tier"]), (200, &json!("vip")), "{body}");
+        assert!(matches!(body["source"].as_str(), Some("live" | "cache")), "{body}");
+        live += u64::from(body["source"] == "live");
+    }
+    let calls = t.sim_count("lookups").await;
+    assert_eq!(calls, live, "one CRM call per live answer, none for a cached one");
+}
+
 /// Spin has no `wait_until`: the component sets its response, finishes the
 /// body, and only then forwards the refresh. With a queue that hangs, each
 /// forward waits out its deadline, yet every answer arrives at once.
