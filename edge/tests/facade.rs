@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use failsoft_edge::config::EdgeConfig;
-use failsoft_edge::facade::{BREAKER_KEY, BreakerSharing, Facade};
+use failsoft_edge::facade::{After, BREAKER_KEY, BreakerSharing, Facade};
 use failsoft_edge::http::Request;
 use failsoft_edge::native::{LocalQueue, MemoryKv};
 use failsoft_edge::ports::{
@@ -175,8 +175,87 @@ async fn a_cache_hit_does_not_spend_the_half_open_probe() {
     clock.advance(5_000);
     // After the cool-down a cache hit comes first, then a cold number.
     assert_eq!(source(&f, "+442071234567").await, "cache");
-    crm.push(ok(200, json!({"customerId": "C-3", "tier": "standard"})));
-    assert_eq!(source(&f, "+442071234503").await, "live", "the probe went to the cold number");
+    let calls = crm.calls();
+    let cold = f.handle(lookup("+442071234503")).await;
+    assert_eq!(cold.response.json_body()["source"], "default", "answered from the ladder at once");
+    assert_eq!(crm.calls(), calls, "no caller waits on the probe");
+    assert!(cold.after.iter().any(|w| matches!(w, After::Probe { .. })), "the probe went to the cold number");
+}
+
+#[tokio::test]
+async fn instances_sharing_every_outcome_send_one_probe_per_cool_down() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_000_000));
+    let crm = Scripted::default();
+    let instance = || facade(&kv, &crm, &clock, &[]).with_breaker_sharing(BreakerSharing::EveryOutcome);
+    for ani in ["+442071234501", "+442071234502"] {
+        source(&instance(), ani).await;
+    }
+    clock.advance(5_000);
+    let probes = |handled: &failsoft_edge::facade::Handled| {
+        handled.after.iter().filter(|w| matches!(w, After::Probe { .. })).count()
+    };
+    let first = instance().handle(lookup("+442071234503")).await;
+    assert_eq!(probes(&first), 1, "the first instance past the cool-down takes the probe");
+    for ani in ["+442071234504", "+442071234505"] {
+        let other = instance().handle(lookup(ani)).await;
+        assert_eq!((probes(&other), other.response.json_body()["source"].clone()), (0, json!("default")));
+    }
+    assert_eq!(crm.calls(), 2, "nobody called the CRM on a caller's time");
+}
+
+#[tokio::test]
+async fn a_slow_call_that_began_before_a_peer_tripped_the_breaker_does_not_close_it() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_000_000));
+    let crm = Scripted::default();
+    let instance = || facade(&kv, &crm, &clock, &[]).with_breaker_sharing(BreakerSharing::EveryOutcome);
+    // A request reads the closed breaker and starts a call that takes
+    // 50 ms and fails; meanwhile peers trip the breaker (threshold 2).
+    let slow_crm = SlowCrm { calls: Rc::default(), status: 503 };
+    let config = instance().config().clone();
+    let slow = Facade::new(config, kv.clone(), slow_crm, Arc::new(LocalQueue::new(10)), clock.clone())
+        .with_breaker_sharing(BreakerSharing::EveryOutcome);
+    let peers = async {
+        for ani in ["+442071234501", "+442071234502"] {
+            source(&instance(), ani).await;
+        }
+    };
+    let (late, ()) = tokio::join!(slow.handle(lookup("+442071234509")), peers);
+    assert_eq!(late.response.json_body()["source"], "default");
+    // Its failure, recorded late, did not publish its stale closed copy.
+    let calls = crm.calls();
+    assert_eq!(source(&instance(), "+442071234503").await, "default");
+    assert_eq!(crm.calls(), calls, "the breaker stayed open for every instance");
+}
+
+#[tokio::test]
+async fn the_half_open_probe_goes_after_the_response_and_its_record_is_kept() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_000_000));
+    let crm = Scripted::default();
+    let f = facade(&kv, &crm, &clock, &[]);
+    source(&f, "+442071234501").await;
+    source(&f, "+442071234502").await;
+    assert_eq!(f.breaker().mode.as_str(), "open");
+    clock.advance(5_000);
+    let probing = f.handle(lookup("+442071234503")).await;
+    assert_eq!(probing.response.json_body()["source"], "default");
+    assert_eq!(crm.calls(), 2, "the answer did not wait for the CRM");
+    // Another caller meanwhile: the probe is taken, so no call at all.
+    assert_eq!(source(&f, "+442071234504").await, "default");
+    assert!(f.handle(lookup("+442071234505")).await.after.iter().all(|w| !matches!(w, After::Probe { .. })));
+    crm.push(ok(200, json!({"customerId": "C-3", "tier": "vip"})));
+    f.run_after(probing.after).await;
+    assert_eq!(crm.calls(), 3, "the probe, after the response");
+    assert_eq!(f.breaker().mode.as_str(), "closed", "the CRM is back");
+    let answer = f.handle(lookup("+442071234503")).await.response.json_body();
+    assert_eq!((&answer["source"], &answer["tier"]), (&json!("cache"), &json!("vip")), "the probe's record kept");
+
+    // A failed probe re-opens the breaker; still nobody waited.
+    source(&f, "+442071234506").await;
+    source(&f, "+442071234507").await;
+    clock.advance(5_000);
+    let probing = f.handle(lookup("+442071234508")).await;
+    f.run_after(probing.after).await;
+    assert_eq!(f.breaker().mode.as_str(), "open");
 }
 
 #[tokio::test]
@@ -300,7 +379,7 @@ async fn a_hit_late_in_its_window_is_answered_from_cache_and_refreshed_once_afte
     let late = f.handle(lookup("+442071234567")).await;
     assert_eq!(late.response.json_body()["source"], "cache", "answered at once");
     assert_eq!(late.after.len(), 1, "a refresh after the response");
-    assert!(late.after[0].body.contains("\"kind\":\"refresh\""));
+    assert!(matches!(&late.after[0], After::Forward(m) if m.body.contains("\"kind\":\"refresh\"")));
     for _ in 0..5 {
         assert!(f.handle(lookup("+442071234567")).await.after.is_empty(), "once per key per window");
     }

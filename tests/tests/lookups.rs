@@ -185,13 +185,16 @@ async fn open_breaker_answers_at_once_and_a_probe_closes_it() {
     let rejections = stack.metric("failsoft_edge_breaker_rejections_total").await;
     assert!(rejections > 0.0, "failsoft_edge_breaker_rejections_total = {rejections}");
 
+    // The lookup that takes the half-open probe is answered at once; the
+    // probe goes after the response and caches its record.
     stack.crm("up").await;
-    let live = wait_until("the probe to close the breaker", Duration::from_secs(10), || async {
-        let (_, body) = stack.lookup(VIP).await;
-        (body["source"] == "live").then_some(body)
+    let known = wait_until("the probe to close the breaker", Duration::from_secs(10), || async {
+        let (_, body, took) = stack.timed_lookup(VIP).await;
+        assert!(took < Duration::from_millis(250), "no lookup waits on the probe, took {took:?}: {body}");
+        (body["source"] != "default").then_some(body)
     })
     .await;
-    assert_record("after the cool-down", &live, "live", "C-1001", "vip");
+    assert_eq!((&known["customerId"], &known["tier"]), (&json!("C-1001"), &json!("vip")), "{known}");
     let (_, next) = stack.lookup(GOLD).await;
     assert_record("breaker closed", &next, "live", "C-1002", "gold");
 }
@@ -290,13 +293,17 @@ async fn a_fresh_cache_hit_does_not_use_up_the_breaker_probe() {
     let (_, hit) = stack.lookup(VIP).await;
     assert_record("fresh hit after the cool-down", &hit, "cache", "C-1001", "vip");
     let lookups = stack.sim_count("lookups").await;
-    let (_, probe) = stack.lookup(GOLD).await;
-    assert_eq!(
-        probe["source"], "live",
-        "the CRM is up and the cool-down has passed, yet the lookup was not let through: \
-         the fresh cache hit before it consumed the half-open probe: {probe}"
-    );
-    assert_eq!(stack.sim_count("lookups").await, lookups + 1);
+    // The next miss takes the probe: answered from the ladder at once, the
+    // probe after the response. Had the cache hit taken it, no call would
+    // go until the probe's timeout (10 s).
+    let (_, probing) = stack.lookup(GOLD).await;
+    assert_eq!(probing["source"], "default", "{probing}");
+    wait_until("the probe after the response", Duration::from_secs(3), || async {
+        (stack.sim_count("lookups").await == lookups + 1).then_some(())
+    })
+    .await;
+    let (_, probed) = stack.lookup(GOLD).await;
+    assert_record("the probe's record", &probed, "cache", "C-1002", "gold");
 }
 
 #[tokio::test(flavor = "multi_thread")]

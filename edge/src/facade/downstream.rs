@@ -1,7 +1,7 @@
 //! The downstream call, classified and fed to the breaker; the breaker's
 //! permit and its sharing through KV; forwarding to the queue.
 
-use failsoft_shared::breaker::{Breaker, Permit};
+use failsoft_shared::breaker::{Breaker, BreakerSharing, Permit};
 use failsoft_shared::edge_stats::QueueSend;
 use failsoft_shared::envelope::Kind;
 use failsoft_shared::error_class::{Attempt, Operation, Verdict, classify};
@@ -32,22 +32,27 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     pub(super) async fn permit(&self) -> Permit {
         let now = self.clock.now_ms();
         if self.sharing.should_sync(self.lock_breaker().synced_at_ms, now) {
-            let shared = match self.kv.get(BREAKER_KEY).await {
-                Ok(text) => text.and_then(|t| serde_json::from_str::<Breaker>(&t).ok()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the shared breaker failed");
-                    None
-                }
-            };
+            let shared = self.read_shared().await;
             let mut cell = self.lock_breaker();
             if let Some(shared) = shared {
                 cell.breaker.adopt(&shared, now);
             }
             cell.synced_at_ms = Some(now);
         }
-        let permit = self.lock_breaker().breaker.permit(now, &self.config.policy.breaker);
+        let (permit, state) = {
+            let mut cell = self.lock_breaker();
+            (cell.breaker.permit(now, &self.config.policy.breaker), cell.breaker)
+        };
         if permit == Permit::Rejected {
             metrics::counter!("failsoft_edge_breaker_rejections_total").increment(1);
+        }
+        // Instances that share every outcome (Spin: one per request) see the
+        // probe taken, so one probe goes out per cool-down, not one each.
+        if permit == Permit::Probe && self.sharing == BreakerSharing::EveryOutcome {
+            let text = serde_json::to_string(&state).unwrap_or_default();
+            if let Err(e) = self.kv.put(BREAKER_KEY, &text, BREAKER_TTL_SECS).await {
+                tracing::warn!(error = %e, "publishing the probe failed");
+            }
         }
         permit
     }
@@ -56,8 +61,29 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The breaker state peers published, if any.
+    async fn read_shared(&self) -> Option<Breaker> {
+        match self.kv.get(BREAKER_KEY).await {
+            Ok(text) => text.and_then(|t| serde_json::from_str::<Breaker>(&t).ok()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the shared breaker failed");
+                None
+            }
+        }
+    }
+
     /// Records an outcome, and publishes the state when the host shares it.
+    /// Instances that share every outcome (Spin) apply it to the freshest
+    /// shared state: a call may take the whole deadline, in which time peers
+    /// may have tripped the breaker, and the copy read before the call must
+    /// not overwrite that trip (a call that began before the breaker opened
+    /// is then ignored, as the breaker ignores such outcomes).
     async fn record(&self, healthy: bool, now: u64) {
+        if self.sharing == BreakerSharing::EveryOutcome
+            && let Some(shared) = self.read_shared().await
+        {
+            self.lock_breaker().breaker = shared;
+        }
         let (transition, failures_before, after) = {
             let mut cell = self.lock_breaker();
             let failures_before = cell.breaker.failures();

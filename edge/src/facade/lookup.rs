@@ -10,12 +10,13 @@ use failsoft_shared::keys::{Phone, customer_kv_key, entity_key};
 use failsoft_shared::ladder::{Fallback, FirstStep, Source, fall_back, first_step};
 use serde_json::{Value, json};
 
-use super::{Checked, Facade, Handled, checks};
+use super::{After, Checked, Facade, Handled, checks};
 use crate::coalesce::{Turn, follow};
 use crate::crm;
 use crate::http::{Request, Response};
 use crate::ports::{Clock, Downstream, Forwarder, Kv, QueueMessage};
 use crate::wire::{LookupAnswer, UNKNOWN_CUSTOMER, WARNING_NO_CACHE, WARNING_STALE};
+use failsoft_shared::breaker::Permit;
 
 impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     pub(super) async fn lookup(&self, req: &Request) -> Checked<Handled> {
@@ -35,7 +36,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 && self.refreshes.first_in_window(&entity, now, policy.freshness.fresh_ms);
             let after = if ahead {
                 metrics::counter!("failsoft_edge_refresh_ahead_total").increment(1);
-                vec![self.refresh_message(&correlation_id, &entity, &phone)]
+                vec![After::Forward(self.refresh_message(&correlation_id, &entity, &phone))]
             } else {
                 Vec::new()
             };
@@ -45,20 +46,27 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
         // A miss: one CRM call per key at a time in this process, isolate or
         // instance; a caller that finds one out is answered from it.
+        let mut probe = false;
         let live = match self.inflight.turn(&kv_key) {
             Turn::Follow(call) => {
                 metrics::counter!("failsoft_edge_coalesced_lookups_total").increment(1);
                 follow(call, &self.clock, policy.crm_deadline_ms).await.flatten()
             }
             Turn::Lead(leader) => {
-                let record = self.lookup_live(entry.as_ref(), &phone, &correlation_id).await;
+                let live = self.lookup_live(entry.as_ref(), &phone, &correlation_id).await;
+                let record = live.record();
+                probe = live == Live::ProbeAfter;
                 leader.finish(record.clone());
                 if let Some(record) = &record {
                     self.store_entry(&kv_key, record).await;
                 }
                 record
             }
-            Turn::Alone => self.lookup_live(entry.as_ref(), &phone, &correlation_id).await,
+            Turn::Alone => {
+                let live = self.lookup_live(entry.as_ref(), &phone, &correlation_id).await;
+                probe = live == Live::ProbeAfter;
+                live.record()
+            }
         };
         if let Some(record) = live {
             let answer = self.answer(correlation_id, Source::Live, &record, Some(0), None);
@@ -66,7 +74,10 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         }
         let fallback = fall_back(entry.as_ref(), self.clock.now_ms(), &policy.freshness);
 
-        let refresh = self.refresh_message(&correlation_id, &entity, &phone);
+        let mut after = vec![After::Forward(self.refresh_message(&correlation_id, &entity, &phone))];
+        if probe {
+            after.push(After::Probe { phone, kv_key, correlation_id: correlation_id.clone() });
+        }
         let response = match (fallback, entry) {
             (Fallback::Stale { age_secs }, Some(entry)) => {
                 self.answer(correlation_id, Source::StaleCache, &entry.record, Some(age_secs), Some(WARNING_STALE))
@@ -83,7 +94,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 response
             }
         };
-        Ok(lookup_answered(Response::json(200, &response), response.source, vec![refresh]))
+        Ok(lookup_answered(Response::json(200, &response), response.source, after))
     }
 
     fn answer(
@@ -130,21 +141,33 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     }
 
     /// The CRM's record when the breaker lets the call go and the CRM
-    /// answers within the deadline; `None` sends the caller down the ladder.
-    /// The breaker is asked only here, past the cache: in half-open state
-    /// its permit is the single probe, and a cache hit would spend it
-    /// without calling the CRM, leaving the breaker stuck half-open.
-    async fn lookup_live(
-        &self,
-        entry: Option<&CacheEntry>,
-        phone: &Phone,
-        correlation_id: &str,
-    ) -> Option<CustomerRecord> {
+    /// answers within the deadline; otherwise the caller goes down the
+    /// ladder. The breaker is asked only here, past the cache: in half-open
+    /// state its permit is the single probe, and a cache hit would spend it
+    /// without calling the CRM, leaving the breaker stuck half-open. The
+    /// probe itself is not made on the caller's time: the CRM was down a
+    /// moment ago and may still hang, so the caller is answered from the
+    /// ladder and the probe goes after the response ([`After::Probe`]).
+    async fn lookup_live(&self, entry: Option<&CacheEntry>, phone: &Phone, correlation_id: &str) -> Live {
         let now = self.clock.now_ms();
-        let may_call = self.permit().await.may_call();
-        match first_step(entry, now, &self.config.policy.freshness, may_call) {
-            FirstStep::CallCrm => self.call_crm_lookup(phone, correlation_id).await,
-            FirstStep::AnswerFresh | FirstStep::FallBack(_) => None,
+        let permit = self.permit().await;
+        match first_step(entry, now, &self.config.policy.freshness, permit.may_call()) {
+            FirstStep::CallCrm if permit == Permit::Probe => Live::ProbeAfter,
+            FirstStep::CallCrm => match self.call_crm_lookup(phone, correlation_id).await {
+                Some(record) => Live::Record(record),
+                None => Live::FallBack,
+            },
+            FirstStep::AnswerFresh | FirstStep::FallBack(_) => Live::FallBack,
+        }
+    }
+
+    /// The half-open probe a lookup left for after its response: the CRM
+    /// call (its outcome recorded by the breaker as any call's), and the
+    /// record stored when it came.
+    pub(super) async fn probe(&self, phone: &Phone, kv_key: &str, correlation_id: &str) {
+        metrics::counter!("failsoft_edge_probes_total").increment(1);
+        if let Some(record) = self.call_crm_lookup(phone, correlation_id).await {
+            self.store_entry(kv_key, &record).await;
         }
     }
 
@@ -176,6 +199,27 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     }
 }
 
-fn lookup_answered(response: Response, source: Source, after: Vec<QueueMessage>) -> Handled {
+fn lookup_answered(response: Response, source: Source, after: Vec<After>) -> Handled {
     Handled::new(response, after, Some(Answer::Lookup(source)))
+}
+
+/// What asking the CRM came to, for one lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Live {
+    /// The CRM's answer (a not-found included).
+    Record(CustomerRecord),
+    /// No call, or a failed one: down the ladder.
+    FallBack,
+    /// This lookup holds the half-open probe: down the ladder now, and the
+    /// probe after the response.
+    ProbeAfter,
+}
+
+impl Live {
+    fn record(&self) -> Option<CustomerRecord> {
+        match self {
+            Self::Record(record) => Some(record.clone()),
+            Self::FallBack | Self::ProbeAfter => None,
+        }
+    }
 }

@@ -30,13 +30,26 @@ use crate::config::EdgeConfig;
 use crate::http::{Request, Response};
 use crate::ports::{Clock, Downstream, Forwarder, Kv, QueueMessage};
 pub use failsoft_shared::breaker::BreakerSharing;
+use failsoft_shared::keys::Phone;
 
-/// A handled request: the response, and the messages to forward once it
-/// has been sent (a refresh never sits on the response path).
+/// Work a request leaves for after its response.
+#[derive(Debug)]
+pub enum After {
+    /// A message for the queue (a refresh).
+    Forward(QueueMessage),
+    /// The breaker's half-open probe, which this request was granted: a
+    /// lookup of its number, made once the caller has been answered from
+    /// the ladder, so no caller waits on a CRM that may still be down. Its
+    /// outcome closes or re-opens the breaker; a record it gets is stored.
+    Probe { phone: Phone, kv_key: String, correlation_id: String },
+}
+
+/// A handled request: the response, and the work for once it has been
+/// sent (a refresh or a probe never sits on the response path).
 #[derive(Debug)]
 pub struct Handled {
     pub response: Response,
-    pub after: Vec<QueueMessage>,
+    pub after: Vec<After>,
     /// How the traffic counters count it (`None`: not a counted answer).
     answer: Option<Answer>,
     /// Whether a traffic report was due once this was counted.
@@ -44,7 +57,7 @@ pub struct Handled {
 }
 
 impl Handled {
-    fn new(response: Response, after: Vec<QueueMessage>, answer: Option<Answer>) -> Self {
+    fn new(response: Response, after: Vec<After>, answer: Option<Answer>) -> Self {
         Self { response, after, answer, report_due: false }
     }
 }
@@ -199,12 +212,18 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         !handled.after.is_empty() || handled.report_due
     }
 
-    /// Forwards the messages a handled request left for after its response,
-    /// then sends the traffic report if one is due. A failure is logged and
-    /// counted, never surfaced: the answer is gone.
-    pub async fn run_after(&self, after: Vec<QueueMessage>) {
-        for message in after {
-            self.forward(&message, Kind::Refresh, self.config.policy.crm_deadline_ms).await;
+    /// Does what a handled request left for after its response (forwards
+    /// its refresh, sends its probe), then sends the traffic report if one
+    /// is due. A failure is logged and counted, never surfaced: the answer
+    /// is gone.
+    pub async fn run_after(&self, after: Vec<After>) {
+        for work in after {
+            match work {
+                After::Forward(message) => {
+                    self.forward(&message, Kind::Refresh, self.config.policy.crm_deadline_ms).await;
+                }
+                After::Probe { phone, kv_key, correlation_id } => self.probe(&phone, &kv_key, &correlation_id).await,
+            }
         }
         self.report_stats().await;
     }

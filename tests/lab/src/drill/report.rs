@@ -17,8 +17,10 @@ use super::population::Population;
 use super::trace::Traced;
 use super::traffic::{Clock, DATA_ACTION_TIMEOUT, Kind, Phase, Rates, Record};
 
-/// The latency targets (issue 5), on the default load in `hang` mode.
-pub const TARGET_OUTAGE_P99_MS: f64 = 3_500.0;
+/// The latency targets, on the default load in `hang` mode: with the
+/// half-open probe after the response, only the lookups before the breaker
+/// first opens wait the deadline, under 1 % of an 8-minute outage's.
+pub const TARGET_OUTAGE_P99_MS: f64 = 50.0;
 pub const TARGET_BREAKER_OPEN_P99_MS: f64 = 100.0;
 pub const TARGET_DRAIN_SECS: f64 = 20.0;
 
@@ -607,6 +609,18 @@ impl Report {
                 limit: if coverage.synced.is_some() { "0".into() } else { "0 (not judged: --no-sync)".into() },
             },
             Check {
+                name: format!(
+                    "no lookup waited the CRM deadline once the breaker was open (outage + {:.0} s → recovery, hang)",
+                    settings.breaker_settle_secs
+                ),
+                kept: (settings.mode == "hang").then_some(outage_latency.breaker_open_waited_deadline == 0),
+                measured: format!(
+                    "{} of {}",
+                    outage_latency.breaker_open_waited_deadline, outage_latency.breaker_open_lookups
+                ),
+                limit: "0 (the half-open probe goes after the response)".into(),
+            },
+            Check {
                 name: "no lost write".into(),
                 kept: Some(writes.never_delivered == 0),
                 measured: format!("{} never delivered of {}", writes.never_delivered, writes.issued),
@@ -662,9 +676,9 @@ impl Report {
         let targets = vec![
             Check {
                 name: "lookup p99 over the outage (hang)".into(),
-                kept: hang.then_some(outage_latency.p99_ms < TARGET_OUTAGE_P99_MS),
+                kept: hang.then_some(outage_latency.p99_ms <= TARGET_OUTAGE_P99_MS),
                 measured: ms(outage_latency.p99_ms),
-                limit: format!("< {}", ms(TARGET_OUTAGE_P99_MS)),
+                limit: format!("≤ {}", ms(TARGET_OUTAGE_P99_MS)),
             },
             Check {
                 name: format!(
