@@ -350,7 +350,14 @@ impl Syncer {
             }
             let read = (batch.customers.len() + batch.unreadable.len()) as u64;
             let write = self.apply(batch, read_at_ms, report, Place::Page(page));
-            let prefetch = self.prefetch(crm, since.as_deref(), next_cursor.as_deref(), &mut pacer, stop, page + 1);
+            let prefetch = async {
+                match next_cursor.as_deref() {
+                    Some(cursor) => {
+                        Some(self.fetch(crm, since.as_deref(), Some(cursor), &mut pacer, stop, page + 1).await)
+                    }
+                    None => None,
+                }
+            };
             let (written, next) = tokio::join!(write, prefetch);
             written?;
             report.pages += 1;
@@ -368,22 +375,6 @@ impl Syncer {
                 Some(next) => fetched = next?,
             }
             page += 1;
-        }
-    }
-
-    /// The page at `cursor`, if there is one.
-    async fn prefetch(
-        &self,
-        crm: &CrmList,
-        since: Option<&str>,
-        cursor: Option<&str>,
-        pacer: &mut Pacer,
-        stop: &watch::Receiver<bool>,
-        page: u64,
-    ) -> Option<Result<(Batch, u64), SyncError>> {
-        match cursor {
-            Some(cursor) => Some(self.fetch(crm, since, Some(cursor), pacer, stop, page).await),
-            None => None,
         }
     }
 
