@@ -52,16 +52,8 @@ impl EdgePush {
     /// `PUT {edge}/v1/internal/cache/{entityKey}`, body the entry, signed.
     async fn push_to(&self, base: &str, entity_key: &str, entry: &CacheEntry) -> Pushed {
         let body = serde_json::to_vec(entry).unwrap_or_default();
-        let ts = clock::now_ms() / 1000;
-        let sig = signature::sign(self.secret.expose(), ts, &body);
-        let request = self
-            .http
-            .put(format!("{base}/v1/internal/cache/{entity_key}"))
-            .timeout(PUSH_TIMEOUT)
-            .header("content-type", "application/json")
-            .header(TIMESTAMP_HEADER, ts.to_string())
-            .header(SIGNATURE_HEADER, sig)
-            .body(body);
+        let request = self.http.put(format!("{base}/v1/internal/cache/{entity_key}")).timeout(PUSH_TIMEOUT);
+        let request = signed_json(request, &self.secret, body);
         match request.send().await {
             Ok(resp) if resp.status().is_success() => Pushed::Stored,
             Ok(resp) if resp.status().as_u16() == 404 => {
@@ -78,4 +70,16 @@ impl EdgePush {
             }
         }
     }
+}
+
+/// `request` with a JSON `body`, signed with the internal secret as every
+/// call between the origin and the edge is (`X-Failsoft-Timestamp`,
+/// `X-Failsoft-Signature` over the body).
+pub(crate) fn signed_json(request: reqwest::RequestBuilder, secret: &Secret, body: Vec<u8>) -> reqwest::RequestBuilder {
+    let ts = clock::now_ms() / 1000;
+    request
+        .header("content-type", "application/json")
+        .header(TIMESTAMP_HEADER, ts.to_string())
+        .header(SIGNATURE_HEADER, signature::sign(secret.expose(), ts, &body))
+        .body(body)
 }

@@ -10,12 +10,11 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use failsoft_shared::cache::CacheEntry;
-use failsoft_shared::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use failsoft_shared::sync::{BULK_MAX_ENTRIES, BULK_PATH, BulkEntry};
 use futures_util::StreamExt;
 
-use crate::clock;
 use crate::config::Secret;
+use crate::deliver::edge_push::signed_json;
 use crate::store::results::{LAST_KNOWN_KEY, TTL_ATTRIBUTE, store_error};
 
 /// DynamoDB's most items per `BatchWriteItem`.
@@ -171,15 +170,8 @@ impl Sink {
         let mut backoff = Duration::from_millis(100);
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            let ts = clock::now_ms() / 1000;
-            let request = self
-                .http
-                .post(format!("{edge}{BULK_PATH}"))
-                .timeout(EDGE_TIMEOUT)
-                .header("content-type", "application/json")
-                .header(TIMESTAMP_HEADER, ts.to_string())
-                .header(SIGNATURE_HEADER, signature::sign(self.internal_secret.expose(), ts, body))
-                .body(body.to_vec());
+            let request = self.http.post(format!("{edge}{BULK_PATH}")).timeout(EDGE_TIMEOUT);
+            let request = signed_json(request, &self.internal_secret, body.to_vec());
             match request.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let counts: serde_json::Value = resp.json().await.map_err(|e| fail(e.to_string()))?;
