@@ -114,6 +114,17 @@ bench-sync: setup
 bench-worker: setup
 	bash origin/bench/bench-worker.sh $(BENCH_ARGS)
 
+# The drain at a rate-limited CRM's capacity (README, "Performance"):
+# MESSAGES queued writes (default 2500) replayed to a CRM that allows LIMIT
+# calls a second (default 100), its limit stated in headers, configured, or
+# unknown; the stack's binaries in the drill profile.
+.PHONY: bench-drain
+bench-drain: setup
+	bash origin/bench/install-fauxqs.sh
+	$(CARGO) build --workspace --bins --profile drill
+	$(CARGO) run --profile drill -p failsoft-lab --example bench_drain -- \
+		--messages $(or $(MESSAGES),2500) --limit $(or $(LIMIT),100)
+
 fmt:
 	$(CARGO) fmt --all
 

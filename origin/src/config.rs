@@ -117,6 +117,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// `FAILSOFT_REPLAY_RATE_MAX`: ceiling of downstream deliveries per second.
     pub replay_rate_max: u32,
+    /// `FAILSOFT_CRM_RATE_LIMIT`: the calls per second the CRM allows this
+    /// integration, when the operator knows it (unset: learned from the
+    /// CRM's rate-limit headers and 429s). The replay keeps just under it.
+    pub crm_rate_limit: Option<f64>,
     /// The worker's breaker: the policy's window and threshold, with
     /// `FAILSOFT_WORKER_PROBE_EVERY_MS` (default 2000) as its cool-down,
     /// counted from when a probe was sent (probes start that far apart).
@@ -305,6 +309,18 @@ impl WorkerConfig {
         if !(1..=1_000_000).contains(&replay_rate_max) {
             return Err(ConfigError::new("FAILSOFT_REPLAY_RATE_MAX", "must be between 1 and 1000000 per second"));
         }
+        let crm_rate_limit = match text(lookup, "FAILSOFT_CRM_RATE_LIMIT") {
+            None => None,
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(limit) if limit.is_finite() && (0.1..=1_000_000.0).contains(&limit) => Some(limit),
+                _ => {
+                    return Err(ConfigError::new(
+                        "FAILSOFT_CRM_RATE_LIMIT",
+                        "must be the CRM's calls per second, between 0.1 and 1000000 (e.g. 25, or 1.5)",
+                    ));
+                }
+            },
+        };
         let listen = match text(lookup, "FAILSOFT_ORIGIN_LISTEN") {
             None => SocketAddr::from(([127, 0, 0, 1], 8788)),
             Some(v) => v
@@ -371,6 +387,7 @@ impl WorkerConfig {
             alert: alert(lookup)?,
             concurrency,
             replay_rate_max,
+            crm_rate_limit,
             listen,
             operator_listen,
             receive_wait_secs,
@@ -442,6 +459,7 @@ mod tests {
         assert_eq!(c.tables.last_known, "failsoft-last-known");
         assert_eq!(c.concurrency, 32);
         assert_eq!(c.replay_rate_max, 200);
+        assert_eq!(c.crm_rate_limit, None, "learned from the CRM's answers unless set");
         assert_eq!(c.breaker.cool_down_ms, 2_000);
         assert_eq!(c.receive_wait_secs, 20);
         assert_eq!(c.listen.port(), 8788);
@@ -456,7 +474,9 @@ mod tests {
 
     #[test]
     fn names_the_setting_that_is_wrong() {
-        let cases: [(&[(&str, &str)], &str); 18] = [
+        let cases: [(&[(&str, &str)], &str); 20] = [
+            (&[("FAILSOFT_CRM_RATE_LIMIT", "0")], "FAILSOFT_CRM_RATE_LIMIT"),
+            (&[("FAILSOFT_CRM_RATE_LIMIT", "NaN")], "FAILSOFT_CRM_RATE_LIMIT"),
             (&[("FAILSOFT_OPERATOR_LISTEN", "localhost")], "FAILSOFT_OPERATOR_LISTEN"),
             (&[("FAILSOFT_OPERATOR_LISTEN", "127.0.0.1:8788")], "FAILSOFT_OPERATOR_LISTEN"),
             (

@@ -9,7 +9,9 @@
 //! attempt: `transient`, `throttled`, `permanent`, `invalid`),
 //! `retries_total{error_class}`, `dead_letters_total{error_class}`,
 //! `deferred_total{why}`, `breaker_state` (0 closed, 1 half-open, 2 open),
-//! `replay_rate` (deliveries per second allowed now), `in_flight`,
+//! `replay_rate` (CRM calls per second allowed now), `replay_ceiling` (what
+//! it ramps to: `FAILSOFT_REPLAY_RATE_MAX`, or just under the CRM's limit
+//! once configured or stated), `crm_throttled_total` (429s), `in_flight`,
 //! `queue_depth`, `dlq_depth` (visible + in flight, sampled every
 //! [`DEPTH_SAMPLE_EVERY`]).
 
@@ -36,6 +38,8 @@ pub const DEAD_LETTERS: &str = "failsoft_origin_dead_letters_total";
 pub const DEFERRED: &str = "failsoft_origin_deferred_total";
 pub const BREAKER_STATE: &str = "failsoft_origin_breaker_state";
 pub const REPLAY_RATE: &str = "failsoft_origin_replay_rate";
+pub const REPLAY_CEILING: &str = "failsoft_origin_replay_ceiling";
+pub const CRM_THROTTLED: &str = "failsoft_origin_crm_throttled_total";
 pub const IN_FLIGHT: &str = "failsoft_origin_in_flight";
 pub const QUEUE_DEPTH: &str = "failsoft_origin_queue_depth";
 pub const DLQ_DEPTH: &str = "failsoft_origin_dlq_depth";
@@ -90,6 +94,11 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// The CRM answered 429.
+pub fn crm_throttled() {
+    metrics::counter!(CRM_THROTTLED).increment(1);
+}
+
 /// One CRM call took `elapsed` (whatever its outcome).
 pub fn crm_call(operation: Operation, elapsed: Duration) {
     let op = match operation {
@@ -134,9 +143,10 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// The gauges read from the worker's state, set just before a scrape.
-pub fn set_worker_gauges(breaker: Mode, replay_rate: f64, in_flight: usize) {
+pub fn set_worker_gauges(breaker: Mode, (replay_rate, replay_ceiling): (f64, f64), in_flight: usize) {
     metrics::gauge!(BREAKER_STATE).set(breaker_value(breaker));
     metrics::gauge!(REPLAY_RATE).set(replay_rate);
+    metrics::gauge!(REPLAY_CEILING).set(replay_ceiling);
     metrics::gauge!(IN_FLIGHT).set(in_flight as f64);
 }
 

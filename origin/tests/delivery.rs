@@ -93,7 +93,7 @@ impl CrmCalls for FakeCrm {
 }
 
 fn status(code: u16, verdict: Verdict, body: Value) -> Reply {
-    Reply { verdict, status: Some(code), body: body.to_string().into_bytes(), maybe_reached: true }
+    Reply { verdict, status: Some(code), body: body.to_string().into_bytes(), maybe_reached: true, quota: None }
 }
 
 fn created(case_id: &str) -> Reply {
@@ -109,11 +109,23 @@ fn unavailable() -> Reply {
 }
 
 fn refused() -> Reply {
-    Reply { verdict: Verdict::Failed(ErrorClass::Transient), status: None, body: Vec::new(), maybe_reached: false }
+    Reply {
+        verdict: Verdict::Failed(ErrorClass::Transient),
+        status: None,
+        body: Vec::new(),
+        maybe_reached: false,
+        quota: None,
+    }
 }
 
 fn timed_out() -> Reply {
-    Reply { verdict: Verdict::Failed(ErrorClass::Transient), status: None, body: Vec::new(), maybe_reached: true }
+    Reply {
+        verdict: Verdict::Failed(ErrorClass::Transient),
+        status: None,
+        body: Vec::new(),
+        maybe_reached: true,
+        quota: None,
+    }
 }
 
 /// One results item as the fake table holds it.

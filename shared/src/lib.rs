@@ -25,6 +25,7 @@ pub mod hex;
 pub mod keys;
 pub mod ladder;
 pub mod queue_fit;
+pub mod rate_limit;
 pub mod replay;
 pub mod retry;
 pub mod signature;

@@ -110,6 +110,39 @@ async fn origin_the_breaker_stops_hammering_a_failing_crm_and_the_replay_ramps_u
     assert!(span >= 2_900, "30 creates within {span} ms: the replay was not paced");
 }
 
+/// A CRM that allows 10 calls a second and says so in `RateLimit-*`
+/// headers: the replay learns the limit from its first answers and keeps
+/// just under it (each write is a look and a create, two calls), so the
+/// backlog drains without being throttled, where a worker going at its
+/// 200/s ceiling would meet a 429 for nearly every call past the tenth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_the_replay_keeps_under_the_limit_the_crm_states() {
+    let stack = OriginStack::start().await;
+    let limit = stack.admin("/admin/rate-limit", json!({"limit": 10, "windowSecs": 1, "headers": "ietf"})).await;
+    assert_eq!(limit["limit"], 10, "{limit}");
+    let mut enqueued = Vec::new();
+    for i in 0..30 {
+        let phone = PHONES[i % PHONES.len()];
+        let id = format!("limited-{i}");
+        stack.enqueue_write(&id, phone, "limited").await;
+        enqueued.push((id, phone));
+    }
+    let worker = stack.worker(&[("FAILSOFT_WRITE_SETTLE_MS", "0")]).await;
+    let ledger = stack.ledger_with(enqueued.len(), Duration::from_secs(60)).await;
+    assert_once_each_in_order(&ledger, &enqueued);
+    let stats = stack.sim_stats().await;
+    let calls = stats["requests"].as_u64().unwrap();
+    let throttled = stats["throttled"].as_u64().unwrap();
+    assert!(calls >= 60, "{stats}");
+    // The first answers arrive while the first calls go out at 200/s: a
+    // call or two may beat the news of the limit. Not more.
+    assert!(throttled <= 1, "{throttled} of {calls} calls throttled: {stats}");
+    let metrics =
+        stack.http.get(format!("{}/metrics", worker.operator_url())).send().await.unwrap().text().await.unwrap();
+    let ceiling = sample(&metrics, "failsoft_origin_replay_ceiling", &[]).expect("the ceiling gauge");
+    assert!((ceiling - 9.5).abs() < 1e-9, "ceiling {ceiling}: 95 % of the stated 10/s");
+}
+
 /// While the CRM hangs, the open breaker's probe gives up at the CRM
 /// deadline (not the processing limit) and probes start
 /// `FAILSOFT_WORKER_PROBE_EVERY_MS` apart, so a CRM that comes back is found

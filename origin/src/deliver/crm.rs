@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use failsoft_shared::cache::CustomerRecord;
 use failsoft_shared::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
+use failsoft_shared::rate_limit::{self, Quota};
 use serde_json::Value;
 
 /// The number the breaker's probe looks up: the lightest call of the two
@@ -38,6 +39,8 @@ pub struct Reply {
     /// False only when no connection was made, so the CRM cannot have acted
     /// on the request (what the write-once protocol needs to know).
     pub maybe_reached: bool,
+    /// What the answer's rate-limit headers said of the CRM's limit.
+    pub quota: Option<Quota>,
 }
 
 impl Reply {
@@ -113,6 +116,7 @@ async fn exchange(request: reqwest::RequestBuilder, op: Operation, deadline: Dur
         status: None,
         body: Vec::new(),
         maybe_reached,
+        quota: None,
     };
     let response = match request.timeout(deadline).send().await {
         Ok(response) => response,
@@ -121,14 +125,16 @@ async fn exchange(request: reqwest::RequestBuilder, op: Operation, deadline: Dur
         Err(_) => return failed(Attempt::Connect, true),
     };
     let status = response.status().as_u16();
-    let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let headers = response.headers();
+    let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let quota = rate_limit::read(|name| headers.get(name).and_then(|v| v.to_str().ok()), crate::clock::now_ms() / 1000);
     let body = match response.bytes().await {
         Ok(body) => body.to_vec(),
         Err(e) if e.is_timeout() => return failed(Attempt::Timeout, true),
         Err(_) => return failed(Attempt::Connect, true),
     };
     let verdict = classify(op, Attempt::Status { code: status, retry_after: retry_after.as_deref() });
-    Reply { verdict, status: Some(status), body, maybe_reached: true }
+    Reply { verdict, status: Some(status), body, maybe_reached: true, quota }
 }
 
 /// A found customer from a 2xx lookup body; `None` when the body is not the
@@ -187,7 +193,7 @@ mod tests {
 
     #[test]
     fn health_follows_the_error_class() {
-        let reply = |verdict| Reply { verdict, status: None, body: Vec::new(), maybe_reached: true };
+        let reply = |verdict| Reply { verdict, status: None, body: Vec::new(), maybe_reached: true, quota: None };
         assert!(reply(Verdict::NotFound).healthy());
         assert!(reply(Verdict::Failed(ErrorClass::Permanent { status: 422 })).healthy());
         assert!(!reply(Verdict::Failed(ErrorClass::Transient)).healthy());

@@ -114,7 +114,7 @@ impl Delivery {
         edge: Option<EdgePush>,
         owner: String,
     ) -> Self {
-        let rate = ReplayRate::new(config.replay_rate_max);
+        let rate = ReplayRate::new(config.replay_rate_max).with_known_limit(config.crm_rate_limit);
         Self {
             config,
             crm: Arc::new(crm),
@@ -154,6 +154,12 @@ impl Delivery {
 
     pub fn rate(&self) -> f64 {
         lock(&self.rate).rate()
+    }
+
+    /// The replay's rate now and the ceiling it ramps to.
+    pub fn pace(&self) -> (f64, f64) {
+        let rate = lock(&self.rate);
+        (rate.rate(), rate.ceiling())
     }
 
     fn now_us(&self) -> u64 {
@@ -207,10 +213,35 @@ impl Delivery {
             }
             Some(Mode::HalfOpen { .. }) | None => {}
         }
+        let now_us = self.now_us();
+        if let Some(quota) = &reply.quota {
+            rate.on_quota(quota, now_us);
+        }
         match reply.verdict {
             Verdict::Success | Verdict::NotFound => rate.on_success(),
+            Verdict::Failed(ErrorClass::Throttled { retry_after_secs }) => {
+                crate::telemetry::crm_throttled();
+                rate.on_throttled(retry_after_secs.map(|s| s.saturating_mul(1000)), now_us);
+            }
             Verdict::Failed(class) if class.counts_against_downstream() => rate.on_overload(),
             Verdict::Failed(_) => {}
+        }
+    }
+
+    /// Waits for a slot of the replay pacer: one per call to the CRM, so a
+    /// write that looks before it creates spends two of the CRM's limit.
+    pub(crate) async fn paced(&self) {
+        loop {
+            let reserved = lock(&self.rate).reserve(self.now_us());
+            match reserved {
+                Ok(wait) => {
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_micros(wait)).await;
+                    }
+                    return;
+                }
+                Err(retry) => tokio::time::sleep(Duration::from_micros(retry)).await,
+            }
         }
     }
 
@@ -281,19 +312,7 @@ impl Delivery {
             };
             return Outcome::Defer { delay_ms, why: "breaker_open" };
         }
-        // A slot within the pacer's horizon, else ask again when one may be.
-        loop {
-            let reserved = lock(&self.rate).reserve(self.now_us());
-            match reserved {
-                Ok(wait) => {
-                    if wait > 0 {
-                        tokio::time::sleep(Duration::from_micros(wait)).await;
-                    }
-                    break;
-                }
-                Err(retry) => tokio::time::sleep(Duration::from_micros(retry)).await,
-            }
-        }
+        self.paced().await;
 
         let deadline = Instant::now() + self.processing_limit();
         let attempted = match (envelope.kind, &self.events) {

@@ -116,7 +116,7 @@ async fn render_metrics(State(state): State<Arc<ApiState>>) -> Response {
         return error(StatusCode::SERVICE_UNAVAILABLE, "METRICS_UNAVAILABLE", "no metrics recorder in this process");
     };
     if let Some(d) = &state.delivery {
-        telemetry::set_worker_gauges(d.breaker_mode(), d.rate(), (state.in_flight)());
+        telemetry::set_worker_gauges(d.breaker_mode(), d.pace(), (state.in_flight)());
     }
     crate::sync::set_lag_gauge(clock::now_ms());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()

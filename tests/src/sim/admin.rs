@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::clock;
 use super::control::Control;
+use super::limit::RateLimit;
 use super::mode::{FailureMode, ModeRequest};
 use super::reply::{ErrorReply, parse_json};
 use super::store::{Customer, IdempotencyPolicy};
@@ -26,6 +27,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/admin/health", get(health))
         .route("/admin/mode", get(mode).post(set_mode))
         .route("/admin/idempotency", get(idempotency).post(set_idempotency))
+        .route("/admin/rate-limit", get(rate_limit).post(set_rate_limit))
         .route("/admin/customers", post(load_customers))
         .route("/admin/customers/tier", post(change_tier))
         .route("/admin/customers/remove", post(remove_customers))
@@ -232,6 +234,30 @@ async fn correlations(State(control): State<Arc<Control>>) -> Response {
 async fn events(State(control): State<Arc<Control>>) -> Response {
     let store = control.sim.store.lock().await;
     Json(store.events()).into_response()
+}
+
+/// `{"limit":50,"windowSecs":1,"headers":"ietf"}`, or `{"limit":null}` without one.
+async fn rate_limit(State(control): State<Arc<Control>>) -> Response {
+    match control.sim.limiter.limit() {
+        Some(limit) => Json(json!(limit)).into_response(),
+        None => Json(json!({"limit": null})).into_response(),
+    }
+}
+
+/// Sets the rate limit (`{"limit":N,"windowSecs":W,"headers":"ietf|x|none"}`)
+/// or lifts it (`{"limit":null}`); a new window starts now.
+async fn set_rate_limit(State(control): State<Arc<Control>>, body: Bytes) -> Reply {
+    let request: serde_json::Value = parse_json(&body)?;
+    let limit = if request.get("limit").is_some_and(|l| l.is_null()) {
+        None
+    } else {
+        let limit: RateLimit = serde_json::from_value(request)
+            .map_err(|e| ErrorReply::with_message(StatusCode::BAD_REQUEST, "invalid_rate_limit", e.to_string()))?;
+        Some(limit.validate().map_err(|e| ErrorReply::with_message(StatusCode::BAD_REQUEST, "invalid_rate_limit", e))?)
+    };
+    control.sim.limiter.set(limit);
+    info!(?limit, "rate limit");
+    Ok(rate_limit(State(control)).await)
 }
 
 async fn stats(State(control): State<Arc<Control>>) -> Response {

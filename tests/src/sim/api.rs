@@ -56,10 +56,10 @@ async fn apply_mode(State(sim): State<Arc<Sim>>, request: Request, next: Next) -
     let verdict = mode.borrow_and_update().verdict(route, Instant::now());
     debug!(method = %request.method(), path = %request.uri().path(), ?verdict, "API request");
     match verdict {
-        Verdict::Pass => next.run(request).await,
+        Verdict::Pass => limited(&sim, request, next).await,
         Verdict::Delay(latency) => {
             delay(&sim, latency).await;
-            next.run(request).await
+            limited(&sim, request, next).await
         }
         Verdict::Hang => {
             sim.stats.failed();
@@ -77,6 +77,22 @@ async fn apply_mode(State(sim): State<Arc<Sim>>, request: Request, next: Next) -
             failure_response(failure)
         }
     }
+}
+
+/// Serves a request the mode lets through, within the rate limit: over it,
+/// 429 with `Retry-After`; every answer states the quota (`sim::limit`).
+async fn limited(sim: &Sim, request: Request, next: Next) -> Response {
+    let Some(admission) = sim.limiter.admit(Instant::now()) else {
+        return next.run(request).await;
+    };
+    let mut response = if admission.admitted {
+        next.run(request).await
+    } else {
+        sim.stats.throttled();
+        ErrorReply::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited").into_response()
+    };
+    admission.write_headers(response.headers_mut());
+    response
 }
 
 /// Sleeps for a `slow` request, cut short by a stop signal.

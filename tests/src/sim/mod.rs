@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod correlations;
+pub mod limit;
 pub mod listener;
 pub mod mode;
 pub mod reply;
@@ -41,6 +42,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Binds both ports, announces them on stdout and serves until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> io::Result<()> {
     let sim = Arc::new(Sim::new());
+    sim.limiter.set(args.rate_limit().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
     let api = ApiListener::bind(args.listen, api::router(Arc::clone(&sim), args.contract))?;
     let admin_listener = TcpListener::bind(args.admin_listen).await?;
     let api_addr = api.local_addr();

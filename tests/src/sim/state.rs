@@ -6,6 +6,7 @@ use tokio::sync::{Mutex, watch};
 
 use super::clock;
 use super::correlations::Correlations;
+use super::limit::Limiter;
 use super::mode::{FailureMode, ModeState};
 use super::stats::Stats;
 use super::store::Store;
@@ -18,6 +19,8 @@ pub struct Sim {
     pub stats: Stats,
     /// The correlationIds the API received.
     pub correlations: Correlations,
+    /// The rate limit (`--rate-limit`, `POST /admin/rate-limit`).
+    pub limiter: Limiter,
     mode: watch::Sender<ModeState>,
     shutdown: watch::Sender<bool>,
 }
@@ -34,6 +37,7 @@ impl Sim {
             store: Mutex::new(Store::default()),
             stats: Stats::default(),
             correlations: Correlations::default(),
+            limiter: Limiter::new(None),
             mode: watch::Sender::new(Self::state_of(FailureMode::Up)),
             shutdown: watch::Sender::new(false),
         }

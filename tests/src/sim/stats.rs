@@ -20,6 +20,7 @@ pub struct Stats {
     idempotent_replays: AtomicU64,
     events: AtomicU64,
     events_delivered: AtomicU64,
+    throttled: AtomicU64,
 }
 
 /// A copy of the counters as JSON shows them.
@@ -46,6 +47,8 @@ pub struct StatsSnapshot {
     pub events: u64,
     /// `POST /events` requests that added a delivery to the events ledger.
     pub events_delivered: u64,
+    /// Requests refused 429 by the rate limit (`--rate-limit`).
+    pub throttled: u64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -81,6 +84,11 @@ impl Stats {
         bump(&self.idempotent_replays);
     }
 
+    /// Counts a request the rate limit refused.
+    pub fn throttled(&self) {
+        bump(&self.throttled);
+    }
+
     /// Counts an event added to the events ledger.
     pub fn event_delivered(&self) {
         bump(&self.events_delivered);
@@ -99,6 +107,7 @@ impl Stats {
             idempotent_replays: read(&self.idempotent_replays),
             events: read(&self.events),
             events_delivered: read(&self.events_delivered),
+            throttled: read(&self.throttled),
         }
     }
 
@@ -114,6 +123,7 @@ impl Stats {
             &self.idempotent_replays,
             &self.events,
             &self.events_delivered,
+            &self.throttled,
         ] {
             counter.store(0, Ordering::Relaxed);
         }

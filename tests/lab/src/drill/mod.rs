@@ -172,6 +172,11 @@ pub struct DrillArgs {
     /// the drill catch dead-lettered writes.
     #[arg(long, value_enum, default_value_t = RecoverMode::Up)]
     pub recover_mode: RecoverMode,
+    /// A rate limit on the CRM simulator, calls per second (one-second
+    /// windows, stated in `RateLimit-*` headers; 429 above it): the report
+    /// shows the CRM's pace during the drain against it.
+    #[arg(long)]
+    pub crm_rate_limit: Option<u64>,
     /// Exit non-zero when a latency or refresh target is missed too.
     #[arg(long)]
     pub enforce_targets: bool,
@@ -382,6 +387,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     let crm = Crm { http: http_client(Duration::from_secs(20)), admin };
     crm.set_mode("up").await.context("the CRM simulator's admin API")?;
     crm.set_idempotency(args.crm_idempotency.as_str()).await.context("the CRM simulator's idempotency")?;
+    crm.set_rate_limit(args.crm_rate_limit).await.context("the CRM simulator's rate limit")?;
 
     // Callers: warm customers, and enough cold numbers for every cold lookup.
     let seed = args.seed.unwrap_or_else(failsoft_origin::clock::random_u64);
@@ -526,6 +532,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     };
     crm.set_mode(recover).await.context("bringing the CRM back")?;
     let recovery_ms = clock.now_ms();
+    let calls_at_recovery = crm.calls().await.ok();
     shared.set_phase(Phase::After);
     bar.set_prefix("after");
     say(&bar, &format!("after: the CRM is back ({recover})"));
@@ -583,6 +590,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let drain_end_ms = clock.now_ms();
+    let calls_at_end = crm.calls().await.ok();
     stop_sampling.send_replace(true);
     let _ = sampler_task.await;
     progress.abort();
@@ -647,6 +655,12 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
         traced,
         synced,
         crm_lookups_before: lookups_before,
+        drain_pace: match (calls_at_recovery, calls_at_end) {
+            (Some(start), Some(end)) => {
+                Some(report::DrainPace::between(args.crm_rate_limit, start, end, (drain_end_ms - recovery_ms) / 1000.0))
+            }
+            _ => None,
+        },
     });
     let summary = report.summary();
     write_reports(&args.out, &report, &records, &summary)?;

@@ -213,6 +213,23 @@ impl Crm {
         self.post("/admin/idempotency", &json!({"mode": policy})).await.map(|_| ())
     }
 
+    /// Sets the simulator's rate limit (calls a second), or lifts it.
+    pub async fn set_rate_limit(&self, per_sec: Option<u64>) -> anyhow::Result<()> {
+        let body = match per_sec {
+            Some(limit) => json!({"limit": limit, "windowSecs": 1, "headers": "ietf"}),
+            None => json!({"limit": null}),
+        };
+        self.post("/admin/rate-limit", &body).await.map(|_| ())
+    }
+
+    /// (API requests, requests refused 429 by the rate limit) so far.
+    pub async fn calls(&self) -> anyhow::Result<(u64, u64)> {
+        let resp = self.http.get(format!("{}/admin/stats", self.admin)).timeout(CALL_TIMEOUT * 4).send().await?;
+        let stats: Value = resp.json().await.context("the simulator's stats")?;
+        let count = |name: &str| stats[name].as_u64().with_context(|| format!("the simulator's stats have no {name}"));
+        Ok((count("requests")?, count("throttled")?))
+    }
+
     pub async fn load(&self, chunk: &Value) -> anyhow::Result<()> {
         self.post("/admin/customers", chunk).await.map(|_| ())
     }

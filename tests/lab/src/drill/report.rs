@@ -296,6 +296,8 @@ pub struct Report {
     pub outage_latency: OutageLatency,
     pub coverage: Coverage,
     pub steady: Steady,
+    /// The CRM's calls from its recovery to the drain's end.
+    pub drain_pace: Option<DrainPace>,
     pub promises: Vec<Check>,
     pub targets: Vec<Check>,
     /// Every promise kept (and every applicable target met, with `--enforce-targets`).
@@ -326,6 +328,50 @@ pub struct Inputs<'a> {
     pub synced: Option<Synced>,
     /// CRM lookups during the phase before the outage.
     pub crm_lookups_before: Option<u64>,
+    pub drain_pace: Option<DrainPace>,
+}
+
+/// How hard the CRM was driven from its recovery to the drain's end (every
+/// call: the replay's, the probes', the edge's live lookups), beside its
+/// rate limit when the drill set one (`--crm-rate-limit`).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainPace {
+    pub limit_per_sec: Option<u64>,
+    pub calls: u64,
+    pub throttled: u64,
+    pub secs: f64,
+}
+
+impl DrainPace {
+    /// From the simulator's (requests, throttled) at recovery and at the end.
+    pub fn between(limit_per_sec: Option<u64>, start: (u64, u64), end: (u64, u64), secs: f64) -> Self {
+        Self {
+            limit_per_sec,
+            calls: end.0.saturating_sub(start.0),
+            throttled: end.1.saturating_sub(start.1),
+            secs: secs.max(0.001),
+        }
+    }
+
+    pub fn calls_per_sec(&self) -> f64 {
+        self.calls as f64 / self.secs
+    }
+
+    pub fn text(&self) -> String {
+        let limit = match self.limit_per_sec {
+            Some(limit) => format!(", {:.0} % of its {limit}/s limit", self.calls_per_sec() * 100.0 / limit as f64),
+            None => String::new(),
+        };
+        let share = if self.calls == 0 { 0.0 } else { self.throttled as f64 * 100.0 / self.calls as f64 };
+        format!(
+            "{} CRM calls in {:.1} s ({:.1}/s{limit}); throttled {} ({share:.1} %)",
+            self.calls,
+            self.secs,
+            self.calls_per_sec(),
+            self.throttled
+        )
+    }
 }
 
 /// Nearest-rank percentile of sorted values (0 for none).
@@ -750,6 +796,7 @@ impl Report {
             outage_latency,
             coverage,
             steady,
+            drain_pace: inputs.drain_pace,
             promises,
             targets,
             kept,
@@ -859,6 +906,9 @@ impl Report {
             (None, q) => format!("none of the {q} queued writes reached the CRM"),
         };
         let _ = writeln!(out, "drain: {drain}");
+        if let Some(pace) = &self.drain_pace {
+            let _ = writeln!(out, "CRM pace from its recovery to the drain's end: {}", pace.text());
+        }
         let _ = writeln!(
             out,
             "warm VIP lookups answered with another tier: {} of {}",
