@@ -113,6 +113,16 @@ impl ReplayRate {
     /// [`HORIZON_US`] away is not handed out: `Err(retry_in)` says when to
     /// ask again, by when the rate may have grown and the slots with it.
     pub fn reserve(&mut self, now_us: u64) -> Result<u64, u64> {
+        self.reserve_calls(now_us, 1)
+    }
+
+    /// [`ReplayRate::reserve`] for a delivery that makes `calls` CRM calls
+    /// back to back (a write that looks before it creates): it waits for
+    /// one slot and the next caller for all of them, so the CRM's limit
+    /// counts every call while the delivery's own calls stay together (a
+    /// look and a create a whole slot apart at the floor could straddle
+    /// the CRM's next failure).
+    pub fn reserve_calls(&mut self, now_us: u64, calls: u32) -> Result<u64, u64> {
         let slot = self.next_slot_us.max(now_us).max(self.hold_until_us);
         let wait = slot - now_us;
         if wait > HORIZON_US {
@@ -120,7 +130,7 @@ impl ReplayRate {
         }
         // Rounded to the nearest microsecond (`round` is not in `core`).
         let spacing = (1_000_000.0 / self.rate + 0.5) as u64;
-        self.next_slot_us = slot.saturating_add(spacing.max(1));
+        self.next_slot_us = slot.saturating_add(spacing.max(1).saturating_mul(u64::from(calls.max(1))));
         Ok(wait)
     }
 
@@ -204,6 +214,15 @@ mod tests {
         // Idle time is not saved up as a burst.
         assert_eq!(r.reserve(10_000_000), Ok(0));
         assert_eq!(r.reserve(10_000_000), Ok(10_000));
+    }
+
+    #[test]
+    fn a_delivery_of_two_calls_takes_two_slots_at_once() {
+        let mut r = ReplayRate::new(100);
+        assert_eq!(r.reserve_calls(0, 2), Ok(0), "both calls may go now");
+        assert_eq!(r.reserve(0), Ok(20_000), "the next caller waits for both");
+        assert_eq!(r.reserve_calls(0, 0), Ok(30_000), "a delivery takes at least one slot");
+        assert_eq!(r.reserve(0), Ok(40_000));
     }
 
     #[test]

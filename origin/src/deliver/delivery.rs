@@ -228,11 +228,12 @@ impl Delivery {
         }
     }
 
-    /// Waits for a slot of the replay pacer: one per call to the CRM, so a
-    /// write that looks before it creates spends two of the CRM's limit.
-    pub(crate) async fn paced(&self) {
+    /// Waits for the replay pacer's slots for `calls` CRM calls made back
+    /// to back: a write that looks before it creates spends two of the
+    /// CRM's limit.
+    pub(crate) async fn paced(&self, calls: u32) {
         loop {
-            let reserved = lock(&self.rate).reserve(self.now_us());
+            let reserved = lock(&self.rate).reserve_calls(self.now_us(), calls);
             match reserved {
                 Ok(wait) => {
                     if wait > 0 {
@@ -312,7 +313,9 @@ impl Delivery {
             };
             return Outcome::Defer { delay_ms, why: "breaker_open" };
         }
-        self.paced().await;
+        // A write that may look before it creates makes two calls.
+        let calls = if envelope.kind == Kind::Write && self.config.can_find_cases { 2 } else { 1 };
+        self.paced(calls).await;
 
         let deadline = Instant::now() + self.processing_limit();
         let attempted = match (envelope.kind, &self.events) {
@@ -399,7 +402,7 @@ impl Delivery {
             return Attempted::Store(e);
         }
         if let Some(edge) = &self.edge {
-            edge.push(&envelope.entity_key, &entry).await;
+            edge.push_later(&envelope.entity_key, &entry).await;
         }
         tracing::info!(correlation_id = %envelope.correlation_id, kind = "refresh", "delivered");
         Attempted::Delivered

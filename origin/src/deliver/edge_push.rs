@@ -4,8 +4,15 @@
 //!
 //! Best effort: the last-known table is the durable copy, and an edge that
 //! misses a push refreshes on its own. A failure is logged, never retried.
+//! A refresh hands its push to a background task ([`EdgePush::push_later`])
+//! so a slow edge does not hold the delivery's slot; at most
+//! [`PUSHES_IN_FLIGHT`] run at once, and past that the delivery pushes
+//! itself (backpressure, not loss).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use failsoft_shared::cache::CacheEntry;
 use failsoft_shared::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -15,6 +22,8 @@ use crate::config::Secret;
 
 /// Bound on one push: it runs after the delivery, inside its time.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Background pushes at once.
+pub const PUSHES_IN_FLIGHT: usize = 64;
 
 /// The cache-push route of every edge (`FAILSOFT_EDGE_URL`, one or more).
 #[derive(Clone)]
@@ -22,6 +31,7 @@ pub struct EdgePush {
     http: reqwest::Client,
     bases: Vec<String>,
     secret: Secret,
+    background: Arc<Semaphore>,
 }
 
 /// What came of one push.
@@ -37,7 +47,25 @@ impl EdgePush {
     /// `None` without an edge to push to.
     pub fn new(http: reqwest::Client, bases: &[String], secret: Secret) -> Option<Self> {
         let bases: Vec<String> = bases.iter().map(|b| b.trim_end_matches('/').to_owned()).collect();
-        (!bases.is_empty()).then_some(Self { http, bases, secret })
+        let background = Arc::new(Semaphore::new(PUSHES_IN_FLIGHT));
+        (!bases.is_empty()).then_some(Self { http, bases, secret, background })
+    }
+
+    /// Pushes in a background task while fewer than [`PUSHES_IN_FLIGHT`]
+    /// are out; otherwise here and now.
+    pub async fn push_later(&self, entity_key: &str, entry: &CacheEntry) {
+        match Arc::clone(&self.background).try_acquire_owned() {
+            Ok(permit) => {
+                let (this, key, entry) = (self.clone(), entity_key.to_owned(), entry.clone());
+                tokio::spawn(async move {
+                    this.push(&key, &entry).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                self.push(entity_key, entry).await;
+            }
+        }
     }
 
     /// Pushes to every edge, one after the other; what came of the last.

@@ -75,10 +75,6 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
         }
     }
 
-    if d.config.can_find_cases {
-        // The look took the delivery's slot; the create takes one of its own.
-        d.paced().await;
-    }
     let created = d.crm.create_case(correlation_id, case, Delivery::remaining(deadline)).await;
     d.observe(&created);
     let class = match created.verdict {
