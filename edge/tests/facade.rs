@@ -625,3 +625,49 @@ async fn a_shared_not_found_counts_and_a_failed_call_sends_every_follower_down_t
     assert_eq!(calls, 1, "followers do not call a CRM that just failed");
     assert!(sources.iter().all(|s| s == "default"), "{sources:?}");
 }
+
+/// A KV store whose reads answer and whose writes never do.
+#[derive(Clone, Default)]
+struct HangingWrites(SharedKv);
+impl Kv for HangingWrites {
+    async fn get(&self, key: &str) -> Result<Option<String>, PortError> {
+        self.0.get(key).await
+    }
+    async fn put(&self, _: &str, _: &str, _: u64) -> Result<(), PortError> {
+        std::future::pending().await
+    }
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.0.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_kv_write_that_hangs_does_not_hold_the_answer() {
+    let clock = TestClock::at(1_000_000);
+    let pairs = [
+        ("FAILSOFT_CRM_URL", "http://crm.invalid"),
+        ("FAILSOFT_AUTH_TOKEN", "token"),
+        ("FAILSOFT_CACHE_KEY_SECRET", CACHE_SECRET),
+        ("FAILSOFT_WEBHOOK_SECRET", "webhook-secret-for-tests-0123"),
+        ("FAILSOFT_DEADLINE_MARGIN_MS", "400"),
+    ];
+    let config = EdgeConfig::from_lookup(|n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())).unwrap();
+    let crm = SlowCrm { status: 200, ..SlowCrm::default() };
+    let facade = Facade::new(config, HangingWrites::default(), crm.clone(), Arc::new(LocalQueue::new(100)), clock);
+    let started = std::time::Instant::now();
+    let handled = tokio::time::timeout(std::time::Duration::from_secs(5), facade.handle(lookup("+442071234567")))
+        .await
+        .expect("the lookup is answered although its cache write hangs");
+    let body = handled.response.json_body();
+    assert_eq!((body["source"].as_str(), body["customerId"].as_str()), (Some("live"), Some("C-1")));
+    // The CRM's 50 ms, then a quarter of the 400 ms margin for the write.
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(150), "the write was given its share: {took:?}");
+    let write = Request::new("POST", "/v1/cases")
+        .header("authorization", "Bearer token")
+        .body(json!({"ani": "+442071234567", "subject": "hanging KV"}).to_string());
+    let handled = tokio::time::timeout(std::time::Duration::from_secs(5), facade.handle(write))
+        .await
+        .expect("the write is answered although its result's write hangs");
+    assert!(handled.response.status < 500, "{}", handled.response.json_body());
+}

@@ -20,6 +20,11 @@ pub const SQS_MAX_RETENTION_SECS: u64 = 14 * 86_400;
 pub const SQS_MAX_VISIBILITY_SECS: u64 = 43_200;
 /// Genesys Cloud allows Data Action timeouts up to 60 s.
 pub const MAX_DATA_ACTION_TIMEOUT_MS: u64 = 60_000;
+/// The least room after the CRM's deadline: the write path's queue send and
+/// the answer's KV write happen in it, and an SQS `SendMessage` from the
+/// edge takes tens of milliseconds (at 0 every queued write would be
+/// answered `NOT_ACCEPTED`).
+pub const MIN_DEADLINE_MARGIN_MS: u64 = 250;
 
 /// A setting that cannot be used, named as the operator wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,6 +207,12 @@ impl Policy {
         if self.crm_deadline_ms == 0 {
             return fail("FAILSOFT_CRM_DEADLINE_MS", "must be above 0".into());
         }
+        if self.deadline_margin_ms < MIN_DEADLINE_MARGIN_MS {
+            return fail(
+                "FAILSOFT_DEADLINE_MARGIN_MS",
+                format!("must be at least {MIN_DEADLINE_MARGIN_MS} ms: the queue send of a write happens in it"),
+            );
+        }
         if self.crm_deadline_ms.saturating_add(self.deadline_margin_ms) >= self.data_action_timeout_ms {
             return fail(
                 "FAILSOFT_CRM_DEADLINE_MS",
@@ -314,8 +325,10 @@ mod tests {
 
     #[test]
     fn names_the_setting_that_breaks_a_promise() {
-        let cases: [(&'static [(&str, &str)], &str); 10] = [
+        let cases: [(&'static [(&str, &str)], &str); 12] = [
             (&[("FAILSOFT_CRM_DEADLINE_MS", "9500")], "FAILSOFT_CRM_DEADLINE_MS"),
+            (&[("FAILSOFT_DEADLINE_MARGIN_MS", "0")], "FAILSOFT_DEADLINE_MARGIN_MS"),
+            (&[("FAILSOFT_DEADLINE_MARGIN_MS", "249")], "FAILSOFT_DEADLINE_MARGIN_MS"),
             (&[("FAILSOFT_CRM_DEADLINE_MS", "soon")], "FAILSOFT_CRM_DEADLINE_MS"),
             (&[("FAILSOFT_DATA_ACTION_TIMEOUT_MS", "90000")], "FAILSOFT_DATA_ACTION_TIMEOUT_MS"),
             (

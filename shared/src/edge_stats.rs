@@ -60,6 +60,16 @@ const _: () = assert!(IN_FLIGHT_LIMIT_MS >= 10 * SEND_DEADLINE_MS);
 /// Longest isolate id the origin accepts.
 pub const MAX_ISOLATE_LEN: usize = 64;
 
+/// `a += b`, saturating: counts come from outside.
+fn add(a: &mut u64, b: u64) {
+    *a = a.saturating_add(b);
+}
+
+/// The saturating sum of `counts`.
+fn sum(counts: &[u64]) -> u64 {
+    counts.iter().fold(0, |total, &n| total.saturating_add(n))
+}
+
 /// Lookup answers by source.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -72,12 +82,12 @@ pub struct LookupCounts {
 
 impl LookupCounts {
     pub fn total(&self) -> u64 {
-        self.cache + self.live + self.stale_cache + self.default
+        sum(&[self.cache, self.live, self.stale_cache, self.default])
     }
 
     /// Answers Genesys received with a warning (stale or default).
     pub fn degraded(&self) -> u64 {
-        self.stale_cache + self.default
+        self.stale_cache.saturating_add(self.default)
     }
 }
 
@@ -102,7 +112,7 @@ pub struct WriteCounts {
 
 impl WriteCounts {
     pub fn total(&self) -> u64 {
-        self.complete + self.pending + self.failed + self.not_accepted
+        sum(&[self.complete, self.pending, self.failed, self.not_accepted])
     }
 }
 
@@ -118,12 +128,19 @@ pub struct LatencyCounts {
 impl LatencyCounts {
     pub fn record(&mut self, ms: u64) {
         let slot = LATENCY_BOUNDS_MS.iter().position(|&bound| ms <= bound).unwrap_or(LATENCY_BOUNDS_MS.len());
-        self.buckets[slot] += 1;
+        add(&mut self.buckets[slot], 1);
         self.sum_ms = self.sum_ms.saturating_add(ms);
     }
 
     pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
+        sum(&self.buckets)
+    }
+
+    fn merge(&mut self, other: &LatencyCounts) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            add(mine, theirs);
+        }
+        add(&mut self.sum_ms, other.sum_ms);
     }
 }
 
@@ -155,36 +172,40 @@ pub struct Counts {
 impl Counts {
     /// Answers counted (lookups, writes, refusals).
     pub fn answers(&self) -> u64 {
-        self.lookups.total() + self.writes.total() + self.refusals
+        sum(&[self.lookups.total(), self.writes.total(), self.refusals])
     }
 
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
 
-    /// Adds `other` in (the origin sums reports into its window).
+    /// Adds `other` in (the origin sums reports into its window). Every
+    /// count saturates: a report is an edge's word, and a hostile or broken
+    /// one must not overflow the origin's window.
     pub fn merge(&mut self, other: &Counts) {
-        let l = &mut self.lookups;
-        l.cache += other.lookups.cache;
-        l.live += other.lookups.live;
-        l.stale_cache += other.lookups.stale_cache;
-        l.default += other.lookups.default;
-        let w = &mut self.writes;
-        w.complete += other.writes.complete;
-        w.pending += other.writes.pending;
-        w.failed += other.writes.failed;
-        w.not_accepted += other.writes.not_accepted;
-        self.refusals += other.refusals;
-        self.forward_failures += other.forward_failures;
-        self.slow_queue_sends += other.slow_queue_sends;
-        for (mine, theirs) in self.queue_sends.buckets.iter_mut().zip(other.queue_sends.buckets) {
-            *mine += theirs;
+        let (l, o) = (&mut self.lookups, &other.lookups);
+        for (mine, theirs) in [
+            (&mut l.cache, o.cache),
+            (&mut l.live, o.live),
+            (&mut l.stale_cache, o.stale_cache),
+            (&mut l.default, o.default),
+        ] {
+            add(mine, theirs);
         }
-        self.queue_sends.sum_ms = self.queue_sends.sum_ms.saturating_add(other.queue_sends.sum_ms);
-        for (mine, theirs) in self.latency.buckets.iter_mut().zip(other.latency.buckets) {
-            *mine += theirs;
+        let (w, o) = (&mut self.writes, &other.writes);
+        for (mine, theirs) in [
+            (&mut w.complete, o.complete),
+            (&mut w.pending, o.pending),
+            (&mut w.failed, o.failed),
+            (&mut w.not_accepted, o.not_accepted),
+        ] {
+            add(mine, theirs);
         }
-        self.latency.sum_ms = self.latency.sum_ms.saturating_add(other.latency.sum_ms);
+        add(&mut self.refusals, other.refusals);
+        add(&mut self.forward_failures, other.forward_failures);
+        add(&mut self.slow_queue_sends, other.slow_queue_sends);
+        self.queue_sends.merge(&other.queue_sends);
+        self.latency.merge(&other.latency);
     }
 }
 
@@ -444,6 +465,27 @@ mod tests {
         }
         assert_eq!(l.buckets, [2, 1, 0, 0, 0, 1, 0, 0, 0, 1, 2]);
         assert_eq!((l.count(), l.sum_ms), (7, 80_522));
+    }
+
+    #[test]
+    fn a_report_of_huge_counts_saturates_instead_of_overflowing() {
+        let mut huge = Counts::default();
+        huge.lookups.cache = u64::MAX;
+        huge.lookups.default = 7;
+        huge.writes.pending = u64::MAX - 1;
+        huge.refusals = u64::MAX;
+        huge.latency.buckets[0] = u64::MAX;
+        huge.latency.buckets[1] = 3;
+        huge.latency.sum_ms = u64::MAX;
+        let mut window = Counts::default();
+        window.merge(&huge);
+        window.merge(&huge);
+        assert_eq!(window.lookups.cache, u64::MAX);
+        assert_eq!(window.lookups.default, 14);
+        assert_eq!(window.writes.pending, u64::MAX);
+        assert_eq!((window.lookups.total(), window.writes.total(), window.answers()), (u64::MAX, u64::MAX, u64::MAX));
+        assert_eq!((window.latency.count(), window.latency.sum_ms), (u64::MAX, u64::MAX));
+        assert_eq!(window.latency.buckets[1], 6);
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         // probe taken, so one probe goes out per cool-down, not one each.
         if permit == Permit::Probe && self.sharing == BreakerSharing::EveryOutcome {
             let text = serde_json::to_string(&state).unwrap_or_default();
-            if let Err(e) = self.kv.put(BREAKER_KEY, &text, BREAKER_TTL_SECS).await {
+            if let Err(e) = self.put_on_answer_path(BREAKER_KEY, &text, BREAKER_TTL_SECS).await {
                 tracing::warn!(error = %e, "publishing the probe failed");
             }
         }

@@ -134,7 +134,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let entry = CacheEntry { record: record.clone(), fetched_at_ms: self.clock.now_ms() };
         let ttl = self.config.policy.freshness.last_known_horizon_ms / 1000;
         let text = serde_json::to_string(&entry).unwrap_or_default();
-        if let Err(e) = self.kv.put(kv_key, &text, ttl).await {
+        if let Err(e) = self.put_on_answer_path(kv_key, &text, ttl).await {
             metrics::counter!("failsoft_edge_kv_failures_total", "op" => "put").increment(1);
             tracing::warn!(error = %e, "kv write failed; the answer stands");
         }

@@ -28,9 +28,25 @@ use crate::asked::Asked;
 use crate::coalesce::Inflight;
 use crate::config::EdgeConfig;
 use crate::http::{Request, Response};
-use crate::ports::{Clock, Downstream, Forwarder, Kv, QueueMessage};
+use crate::ports::{Clock, Downstream, Forwarder, Kv, PortError, QueueMessage};
 pub use failsoft_shared::breaker::BreakerSharing;
 use failsoft_shared::keys::Phone;
+
+/// `work`'s output, or `None` once `timer` ends first. `work` is polled
+/// first, so a store that answers at once is never timed out.
+async fn first_of<T>(
+    mut work: core::pin::Pin<&mut impl core::future::Future<Output = T>>,
+    timer: impl core::future::Future<Output = ()>,
+) -> Option<T> {
+    let mut timer = core::pin::pin!(timer);
+    core::future::poll_fn(|cx| {
+        if let core::task::Poll::Ready(out) = work.as_mut().poll(cx) {
+            return core::task::Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
 
 /// Work a request leaves for after its response.
 #[derive(Debug)]
@@ -134,6 +150,23 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
     pub fn config(&self) -> &EdgeConfig {
         &self.config
+    }
+
+    /// A KV write a caller's answer waits for (the cache entry of a live
+    /// lookup, a write's result, the breaker a probe takes): it gets a
+    /// quarter of the deadline margin, and past that the answer goes on
+    /// without it (the write may still land; the answer never depended on
+    /// it). Spin's key-value calls are synchronous and cannot be cut short.
+    async fn put_on_answer_path(&self, key: &str, value: &str, ttl_secs: u64) -> Result<(), PortError> {
+        let limit_ms = self.config.policy.deadline_margin_ms / 4;
+        let put = core::pin::pin!(self.kv.put(key, value, ttl_secs));
+        match first_of(put, self.clock.sleep_ms(limit_ms)).await {
+            Some(done) => done,
+            None => {
+                metrics::counter!("failsoft_edge_kv_failures_total", "op" => "put_timeout").increment(1);
+                Err(PortError(format!("no answer from the KV store within {limit_ms} ms")))
+            }
+        }
     }
 
     /// A copy of the breaker's state.

@@ -94,7 +94,8 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let stored =
             StoredResult { status, result: result.clone(), reason: reason.clone(), updated_at: self.clock.now_ms() };
         let key = format!("{RESULT_KEY_PREFIX}{correlation_id}");
-        if let Err(e) = self.kv.put(&key, &serde_json::to_string(&stored).unwrap_or_default(), RESULT_TTL_SECS).await {
+        let text = serde_json::to_string(&stored).unwrap_or_default();
+        if let Err(e) = self.put_on_answer_path(&key, &text, RESULT_TTL_SECS).await {
             tracing::warn!(error = %e, correlation_id, "storing the write's result failed");
         }
         metrics::counter!("failsoft_edge_writes_total", "status" => status_label(status)).increment(1);

@@ -149,9 +149,10 @@ fn record_metrics(c: &Counts) {
 
 /// Adds `counts` to a histogram's series `[bucket, count, sum]`.
 fn histogram([bucket, count, sum]: [&'static str; 3], counts: &LatencyCounts) {
-    let mut cumulative = 0;
+    let mut cumulative: u64 = 0;
     for (i, n) in counts.buckets.iter().enumerate() {
-        cumulative += n;
+        // Saturating: the counts are an edge's word.
+        cumulative = cumulative.saturating_add(*n);
         let le = LATENCY_BOUNDS_MS.get(i).map_or_else(|| "+Inf".to_owned(), |ms| (*ms as f64 / 1000.0).to_string());
         metrics::counter!(bucket, "le" => le).increment(cumulative);
     }

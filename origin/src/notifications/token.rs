@@ -144,6 +144,15 @@ mod tests {
     }
 
     #[test]
+    fn a_lifetime_of_any_size_gives_a_time_that_can_be_kept() {
+        for secs in [0, 1, u64::MAX / 2, u64::MAX] {
+            let refresh_in = refresh_after(Duration::from_secs(secs).max(MIN_LIFETIME), Duration::from_secs(300));
+            let at = Instant::now() + clock::capped(refresh_in);
+            assert!(at > Instant::now() - Duration::from_secs(1), "expires_in {secs}");
+        }
+    }
+
+    #[test]
     fn a_bearer_never_shows_in_debug() {
         let b = Bearer("abc-token".into());
         assert!(!format!("{b:?}").contains("abc"));
