@@ -87,8 +87,11 @@ fn window(len: usize, start: u64, looks: usize) -> impl Iterator<Item = usize> {
 /// every key is looked at over time. Spin's `get-keys` lists the whole
 /// store (it has no cursor), which is why this is not done on every
 /// request. A value not in this adapter's format is left alone. Like an
-/// expired read, a delete may race a new value written between the read
-/// and the delete; that costs one cache miss.
+/// expired read's delete, a sweep's delete may race a value written under
+/// the same key between its read and its delete (Spin KV has no
+/// compare-and-delete): that loses the new entry, which costs a cache miss
+/// (or a write's result, then answered by the origin if it has it), never
+/// a wrong answer.
 pub fn sweep(every: u32) {
     if !SpinClock.random_u64().is_multiple_of(u64::from(every)) {
         return;

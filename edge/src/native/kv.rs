@@ -17,7 +17,7 @@ use lru::LruCache;
 
 use crate::ports::{Kv, PortError};
 
-/// The cap when none is given: room for about 700,000 cache entries of a
+/// The cap when none is given: room for about 650,000 cache entries of a
 /// typical size (a 70-byte key and a 150-byte record), far more than the
 /// callers a single native edge sees in a week, at a memory cost any
 /// container has.
