@@ -125,6 +125,13 @@ bench-drain: setup
 	$(CARGO) run --profile drill -p failsoft-lab --example bench_drain -- \
 		--messages $(or $(MESSAGES),2500) --limit $(or $(LIMIT),100)
 
+# The native KV's memory bound with the issue's 2,000,000 distinct keys
+# (`make test` runs 200,000): prints the bytes charged, the entries held and
+# the process's growth (edge/tests/kv_memory.rs; ~25 s).
+.PHONY: test-kv-memory
+test-kv-memory:
+	$(CARGO) test -p failsoft-edge --test kv_memory -- --ignored --nocapture
+
 fmt:
 	$(CARGO) fmt --all
 

@@ -128,3 +128,25 @@ async fn native_unreachable_sqs_changes_no_answer() {
     assert!(took < Duration::from_millis(500 + 250), "the write waited {took:?}, past the margin");
     drop(hung);
 }
+
+/// The value of an unlabelled metric in a Prometheus text rendering.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The in-memory KV's cap is a setting, and `/metrics` shows what it holds
+/// against it: a live lookup stores one record, charged its bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn native_kv_reports_its_size_against_the_cap() {
+    let stack = NativeStack::start(&[("FAILSOFT_KV_MAX_BYTES", "1048576")], Queue::start().await).await;
+    let t = &stack.target;
+    t.load_customers(serde_json::json!([{"phone": "+442079460001", "customerId": "C-1001", "tier": "vip"}])).await;
+    let (_, warm) = t.lookup("+442079460001").await;
+    assert_eq!(warm["source"], "live", "{warm}");
+    let text = t.http.get(t.url("/metrics")).send().await.expect("/metrics").text().await.expect("text");
+    assert_eq!(metric(&text, "failsoft_edge_kv_max_bytes"), Some(1_048_576.0), "{text}");
+    let entries = metric(&text, "failsoft_edge_kv_entries").expect("the entry gauge");
+    let bytes = metric(&text, "failsoft_edge_kv_bytes").expect("the byte gauge");
+    assert!(entries >= 1.0, "the looked-up record is held: {text}");
+    assert!(bytes > 0.0 && bytes <= 1_048_576.0, "charged within the cap: {text}");
+}

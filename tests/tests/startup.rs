@@ -46,7 +46,7 @@ fn run_edge(changes: &[(&str, &str)]) -> (Option<i32>, String) {
 
 #[test]
 fn start_up_refuses_a_bad_configuration_naming_the_setting() {
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let cases: [(&[(&str, &str)], &str); 7] = [
         (&[("FAILSOFT_CRM_DEADLINE_MS", "9500")], "FAILSOFT_CRM_DEADLINE_MS"),
         (&[("FAILSOFT_AUTH_TOKEN", "")], "FAILSOFT_AUTH_TOKEN"),
         (&[("FAILSOFT_WEBHOOK_SECRET", "short")], "FAILSOFT_WEBHOOK_SECRET"),
@@ -55,6 +55,8 @@ fn start_up_refuses_a_bad_configuration_naming_the_setting() {
             &[("FAILSOFT_CRM_DEADLINE_MS", "2000"), ("FAILSOFT_BREAKER_PROBE_TIMEOUT_MS", "1000")],
             "FAILSOFT_BREAKER_PROBE_TIMEOUT_MS",
         ),
+        (&[("FAILSOFT_KV_MAX_BYTES", "65536")], "FAILSOFT_KV_MAX_BYTES"),
+        (&[("FAILSOFT_KV_MAX_BYTES", "256MiB")], "FAILSOFT_KV_MAX_BYTES"),
     ];
     for (changes, setting) in cases {
         let (code, stderr) = run_edge(changes);

@@ -9,7 +9,9 @@
 //! queue that never answers).
 //!
 //! Nothing outlives the instance but the key-value store: the cache, the
-//! write results and the CRM breaker (`BreakerSharing::EveryOutcome`: read
+//! write results and the CRM breaker (one request in
+//! `FAILSOFT_KV_SWEEP_EVERY` also deletes expired entries after its
+//! response: Spin's store has no expiry of its own, see `kv.rs`) (`BreakerSharing::EveryOutcome`: read
 //! before a call, written after every outcome), so an open breaker answers
 //! the next request at once although no instance saw it open.
 //!
@@ -66,13 +68,14 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         Ok(request) => request,
         Err(response) => return respond(out, response).await,
     };
-    let facade = match facade() {
-        Ok(facade) => facade,
+    let (facade, sweep_every) = match facade().and_then(|facade| Ok((facade, kv::sweep_every(lookup)?))) {
+        Ok(built) => built,
         Err(e) => return respond(out, misconfigured(&e)).await,
     };
     let handled = facade.handle(request).await;
     respond(out, handled.response).await;
     facade.run_after(handled.after).await;
+    kv::sweep(sweep_every);
 }
 
 /// The host-neutral request, or the core's refusal of its body (see

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use failsoft_edge::config::EdgeConfig;
 use failsoft_edge::facade::Facade;
+use failsoft_edge::native::kv::{DEFAULT_MAX_BYTES, MIN_MAX_BYTES};
 use failsoft_edge::native::{
     LocalQueue, MemoryKv, NativeForwarder, ReqwestDownstream, SystemClock, WithoutSqs, router, serve,
     spawn_stats_reporter,
@@ -31,6 +32,22 @@ struct Args {
     /// Capacity of the development in-process queue.
     #[arg(long, env = "FAILSOFT_LOCAL_QUEUE_CAPACITY", default_value_t = 10_000)]
     local_queue_capacity: usize,
+    /// The in-memory KV's cap in bytes (cached records, write results, the
+    /// breaker): past it the least recently used entries are evicted.
+    #[arg(long, env = "FAILSOFT_KV_MAX_BYTES", default_value_t = DEFAULT_MAX_BYTES, value_parser = kv_max_bytes)]
+    kv_max_bytes: usize,
+}
+
+/// `FAILSOFT_KV_MAX_BYTES`: a whole number of bytes, at least
+/// [`MIN_MAX_BYTES`]; the message names the setting (clap adds the flag).
+fn kv_max_bytes(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(bytes) if bytes >= MIN_MAX_BYTES => Ok(bytes),
+        _ => Err(format!(
+            "FAILSOFT_KV_MAX_BYTES must be a whole number of bytes, at least {MIN_MAX_BYTES} (1 MiB); the default \
+             is {DEFAULT_MAX_BYTES} (256 MiB)"
+        )),
+    }
 }
 
 #[tokio::main]
@@ -73,7 +90,8 @@ async fn main() -> ExitCode {
         false => WithoutSqs::Refuse(NoQueue),
     };
     let forwarder = NativeForwarder::new(sqs, http.clone(), SystemClock, without_sqs);
-    let facade = Arc::new(Facade::new(config, MemoryKv::new(), http, forwarder, SystemClock));
+    let facade =
+        Arc::new(Facade::new(config, MemoryKv::with_max_bytes(args.kv_max_bytes), http, forwarder, SystemClock));
     spawn_stats_reporter(facade.clone());
     match serve(args.listen, router(facade, metrics)).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 
 mod downstream;
 mod forwarder;
-mod kv;
+pub mod kv;
 mod queue;
 mod server;
 

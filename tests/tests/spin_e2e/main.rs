@@ -27,7 +27,7 @@ use wasmtime::WasmtimeServe;
 /// a failed test shows the component's log as the stack drops).
 struct SpinStack {
     target: Target,
-    _serve: WasmtimeServe,
+    serve: WasmtimeServe,
     _sim: Service,
 }
 
@@ -63,7 +63,7 @@ impl SpinStack {
             response.bytes().await.ok().map(|_| ())
         })
         .await;
-        Self { target, _serve: serve, _sim: sim }
+        Self { target, serve, _sim: sim }
     }
 }
 
@@ -242,6 +242,56 @@ async fn spin_kv_entries_expire_with_the_last_known_horizon() {
     })
     .await;
     assert_eq!(gone["source"], "default", "past the horizon the record is gone: {gone}");
+}
+
+/// Spin KV keeps an entry nobody reads again: the sweep deletes it. With
+/// `FAILSOFT_KV_SWEEP_EVERY=1` every request sweeps after its response; a
+/// customer record past its 2 s horizon goes from the store (its file is
+/// gone) although it is never read again, while a write's result, not yet
+/// expired (24 h), stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_kv_sweep_deletes_expired_entries_never_read_again() {
+    let settings = [
+        ("FAILSOFT_KV_SWEEP_EVERY", "1"),
+        ("FAILSOFT_FRESHNESS_SECS", "1"),
+        ("FAILSOFT_NOT_FOUND_FRESHNESS_SECS", "1"),
+        ("FAILSOFT_LAST_KNOWN_HORIZON_SECS", "2"),
+    ];
+    let stack = SpinStack::start(&settings).await;
+    let t = &stack.target;
+    with_vip(t).await;
+    let (status, write) =
+        t.post("/v1/cases", &json!({"ani": VIP, "subject": "sweep", "correlationId": "sweep-1"})).await;
+    assert_eq!(status, 200, "{write}");
+    let (_, warm) = t.lookup(VIP).await;
+    assert_eq!(warm["source"], "live", "{warm}");
+    let keys = stack.serve.kv_keys();
+    let customer = |keys: &[String]| keys.iter().any(|k| k.starts_with("cust:v1:"));
+    assert!(customer(&keys), "the record is stored: {keys:?}");
+    assert!(keys.iter().any(|k| k == "res:v1:sweep-1"), "the write's result is stored: {keys:?}");
+
+    // Requests that never read the record: each sweeps the whole (small) store.
+    let left = wait_until("the expired record to be swept", Duration::from_secs(15), || async {
+        let (status, _) = t.send(t.http.get(t.url("/healthz"))).await;
+        assert_eq!(status, 200);
+        let keys = stack.serve.kv_keys();
+        (!customer(&keys)).then_some(keys)
+    })
+    .await;
+    assert!(left.iter().any(|k| k == "res:v1:sweep-1"), "an unexpired result stays: {left:?}");
+    let (status, result) = t.send(t.http.get(t.url("/v1/results/sweep-1")).bearer_auth(&t.token)).await;
+    assert_eq!(status, 200, "the swept store still answers the result: {result}");
+}
+
+/// A sweep setting out of range is refused like any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_kv_sweep_setting_out_of_range_is_named() {
+    let stack = SpinStack::start(&[("FAILSOFT_KV_SWEEP_EVERY", "0")]).await;
+    let t = &stack.target;
+    let (status, body) = t.send(t.http.get(t.url("/healthz"))).await;
+    assert_error("healthz", status, &body, 500, "MISCONFIGURED");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("FAILSOFT_KV_SWEEP_EVERY"), "names the setting: {body}");
 }
 
 /// A setting the core refuses: every route answers 500 `MISCONFIGURED`

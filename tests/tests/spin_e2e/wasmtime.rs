@@ -70,6 +70,24 @@ impl WasmtimeServe {
     }
 }
 
+impl WasmtimeServe {
+    /// The keys in the key-value store now (the shim's files are named by
+    /// the hex of their key; its temporary files are skipped).
+    pub fn kv_keys(&self) -> Vec<String> {
+        let entries = std::fs::read_dir(&self.kv_dir).expect("the key-value directory");
+        entries
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                let bytes: Option<Vec<u8>> = (0..name.len())
+                    .step_by(2)
+                    .map(|i| name.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                    .collect();
+                String::from_utf8(bytes?).ok()
+            })
+            .collect()
+    }
+}
+
 impl Drop for WasmtimeServe {
     /// Stops wasmtime (a failing test is shown what the component logged),
     /// then drops the key-value files.
