@@ -20,8 +20,11 @@ use failsoft_shared::edge_stats::{Counts, Report};
 use failsoft_shared::keys::normalize_phone;
 use serde_json::Value;
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its corpus folder and cargo-fuzz target.
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("ani", ani),
     ("queue_envelope", queue_envelope),
     ("crm_response", crm_response),
