@@ -39,7 +39,7 @@ const EDGE: &str = "EdgeUser";
 /// the worker's role.
 const CALLS: &[(&str, &str, &str, &str, &[&str])] = &[
     ("origin/src/http/events.rs", "receive", "send_message", WORKER, &["Queue"]),
-    ("origin/src/notifications/outbox.rs", "send_all", "send_message", WORKER, &["Queue"]),
+    ("origin/src/notifications/outbox.rs", "send_one", "send_message", WORKER, &["Queue"]),
     ("origin/src/queue/consumer.rs", "run", "receive_message", WORKER, &["Queue"]),
     ("origin/src/queue/deletes.rs", "run", "delete_message_batch", WORKER, &["Queue"]),
     ("origin/src/queue/consumer.rs", "change_visibility", "change_message_visibility", WORKER, &["Queue"]),
