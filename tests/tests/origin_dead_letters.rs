@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageAttributeValue;
-use origin_support::{AlertReceiver, OriginStack, refs, wait_for, write_envelope};
+use origin_support::{AlertReceiver, OriginStack, refs, sample, wait_for, write_envelope};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -390,9 +390,9 @@ async fn origin_dlq_reads_a_dlq_that_outlasts_its_hold_once_each_and_ends() {
 async fn origin_a_replayed_budget_exhausted_write_gets_a_fresh_budget() {
     let stack = OriginStack::start().await;
     stack.crm(json!({"mode": "error", "status": 500})).await;
-    // A 4 s budget and a breaker that never opens: every retry is an attempt.
+    // A 6 s budget and a breaker that never opens: every retry is an attempt.
     let settings = [
-        ("FAILSOFT_RETRY_BUDGET_SECS", "4"),
+        ("FAILSOFT_RETRY_BUDGET_SECS", "6"),
         ("FAILSOFT_BREAKER_WINDOW", "64"),
         ("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "64"),
     ];
@@ -406,12 +406,17 @@ async fn origin_a_replayed_budget_exhausted_write_gets_a_fresh_budget() {
 
     // Replayed while the CRM still fails: the old submittedAt would give it
     // one attempt and dead-letter it again; a fresh budget retries it.
-    let failed = stack.sim_count("failed").await;
+    let metrics = || async {
+        let url = format!("{}/metrics", worker.operator_url());
+        stack.http.get(url).send().await.expect("/metrics").text().await.expect("text")
+    };
+    let failed_attempts = |text: &str| sample(text, "failsoft_origin_deliveries_total", &[("outcome", "transient")]);
+    let before = failed_attempts(&metrics().await).unwrap_or(0.0);
     let (code, out, err) = stack.failsoft(&["dlq", "replay", "budget-replay"], &[]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed budget-replay"), "{out}");
     wait_for("the replay's first attempt to fail", Duration::from_secs(15), || async {
-        (stack.sim_count("failed").await > failed).then_some(())
+        (failed_attempts(&metrics().await).unwrap_or(0.0) > before).then_some(())
     })
     .await;
     stack.crm(json!({"mode": "up"})).await;
