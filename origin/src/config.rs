@@ -255,7 +255,7 @@ pub(crate) fn tables(lookup: Lookup<'_>) -> Result<Tables, ConfigError> {
     })
 }
 
-fn alert(lookup: Lookup<'_>) -> Result<Option<AlertTarget>, ConfigError> {
+pub(crate) fn alert(lookup: Lookup<'_>) -> Result<Option<AlertTarget>, ConfigError> {
     let Some(url) = text(lookup, "FAILSOFT_ALERT_URL") else {
         return Ok(None);
     };

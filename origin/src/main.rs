@@ -54,6 +54,11 @@ enum Command {
     },
     /// Inspect and replay the dead-letter queue.
     Dlq {
+        /// How long the tool holds what it receives (hidden from others),
+        /// renewed while it works; handed back when it is done. Overrides
+        /// FAILSOFT_DLQ_HOLD_SECS (default 30, 2 to 43200).
+        #[arg(long, global = true, value_name = "SECS")]
+        hold_secs: Option<u32>,
         #[command(subcommand)]
         command: DlqArgs,
     },
@@ -67,8 +72,14 @@ enum DlqArgs {
         #[arg(long, default_value_t = 100)]
         max: usize,
     },
-    /// Show one dead letter (by correlationId or message id), body included.
-    Show { id: String },
+    /// Show one dead letter (by correlationId or message id), its body with
+    /// the customer's data redacted.
+    Show {
+        id: String,
+        /// Print the body whole: phone numbers, subjects, free text.
+        #[arg(long)]
+        reveal: bool,
+    },
     /// Re-enqueue dead letters to the work queue, correlationId unchanged.
     Replay {
         /// correlationIds or DLQ message ids.
@@ -153,15 +164,19 @@ fn main() -> ExitCode {
             };
             runtime.block_on(sync::command::run(config, command))
         }
-        Command::Dlq { command } => {
-            let config = match DlqConfig::from_lookup(env) {
+        Command::Dlq { hold_secs, command } => {
+            let lookup = |name: &str| match (name, hold_secs) {
+                ("FAILSOFT_DLQ_HOLD_SECS", Some(secs)) => Some(secs.to_string()),
+                _ => env(name),
+            };
+            let config = match DlqConfig::from_lookup(lookup) {
                 Ok(c) => c,
                 Err(e) => return config_error(e),
             };
             init_logs();
             let command = match command {
                 DlqArgs::List { max } => DlqCommand::List { max },
-                DlqArgs::Show { id } => DlqCommand::Show { id },
+                DlqArgs::Show { id, reveal } => DlqCommand::Show { id, reveal },
                 DlqArgs::Replay { ids, all, edit } => DlqCommand::Replay { ids, all, edit },
                 DlqArgs::Purge { yes } => DlqCommand::Purge { yes },
             };

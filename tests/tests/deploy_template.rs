@@ -424,11 +424,20 @@ fn the_origin_consumes_dead_letters_and_uses_its_tables() {
     assert_eq!(
         permissions("OperatorRole"),
         pairs(&[
-            (&["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:PurgeQueue"], dlq),
+            (
+                &[
+                    "sqs:GetQueueAttributes",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:PurgeQueue",
+                ],
+                dlq,
+            ),
             (&["sqs:SendMessage"], queue),
             (&["dynamodb:UpdateItem"], tables[0]),
         ]),
-        "`failsoft dlq`: read, replay and purge dead letters"
+        "`failsoft dlq`: count, read, replay and purge dead letters"
     );
 }
 

@@ -39,7 +39,7 @@ const EDGE: &str = "EdgeUser";
 /// the worker's role.
 const CALLS: &[(&str, &str, &str, &str, &[&str])] = &[
     ("origin/src/http/events.rs", "receive", "send_message", WORKER, &["Queue"]),
-    ("origin/src/notifications/outbox.rs", "send_all", "send_message", WORKER, &["Queue"]),
+    ("origin/src/notifications/outbox.rs", "send_one", "send_message", WORKER, &["Queue"]),
     ("origin/src/queue/consumer.rs", "run", "receive_message", WORKER, &["Queue"]),
     ("origin/src/queue/deletes.rs", "run", "delete_message_batch", WORKER, &["Queue"]),
     ("origin/src/queue/consumer.rs", "change_visibility", "change_message_visibility", WORKER, &["Queue"]),
@@ -60,10 +60,11 @@ const CALLS: &[(&str, &str, &str, &str, &[&str])] = &[
     ("origin/src/sync/state.rs", "finish", "update_item", WORKER, &["ResultsTable"]),
     ("origin/src/sync/state.rs", "release", "update_item", WORKER, &["ResultsTable"]),
     ("origin/src/store/results.rs", "reset_for_replay", "update_item", OPERATOR, &["ResultsTable"]),
+    ("origin/src/dead_letter/tool.rs", "count", "get_queue_attributes", OPERATOR, &["DeadLetterQueue"]),
     ("origin/src/dead_letter/tool.rs", "read", "receive_message", OPERATOR, &["DeadLetterQueue"]),
     (
         "origin/src/dead_letter/tool.rs",
-        "set_visibility",
+        "change_visibility",
         "change_message_visibility_batch",
         OPERATOR,
         &["DeadLetterQueue"],

@@ -3,7 +3,8 @@
 //! as real processes: events reach the queue once, and each
 //! failure the Notification Service can inflict (a dropped socket, silent
 //! heartbeats, an expired channel, a token running out) is recovered from
-//! within a bound, and counted.
+//! within a bound, and counted; an event SQS will never take is parked with
+//! an alert while the events behind it go on.
 //!
 //! Build the programs first: `cargo build --workspace --bins`.
 
@@ -12,11 +13,12 @@ mod origin_support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use aws_sdk_sqs::types::QueueAttributeName;
 use failsoft_lab::aws_stack::{self, StackRequest};
 use failsoft_lab::moto::{Auth, MotoServer};
 use failsoft_lab::process::Service;
 use failsoft_tests::harness::{metric_sum, metric_value};
-use origin_support::{program, wait_for};
+use origin_support::{AlertReceiver, program, sample, wait_for};
 use serde_json::{Value, json};
 
 const TOPIC: &str = "v2.detail.events.conversation.{id}.customer.start";
@@ -343,4 +345,48 @@ async fn a_closing_notice_moves_to_a_new_channel_before_the_socket_closes() {
     let ids = rig.publish_many("f", 3).await;
     rig.wait_received(&ids).await;
     rig.assert_once(&ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sqs_refuses_is_parked_with_an_alert_and_the_rest_flow() {
+    let receiver = AlertReceiver::start(202).await;
+    let alert_url = format!("{}/alerts", receiver.url);
+    let mut rig = Rig::start(&[], &[("FAILSOFT_ALERT_URL", &alert_url)]).await;
+    // The queue takes 1 KiB at most (its MaximumMessageSize): SQS refuses a
+    // larger event every time (InvalidParameterValue), however long it is retried.
+    rig.sqs
+        .set_queue_attributes()
+        .queue_url(&rig.queue_url)
+        .attributes(QueueAttributeName::MaximumMessageSize, "1024")
+        .send()
+        .await
+        .expect("SetQueueAttributes");
+    let before = rig.publish_many("p", 2).await;
+    let big = json!({
+        "topic": topic(),
+        "correlationId": "p-big",
+        "eventBody": {"conversationId": "6c8b3a1e-52b4-4b8e-9c61-0f2a7d4e9b10", "ani": "tel:+15550100",
+                      "notes": "customer words ".repeat(100)},
+    });
+    assert!(rig.admin("/admin/publish", big).await["delivered"].as_u64() >= Some(1));
+    let after = rig.publish_many("q", 5).await;
+    let all: Vec<String> = before.iter().chain(&after).cloned().collect();
+    rig.wait_received(&all).await;
+
+    let alert =
+        wait_for("the parked event's alert", Duration::from_secs(15), || async { receiver.all().into_iter().next() })
+            .await;
+    assert_eq!(alert.body["event"], "parked", "{}", alert.body);
+    assert_eq!(alert.body["dedupKey"], "p-big");
+    assert_eq!(alert.body["alert"]["reason"], "SQS_REFUSED_InvalidParameterValue");
+    let text = alert.body.to_string();
+    assert!(!text.contains("5550100") && !text.contains("customer words"), "no customer data: {text}");
+    let metrics = rig.metrics().await;
+    let parked = sample(&metrics, "failsoft_notifications_parked_total", &[("reason", "InvalidParameterValue")]);
+    assert_eq!(parked, Some(1.0), "{metrics}");
+    assert_eq!(metric_value(&metrics, "failsoft_notifications_buffered"), Some(0.0), "nothing left behind it");
+    rig.receive().await;
+    assert!(!rig.received.contains_key("p-big"), "the refused event is not in the queue");
+    rig.assert_once(&all);
+    assert_eq!(receiver.all().len(), 1, "one alert");
 }

@@ -49,6 +49,12 @@ impl Alert {
         if self.error_class == crate::access::ERROR_CLASS {
             return format!("failsoft: AWS refused {} (a configuration error: fix the IAM policy)", self.reason);
         }
+        if self.error_class == crate::notifications::outbox::PARKED_CLASS {
+            return format!(
+                "failsoft parked a Genesys {} SQS will never take ({}): {}; reconcile it from Genesys",
+                self.kind, self.reason, self.correlation_id
+            );
+        }
         format!("failsoft dead-lettered a {} ({}): {}", self.kind, self.reason, self.correlation_id)
     }
 }
@@ -92,7 +98,11 @@ pub fn body(format: AlertFormat, alert: &Alert, routing_key: Option<&str>) -> Va
             })
         }
         AlertFormat::Webhook => json!({
-            "event": if alert.error_class == crate::access::ERROR_CLASS { "access_denied" } else { "dead_letter" },
+            "event": match alert.error_class.as_str() {
+                crate::access::ERROR_CLASS => "access_denied",
+                crate::notifications::outbox::PARKED_CLASS => "parked",
+                _ => "dead_letter",
+            },
             "dedupKey": alert.correlation_id,
             "summary": alert.summary(),
             "alert": details,

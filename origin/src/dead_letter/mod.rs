@@ -10,6 +10,7 @@
 //! after a replay (inside SQS's 5-minute window) is not silently dropped.
 
 pub mod alerts;
+pub mod redact;
 pub mod tool;
 
 use std::collections::HashMap;

@@ -1,10 +1,17 @@
-//! `failsoft dlq list | show ID | replay [ID…|--all] [--edit FILE] | purge`.
+//! `failsoft dlq list | show ID [--reveal] | replay [ID…|--all] [--edit FILE] | purge`.
 //!
 //! SQS has no "peek": reading the DLQ means receiving. The tool receives
-//! with a short visibility timeout, and hands back everything it does not
-//! consume. A FIFO queue returns nothing more of a group while some of it
-//! is held, so a group with more than ten dead letters shows its first ten
-//! in `list`; `replay --all` works in rounds and reaches them all.
+//! with a short visibility timeout (the hold, `--hold-secs`), renews it in
+//! the background while it works, and hands back everything it does not
+//! consume. A read takes each message once (by MessageId) and stops at
+//! the count the DLQ had when it began. A FIFO queue returns nothing more
+//! of a group while some of it is held, so a group with more than ten dead
+//! letters shows its first ten in `list`; `replay --all` works in rounds
+//! and reaches them all, but never more than the DLQ held at its start.
+//!
+//! `show` prints a body with the customer's data redacted
+//! ([`super::redact`]): its output goes to logs (an ECS task's stdout is
+//! CloudWatch). `--reveal` prints it whole.
 //!
 //! A replay re-enqueues the body with its correlationId unchanged (the
 //! write stays idempotent), in its original group, under the deduplication
@@ -14,17 +21,21 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
+};
 use failsoft_shared::envelope::Envelope;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+use tokio::sync::Mutex;
 
 use crate::config::DlqConfig;
-use crate::dead_letter::attr;
+use crate::dead_letter::{attr, redact};
 use crate::store::results::Store;
 use crate::{aws, clock};
 
@@ -32,6 +43,9 @@ use crate::{aws, clock};
 const POLL_SECS: i32 = 1;
 /// Replays above this count show a progress bar.
 const PROGRESS_FROM: usize = 10;
+/// Receives in a row that bring only messages already read before a read
+/// gives up: they come back only when renewing the hold fails.
+const IDLE_RECEIVES: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -53,7 +67,7 @@ fn aws_error(what: &str, e: impl std::error::Error) -> DlqError {
 #[derive(Debug, Clone)]
 pub enum DlqCommand {
     List { max: usize },
-    Show { id: String },
+    Show { id: String, reveal: bool },
     Replay { ids: Vec<String>, all: bool, edit: Option<PathBuf> },
     Purge { yes: bool },
 }
@@ -108,6 +122,35 @@ struct Dlq {
     sqs: Client,
     config: DlqConfig,
     store: Store,
+    held: Held,
+}
+
+/// What the tool holds now: DLQ message id → its latest receipt. A
+/// background task renews the hold on all of it every third of the hold,
+/// for as long as the tool works (reading, then replaying), so nothing it
+/// holds reappears to be read twice however long the work takes.
+#[derive(Clone, Default)]
+struct Held(Arc<Mutex<HashMap<String, String>>>);
+
+impl Held {
+    async fn insert(&self, message_id: &str, receipt: &str) {
+        self.0.lock().await.insert(message_id.to_owned(), receipt.to_owned());
+    }
+
+    /// Stops holding these; their latest receipts.
+    async fn take(&self, messages: &[DeadLetterMessage]) -> Vec<String> {
+        let mut held = self.0.lock().await;
+        messages.iter().filter_map(|m| held.remove(&m.message_id)).collect()
+    }
+}
+
+/// Aborts the renewing task when the command ends, however it ends.
+struct Renewing(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub async fn run(config: DlqConfig, command: DlqCommand) -> Result<(), DlqError> {
@@ -116,35 +159,99 @@ pub async fn run(config: DlqConfig, command: DlqCommand) -> Result<(), DlqError>
         sqs: Client::new(&sdk),
         store: Store::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables.clone()),
         config,
+        held: Held::default(),
     };
+    let _renewing = Renewing(tokio::spawn(renew(dlq.sqs.clone(), dlq.config.clone(), dlq.held.clone())));
     match command {
         DlqCommand::List { max } => dlq.list(max).await,
-        DlqCommand::Show { id } => dlq.show(&id).await,
+        DlqCommand::Show { id, reveal } => dlq.show(&id, reveal).await,
         DlqCommand::Replay { ids, all, edit } => dlq.replay(ids, all, edit).await,
         DlqCommand::Purge { yes } => dlq.purge(yes).await,
     }
 }
 
+/// Renews the hold on everything held, every third of the hold: a renewal
+/// that fails once (a throttled call) still leaves two before the hold
+/// runs out. The lock is kept through the renewal, so a message handed
+/// back meanwhile is not hidden again after it.
+async fn renew(sqs: Client, config: DlqConfig, held: Held) {
+    let every = Duration::from_millis(u64::try_from(config.hold_secs).unwrap_or(30) * 1000 / 3);
+    loop {
+        tokio::time::sleep(every).await;
+        let held = held.0.lock().await;
+        let receipts: Vec<&str> = held.values().map(String::as_str).collect();
+        change_visibility(&sqs, &config, &receipts, config.hold_secs).await;
+    }
+}
+
+/// Sets the visibility of held messages: 0 hands them back, more renews
+/// the hold. A receipt SQS refuses (its message deleted meanwhile) is
+/// skipped; a failed call is reported, the messages then reappear when
+/// their hold runs out, and are still read once each.
+async fn change_visibility(sqs: &Client, config: &DlqConfig, receipts: &[&str], secs: i32) {
+    for chunk in receipts.chunks(10) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, receipt)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*receipt)
+                    .visibility_timeout(secs)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if let Err(e) =
+            sqs.change_message_visibility_batch().queue_url(&config.dlq_url).set_entries(Some(entries)).send().await
+        {
+            eprintln!(
+                "warning: could not change the visibility of held dead letters ({}); they reappear within {} s",
+                DisplayErrorContext(&e),
+                config.hold_secs
+            );
+        }
+    }
+}
+
 impl Dlq {
-    /// Receives everything visible (up to `max`), holding it: each message
-    /// once (by MessageId), and with the hold renewed while the read goes
-    /// on, so a DLQ that takes longer than the hold to read does not hand
-    /// its first messages out again to be counted twice. It stops when a
-    /// receive comes back empty or brings only messages it holds already.
+    /// How many dead letters are visible now (`ApproximateNumberOfMessages`,
+    /// exact enough for a queue that only dead letters go to): a read
+    /// stops there, so dead letters arriving while it goes on (a worker
+    /// dead-lettering faster than the tool reads) cannot keep it going.
+    async fn count(&self) -> Result<usize, DlqError> {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.config.dlq_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| aws_error("GetQueueAttributes (DLQ)", e))?;
+        Ok(out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Receives the dead letters visible now, up to `max`, holding them:
+    /// each once (by MessageId), at most as many as [`Self::count`] saw at
+    /// the start, and the hold renewed in the background while the tool
+    /// works. It stops early when a receive comes back empty (the rest sits
+    /// behind held messages of its FIFO group, or someone else holds it),
+    /// or brings nothing new [`IDLE_RECEIVES`] times in a row.
     async fn read(&self, max: usize) -> Result<Vec<DeadLetterMessage>, DlqError> {
+        let target = max.min(self.count().await?);
         let mut out: Vec<DeadLetterMessage> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut renewed = std::time::Instant::now();
-        while out.len() < max {
-            if renewed.elapsed() >= Duration::from_millis(self.config.hold_secs as u64 * 500) {
-                self.set_visibility(&out, self.config.hold_secs).await;
-                renewed = std::time::Instant::now();
-            }
+        let mut idle = 0;
+        while out.len() < target && idle < IDLE_RECEIVES {
             let batch = self
                 .sqs
                 .receive_message()
                 .queue_url(&self.config.dlq_url)
-                .max_number_of_messages(10)
+                .max_number_of_messages((target - out.len()).min(10) as i32)
                 .wait_time_seconds(POLL_SECS)
                 .visibility_timeout(self.config.hold_secs)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
@@ -154,20 +261,21 @@ impl Dlq {
                 .map_err(|e| aws_error("ReceiveMessage (DLQ)", e))?
                 .messages
                 .unwrap_or_default();
-            let mut new = 0;
+            if batch.is_empty() {
+                break;
+            }
+            idle += 1;
             for m in batch.into_iter().filter_map(DeadLetterMessage::from_sdk) {
+                self.held.insert(&m.message_id, &m.receipt).await;
                 match seen.get(&m.message_id) {
-                    // Back again (a hold ran out): only its receipt changed.
+                    // Back again (a renewal failed): only its receipt changed.
                     Some(&i) => out[i].receipt = m.receipt,
                     None => {
                         seen.insert(m.message_id.clone(), out.len());
                         out.push(m);
-                        new += 1;
+                        idle = 0;
                     }
                 }
-            }
-            if new == 0 {
-                break;
             }
         }
         Ok(out)
@@ -175,40 +283,9 @@ impl Dlq {
 
     /// Makes held messages visible again at once.
     async fn hand_back(&self, messages: &[DeadLetterMessage]) {
-        self.set_visibility(messages, 0).await;
-    }
-
-    /// Sets the visibility of held messages: 0 hands them back, more renews
-    /// the hold.
-    async fn set_visibility(&self, messages: &[DeadLetterMessage], secs: i32) {
-        for chunk in messages.chunks(10) {
-            let entries: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(&m.receipt)
-                        .visibility_timeout(secs)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            if let Err(e) = self
-                .sqs
-                .change_message_visibility_batch()
-                .queue_url(&self.config.dlq_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-            {
-                eprintln!(
-                    "warning: could not change the visibility of held messages ({}); they reappear within {} s",
-                    DisplayErrorContext(&e),
-                    self.config.hold_secs
-                );
-            }
-        }
+        let receipts = self.held.take(messages).await;
+        let receipts: Vec<&str> = receipts.iter().map(String::as_str).collect();
+        change_visibility(&self.sqs, &self.config, &receipts, 0).await;
     }
 
     async fn list(&self, max: usize) -> Result<(), DlqError> {
@@ -238,13 +315,21 @@ impl Dlq {
         Ok(())
     }
 
-    async fn show(&self, id: &str) -> Result<(), DlqError> {
+    async fn show(&self, id: &str, reveal: bool) -> Result<(), DlqError> {
         let messages = self.read(usize::MAX).await?;
         self.hand_back(&messages).await;
         let Some(m) = messages.iter().find(|m| m.matches(id)) else {
             return Err(DlqError::NotFound(id.to_owned()));
         };
-        let body = serde_json::from_str::<Value>(&m.body).unwrap_or_else(|_| Value::String(m.body.clone()));
+        let body = match serde_json::from_str::<Value>(&m.body) {
+            Ok(body) if reveal => body,
+            Ok(body) => redact::body(&body),
+            Err(_) if reveal => Value::String(m.body.clone()),
+            Err(_) => redact::text(&m.body),
+        };
+        if reveal {
+            eprintln!("warning: --reveal prints the customer's data; keep this output out of shared logs");
+        }
         let shown = json!({
             "messageId": m.message_id,
             "correlationId": m.correlation_id(),
@@ -272,9 +357,12 @@ impl Dlq {
         let mut wanted: Vec<String> = ids;
         let mut replayed = 0usize;
         let mut bar: Option<ProgressBar> = None;
+        // `--all` replays what the DLQ holds now: a replay the worker
+        // dead-letters again (the CRM still refuses it) waits for the next.
+        let budget = if all { self.count().await? } else { usize::MAX };
         // Rounds: replaying deletes, which frees the group's next messages.
-        loop {
-            let messages = self.read(usize::MAX).await?;
+        while replayed < budget {
+            let messages = self.read(budget - replayed).await?;
             let (mine, others): (Vec<_>, Vec<_>) =
                 messages.into_iter().partition(|m| all || wanted.iter().any(|id| m.matches(id)));
             self.hand_back(&others).await;
@@ -294,7 +382,7 @@ impl Dlq {
             for m in &mine {
                 if let Err(e) = self.replay_one(m, edited.as_deref()).await {
                     bar.abandon();
-                    self.hand_back(std::slice::from_ref(m)).await;
+                    self.hand_back(&mine).await;
                     return Err(e);
                 }
                 let id = m.correlation_id().unwrap_or_else(|| m.message_id.clone());
@@ -354,10 +442,12 @@ impl Dlq {
             .send()
             .await
             .map_err(|e| aws_error("SendMessage (work queue)", e))?;
+        // The latest receipt: the message may have come back with a new one.
+        let receipt = self.held.take(std::slice::from_ref(m)).await.pop().unwrap_or_else(|| m.receipt.clone());
         self.sqs
             .delete_message()
             .queue_url(&self.config.dlq_url)
-            .receipt_handle(&m.receipt)
+            .receipt_handle(receipt)
             .send()
             .await
             .map_err(|e| aws_error("DeleteMessage (DLQ)", e))?;

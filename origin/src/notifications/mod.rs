@@ -8,8 +8,9 @@
 //! that survives an SQS outage ([`outbox`]).
 //!
 //! Metrics (all `failsoft_notifications_…`): `events_total` (read from the
-//! socket), `queued_total` (taken by SQS), `refused_total` (buffer full or
-//! too large), `invalid_total`, `buffered`, `sqs_errors_total`,
+//! socket), `queued_total` (taken by SQS), `refused_total` (buffer full),
+//! `parked_total{reason}` (an event SQS will never take, set aside with an
+//! alert: see [`outbox`]), `invalid_total`, `buffered`, `sqs_errors_total`,
 //! `reconnects_total{reason}`, `connect_failures_total{reason}`,
 //! `disconnected_seconds_total` (a gauge that only grows: the time without
 //! a socket, added at each reconnect), `channel_recreations_total`,
@@ -32,11 +33,13 @@ use tokio::sync::watch;
 
 pub use settings::NotificationSettings;
 
+use crate::dead_letter::alerts::Alerts;
 use crate::{aws, telemetry, worker};
 
 pub const EVENTS: &str = "failsoft_notifications_events_total";
 pub const QUEUED: &str = "failsoft_notifications_queued_total";
 pub const REFUSED: &str = "failsoft_notifications_refused_total";
+pub const PARKED: &str = "failsoft_notifications_parked_total";
 pub const INVALID: &str = "failsoft_notifications_invalid_total";
 pub const BUFFERED: &str = "failsoft_notifications_buffered";
 pub const SQS_ERRORS: &str = "failsoft_notifications_sqs_errors_total";
@@ -52,6 +55,8 @@ pub const UNSENT_AT_EXIT: &str = "failsoft_notifications_unsent_at_exit_total";
 const SQS_CALL_LIMIT: Duration = Duration::from_secs(10);
 /// How long the session may take to close its socket on SIGTERM.
 const SESSION_STOP: Duration = Duration::from_secs(5);
+/// How long SIGTERM waits for the parked events' alerts still queued.
+const ALERTS_FLUSH: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotificationsError {
@@ -91,7 +96,15 @@ pub async fn run(settings: NotificationSettings, metrics_addr: Option<SocketAddr
         }
     };
 
-    let (outbox, sender) = outbox::Outbox::start(sqs, settings.queue_url.clone(), settings.buffer, settings.backoff);
+    let (alerts, alerts_task) = match settings.alert.clone() {
+        Some(target) => {
+            let (alerts, task) = Alerts::start(target, http.clone());
+            (alerts, Some(task))
+        }
+        None => (Alerts::disabled(), None),
+    };
+    let (outbox, sender) =
+        outbox::Outbox::start(sqs, settings.queue_url.clone(), settings.buffer, settings.backoff, alerts);
     let flush = settings.flush;
     tracing::info!(topics = settings.topics.len(), api = %settings.api_url, "notifications consumer started");
     let (stop, stopped) = watch::channel(false);
@@ -104,6 +117,10 @@ pub async fn run(settings: NotificationSettings, metrics_addr: Option<SocketAddr
         session.abort();
     }
     sender.flush(flush).await;
+    // The sender's handle is gone: the alerts still queued go out, briefly.
+    if let Some(task) = alerts_task {
+        let _ = tokio::time::timeout(ALERTS_FLUSH, task).await;
+    }
     api_stop.send_replace(true);
     if let Some(api) = api {
         let _ = tokio::time::timeout(Duration::from_secs(2), api).await;

@@ -7,12 +7,23 @@
 //! full-jitter backoff until SQS takes it. A full buffer refuses the new
 //! event, and the refusal is counted (`…_refused_total`) and logged with
 //! the event's id, so an operator can reconcile it.
+//!
+//! SQS's errors are told apart ([`verdict`]): an outage, throttling or a
+//! refused permission is the queue's trouble and is retried (the events
+//! behind wait, in order, in the buffer); a refusal of the message itself
+//! (too large for the queue, characters SQS does not take, an invalid
+//! parameter) would be refused on every retry, block the head of the line
+//! and, once the buffer filled, lose every new event. Such an event is
+//! parked: taken out of the line, counted
+//! (`…_parked_total{reason}`), logged with its id and size (never its
+//! body) and alerted (`FAILSOFT_ALERT_URL`), so an operator reconciles it
+//! from Genesys; the events behind it go on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use failsoft_shared::backoff::Backoff;
 use failsoft_shared::envelope::Envelope;
 use serde_json::Value;
@@ -20,13 +31,46 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::clock;
+use crate::dead_letter::alerts::{Alert, Alerts};
 
 /// The dedup window argument of [`Envelope::dedup_id`]: events deduplicate
 /// on their id, so it is unused, but must be positive.
 const UNUSED_WINDOW_MS: u64 = 1;
 /// SQS's largest message body: a bigger event would be refused on every
-/// retry and block the events behind it, so it is refused once, counted.
+/// retry and block the events behind it, so it is parked without a try.
 const SQS_BODY_MAX: usize = 256 * 1024;
+/// The `errorClass` of a parked event's alert.
+pub const PARKED_CLASS: &str = "sqs_refused";
+/// SQS's codes for a message it will never take, whatever the retry: the
+/// queue's own settings (a `MaximumMessageSize` below the body), the body's
+/// characters, a parameter of this message.
+const REFUSES_THE_MESSAGE: &[&str] = &[
+    "InvalidParameterValue",
+    "InvalidMessageContents",
+    "MissingParameter",
+    "InvalidAttributeValue",
+    "InvalidAttributeName",
+];
+
+/// What to do with an event SQS did not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The queue's trouble (an outage, throttling, a refused permission):
+    /// try again.
+    Retry,
+    /// The message's own: SQS will never take it. The code says why.
+    Park(String),
+}
+
+/// Tells an SQS error `code` (as the SDK reports it: `InvalidParameterValue`,
+/// or its query-compatible `AWS.SimpleQueueService.…` form) apart.
+pub fn verdict(code: Option<&str>) -> Verdict {
+    let code = code.map(|c| c.rsplit(['.', '#']).next().unwrap_or(c));
+    match code {
+        Some(c) if REFUSES_THE_MESSAGE.contains(&c) => Verdict::Park(c.to_owned()),
+        _ => Verdict::Retry,
+    }
+}
 
 /// The producer side: the session loop pushes, a task sends.
 pub struct Outbox {
@@ -41,11 +85,18 @@ pub struct Sender {
 }
 
 impl Outbox {
-    /// Starts the sending task with room for `capacity` events.
-    pub fn start(sqs: aws_sdk_sqs::Client, queue_url: String, capacity: usize, backoff: Backoff) -> (Self, Sender) {
+    /// Starts the sending task with room for `capacity` events; parked
+    /// events are alerted through `alerts`.
+    pub fn start(
+        sqs: aws_sdk_sqs::Client,
+        queue_url: String,
+        capacity: usize,
+        backoff: Backoff,
+        alerts: Alerts,
+    ) -> (Self, Sender) {
         let (tx, rx) = mpsc::channel(capacity);
         let pending = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(send_all(rx, sqs, queue_url, backoff, Arc::clone(&pending)));
+        let task = tokio::spawn(send_all(rx, Sqs { sqs, queue_url, backoff, alerts }, Arc::clone(&pending)));
         (Self { tx, pending: Arc::clone(&pending) }, Sender { task, pending })
     }
 
@@ -86,53 +137,111 @@ impl Sender {
     }
 }
 
-async fn send_all(
-    mut rx: mpsc::Receiver<Envelope<Value>>,
+/// Where the sending task sends, and whom it tells about a parked event.
+struct Sqs {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     backoff: Backoff,
-    pending: Arc<AtomicUsize>,
-) {
+    alerts: Alerts,
+}
+
+async fn send_all(mut rx: mpsc::Receiver<Envelope<Value>>, to: Sqs, pending: Arc<AtomicUsize>) {
     while let Some(envelope) = rx.recv().await {
         let body = serde_json::to_string(&envelope).expect("an envelope serialises");
         if body.len() > SQS_BODY_MAX {
-            metrics::counter!(super::REFUSED).increment(1);
-            tracing::error!(id = %envelope.correlation_id, bytes = body.len(), "event refused: larger than SQS takes");
-            pending.fetch_sub(1, Ordering::SeqCst);
-            continue;
-        }
-        let mut attempt = 0u32;
-        loop {
-            let sent = sqs
-                .send_message()
-                .queue_url(&queue_url)
-                .message_body(&body)
-                .message_group_id(envelope.group_id())
-                .message_deduplication_id(envelope.dedup_id(UNUSED_WINDOW_MS))
-                .send()
-                .await;
-            match sent {
-                Ok(_) => break,
-                Err(e) => {
-                    let denied = crate::access::check("sqs:SendMessage", &queue_url, &e);
-                    let delay = Duration::from_millis(backoff.delay_ms(attempt, clock::random_u64()));
-                    metrics::counter!(super::SQS_ERRORS).increment(1);
-                    if !denied {
-                        tracing::warn!(
-                            id = %envelope.correlation_id,
-                            attempt,
-                            retry_in_ms = delay.as_millis() as u64,
-                            error = %DisplayErrorContext(&e),
-                            "SQS did not take an event; retrying"
-                        );
-                    }
-                    attempt = attempt.saturating_add(1);
-                    tokio::time::sleep(delay).await;
-                }
-            }
+            park(&to, &envelope, body.len(), "MessageTooLarge", 0);
+        } else {
+            send_one(&to, &envelope, &body).await;
         }
         let left = pending.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        metrics::counter!(super::QUEUED).increment(1);
         metrics::gauge!(super::BUFFERED).set(left as f64);
+    }
+}
+
+/// Sends one event until SQS takes it, or parks it once SQS says it never
+/// will.
+async fn send_one(to: &Sqs, envelope: &Envelope<Value>, body: &str) {
+    let mut attempt = 0u32;
+    loop {
+        let sent = to
+            .sqs
+            .send_message()
+            .queue_url(&to.queue_url)
+            .message_body(body)
+            .message_group_id(envelope.group_id())
+            .message_deduplication_id(envelope.dedup_id(UNUSED_WINDOW_MS))
+            .send()
+            .await;
+        let e = match sent {
+            Ok(_) => {
+                metrics::counter!(super::QUEUED).increment(1);
+                return;
+            }
+            Err(e) => e,
+        };
+        metrics::counter!(super::SQS_ERRORS).increment(1);
+        let denied = crate::access::check("sqs:SendMessage", &to.queue_url, &e);
+        if !denied && let Verdict::Park(code) = verdict(e.code()) {
+            tracing::warn!(id = %envelope.correlation_id, message = e.message().unwrap_or_default(), "SQS refuses this event");
+            park(to, envelope, body.len(), &code, attempt.saturating_add(1));
+            return;
+        }
+        let delay = Duration::from_millis(to.backoff.delay_ms(attempt, clock::random_u64()));
+        if !denied {
+            tracing::warn!(
+                id = %envelope.correlation_id,
+                attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                error = %DisplayErrorContext(&e),
+                "SQS did not take an event; retrying"
+            );
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Sets aside an event SQS will never take: counted by reason, logged with
+/// its id and size, alerted. Its body stays out of logs and alerts (it is
+/// the customer's); Genesys still has the event by its id.
+fn park(to: &Sqs, envelope: &Envelope<Value>, bytes: usize, code: &str, attempts: u32) {
+    metrics::counter!(super::PARKED, "reason" => code.to_owned()).increment(1);
+    tracing::error!(
+        id = %envelope.correlation_id,
+        reason = code,
+        bytes,
+        "event parked: SQS will never take it; reconcile it from Genesys by its id"
+    );
+    let now = clock::now_ms();
+    to.alerts.raise(Alert {
+        correlation_id: envelope.correlation_id.clone(),
+        kind: envelope.kind.as_str().to_owned(),
+        reason: format!("SQS_REFUSED_{code}"),
+        error_class: PARKED_CLASS.to_owned(),
+        last_status: None,
+        attempts,
+        first_attempt_at_ms: envelope.submitted_at,
+        last_attempt_at_ms: now,
+        queue_message_id: String::new(),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_of_the_message_parks_it_and_the_queue_s_trouble_is_retried() {
+        assert_eq!(verdict(Some("InvalidParameterValue")), Verdict::Park("InvalidParameterValue".into()));
+        assert_eq!(verdict(Some("InvalidMessageContents")), Verdict::Park("InvalidMessageContents".into()));
+        assert_eq!(
+            verdict(Some("AWS.SimpleQueueService.InvalidParameterValue")),
+            Verdict::Park("InvalidParameterValue".into())
+        );
+        for retried in
+            [None, Some("RequestThrottled"), Some("AWS.SimpleQueueService.NonExistentQueue"), Some("AccessDenied")]
+        {
+            assert_eq!(verdict(retried), Verdict::Retry, "{retried:?}");
+        }
     }
 }

@@ -408,7 +408,13 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
             let backoff = failsoft_shared::backoff::Backoff { base_ms: 1, cap_ms: 1 };
-            let (outbox, _sender) = Outbox::start(sqs, "http://127.0.0.1:1/q.fifo".into(), 1, backoff);
+            let (outbox, _sender) = Outbox::start(
+                sqs,
+                "http://127.0.0.1:1/q.fifo".into(),
+                1,
+                backoff,
+                crate::dead_letter::alerts::Alerts::disabled(),
+            );
             let heartbeat = r#"{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}"#;
             let closing =
                 r#"{"topicName":"channel.metadata","eventBody":{"message":"WebSocket is closing in 1 minute"}}"#;

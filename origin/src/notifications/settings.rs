@@ -9,7 +9,7 @@ use std::time::Duration;
 use failsoft_shared::backoff::Backoff;
 use failsoft_shared::config::{ConfigError, check_backoff, number};
 
-use crate::config::{Lookup, Secret, fifo_queue_url, http_url, required, text};
+use crate::config::{AlertTarget, Lookup, Secret, alert, fifo_queue_url, http_url, required, text};
 
 /// The Notification Service's limit of topics on one channel.
 pub const MAX_TOPICS: usize = 1000;
@@ -79,6 +79,9 @@ pub struct NotificationSettings {
     /// `FAILSOFT_NOTIFICATION_HTTP_TIMEOUT_MS`: one Genesys API call or
     /// WebSocket handshake (default 10 000).
     pub http_timeout: Duration,
+    /// `FAILSOFT_ALERT_URL` and friends, as the worker's: an event SQS will
+    /// never take is parked with an alert; unset, it is logged and counted.
+    pub alert: Option<AlertTarget>,
 }
 
 fn millis(lookup: Lookup<'_>, name: &'static str, default: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
@@ -178,6 +181,7 @@ impl NotificationSettings {
             buffer,
             flush: Duration::from_secs(flush_secs),
             http_timeout: millis(lookup, "FAILSOFT_NOTIFICATION_HTTP_TIMEOUT_MS", 10_000, 100, 120_000)?,
+            alert: alert(lookup)?,
         })
     }
 }
