@@ -132,6 +132,14 @@ bench-drain: setup
 test-kv-memory:
 	$(CARGO) test -p failsoft-edge --test kv_memory -- --ignored --nocapture
 
+# Coverage-guided fuzzing (README, "Fuzzing"): every target in fuzz/ under
+# libFuzzer for FUZZ_SECS seconds (default 60), FUZZ_TARGETS to pick some;
+# the report goes to .local/fuzz/report.md. make test only replays the
+# committed corpora (and mutates them for a few seconds), without libFuzzer.
+.PHONY: fuzz
+fuzz:
+	bash scripts/fuzz.sh $(or $(FUZZ_SECS),60) $(FUZZ_TARGETS)
+
 fmt:
 	$(CARGO) fmt --all
 
