@@ -2,6 +2,7 @@
 //! case creation become HTTP requests, and how responses become records.
 
 use failsoft_shared::cache::CustomerRecord;
+use failsoft_shared::case::CaseSummary;
 use failsoft_shared::keys::Phone;
 use serde::Deserialize;
 use serde_json::Value;
@@ -67,11 +68,11 @@ pub fn not_found_record(default_tier: &str) -> CustomerRecord {
     }
 }
 
-/// The created case from a 2xx create body: it must carry a `caseId`.
-pub fn parse_case(body: &[u8]) -> Option<Value> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    value.get("caseId")?.as_str()?;
-    Some(value)
+/// What is kept of the created case in a 2xx create body (it must carry a
+/// string `caseId`): its [`CaseSummary`], never the phone, subject or
+/// description a CRM may echo.
+pub fn parse_case(body: &[u8]) -> Option<CaseSummary> {
+    serde_json::from_slice(body).ok()
 }
 
 #[cfg(test)]
@@ -103,5 +104,8 @@ mod tests {
         assert!(parse_customer(b"<html>").is_none());
         assert!(parse_case(br#"{"caseId":"CASE-1"}"#).is_some());
         assert!(parse_case(br#"{"ok":true}"#).is_none());
+        let echoed = parse_case(br#"{"caseId":"CASE-1","phone":"+13175550123","description":"d"}"#).unwrap();
+        let kept = serde_json::to_value(echoed).unwrap();
+        assert_eq!(kept, serde_json::json!({"caseId": "CASE-1", "status": null, "createdAt": null}));
     }
 }

@@ -1,6 +1,7 @@
 //! The JSON the facade speaks with Genesys (docs/design.md, "Contracts"). Field
 //! names are the contract the Data Action translation maps read.
 
+use failsoft_shared::case::CaseSummary;
 use failsoft_shared::ladder::Source;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,7 +37,7 @@ pub struct LookupAnswer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WriteStatus {
-    /// Delivered; `result` holds the CRM's answer.
+    /// Delivered; `result` holds what is kept of the CRM's answer.
     Complete,
     /// Durably queued; the origin delivers it.
     Pending,
@@ -53,17 +54,30 @@ pub struct WriteAnswer {
     pub correlation_id: String,
     pub status: WriteStatus,
     pub case_id: Option<String>,
-    pub result: Option<Value>,
+    pub result: Option<ResultBody>,
     pub reason: Option<String>,
     pub warning: Option<String>,
 }
 
-/// What the result store keeps per correlationId.
+/// A result's body. A case is only ever its [`CaseSummary`]: reading an
+/// answer into this type drops whatever else a CRM (or an origin from
+/// before summaries) put beside the case id. Anything that is not a case
+/// (an event's receipt, which the origin's results API also answers)
+/// passes as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ResultBody {
+    Case(CaseSummary),
+    Other(Value),
+}
+
+/// What the result store keeps per correlationId: of a delivered case, its
+/// [`CaseSummary`] alone (a record stored whole before reads as one too).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredResult {
     pub status: WriteStatus,
-    pub result: Option<Value>,
+    pub result: Option<CaseSummary>,
     pub reason: Option<String>,
     pub updated_at: u64,
 }
@@ -99,6 +113,20 @@ mod tests {
             serde_json::to_string(&a).unwrap(),
             r#"{"correlationId":"c","source":"default","found":null,"customerId":"UNKNOWN","tier":"standard","cacheAgeSeconds":null,"warning":"CRM_UNAVAILABLE_NO_CACHE"}"#
         );
+    }
+
+    #[test]
+    fn a_result_read_back_keeps_only_the_case_summary() {
+        let whole = r#"{"status":"COMPLETE","result":{"caseId":"C-1","createdAt":5,"phone":"+13175550123"},"reason":null,"updatedAt":1}"#;
+        let stored: StoredResult = serde_json::from_str(whole).unwrap();
+        assert!(!serde_json::to_string(&stored).unwrap().contains("phone"));
+        let answer = r#"{"correlationId":"c","status":"COMPLETE","caseId":"C-1","result":{"caseId":"C-1","subject":"s"},"reason":null,"warning":null}"#;
+        let answer: WriteAnswer = serde_json::from_str(answer).unwrap();
+        let text = serde_json::to_string(&answer).unwrap();
+        assert!(text.contains(r#""result":{"caseId":"C-1","status":null,"createdAt":null}"#), "{text}");
+        let receipt = r#"{"correlationId":"e","status":"COMPLETE","caseId":null,"result":{"delivered":true,"status":202},"reason":null,"warning":null}"#;
+        let receipt: WriteAnswer = serde_json::from_str(receipt).unwrap();
+        assert_eq!(receipt.result, Some(ResultBody::Other(serde_json::json!({"delivered": true, "status": 202}))));
     }
 
     #[test]

@@ -428,6 +428,58 @@ async fn results_come_from_the_origin_when_it_knows_them() {
     assert!(origin_call.headers.iter().any(|(n, v)| *n == "x-failsoft-signature" && v.starts_with("v1=")));
 }
 
+/// What a CRM that echoes its request sends back for a case: the caller's
+/// number (as sent, and in the description in national form).
+fn echoed_case(case_id: &str) -> Value {
+    json!({"caseId": case_id, "status": "open", "createdAt": 1_800_000_000_000u64,
+           "phone": "+442071234567", "subject": "Callback", "description": "ring 020 7123 4567",
+           "externalRef": "corr-e", "idempotencyKey": "corr-e"})
+}
+
+/// The caller's number in E.164 and national form, and the free text.
+fn assert_nothing_echoed(text: &str) {
+    for personal in ["442071234567", "2071234567", "020 7123 4567", "7123", "Callback", "ring"] {
+        assert!(!text.contains(personal), "`{personal}` kept in {text}");
+    }
+}
+
+#[tokio::test]
+async fn of_a_crm_that_echoes_the_case_only_its_id_status_and_time_are_answered_and_kept() {
+    let (kv, clock) = (SharedKv::default(), TestClock::at(1_800_000_000_000));
+    let crm = Scripted::default();
+    let extra = [("FAILSOFT_INTERNAL_SECRET", INTERNAL), ("FAILSOFT_ORIGIN_URL", "http://origin.invalid")];
+    let f = facade(&kv, &crm, &clock, &extra);
+    crm.push(ok(201, echoed_case("CASE-E")));
+    let case = Request::new("POST", "/v1/cases").header("authorization", "Bearer token").body(
+        json!({"ani": "+442071234567", "subject": "Callback", "description": "ring 020 7123 4567",
+               "correlationId": "corr-e"})
+        .to_string(),
+    );
+    let answer = f.handle(case).await.response.json_body();
+    assert_eq!((answer["status"].as_str(), answer["caseId"].as_str()), (Some("COMPLETE"), Some("CASE-E")));
+    let kept = json!({"caseId": "CASE-E", "status": "open", "createdAt": 1_800_000_000_000u64});
+    assert_eq!(answer["result"], kept, "{answer}");
+    assert_nothing_echoed(&answer.to_string());
+    let stored = kv.get("res:v1:corr-e").await.unwrap().expect("the edge's result record");
+    assert!(stored.contains("CASE-E"), "{stored}");
+    assert_nothing_echoed(&stored);
+
+    // Polled: the origin has not seen it (the edge's record answers), then
+    // an origin that kept the whole case answers: only the summary passes.
+    let poll = || Request::new("GET", "/v1/results/corr-e").header("authorization", "Bearer token");
+    crm.push(ok(404, json!({"error": {"code": "RESULT_NOT_FOUND"}})));
+    let polled = f.handle(poll()).await.response.json_body();
+    assert_eq!((&polled["caseId"], &polled["result"]), (&json!("CASE-E"), &kept), "{polled}");
+    crm.push(ok(
+        200,
+        json!({"correlationId": "corr-e", "status": "COMPLETE", "caseId": "CASE-E",
+               "result": echoed_case("CASE-E"), "reason": null, "warning": null}),
+    ));
+    let polled = f.handle(poll()).await.response.json_body();
+    assert_eq!((&polled["caseId"], &polled["result"]), (&json!("CASE-E"), &kept), "{polled}");
+    assert_nothing_echoed(&polled.to_string());
+}
+
 #[tokio::test]
 async fn answers_are_counted_and_reported_signed_after_the_interval() {
     let (kv, clock, http) = (SharedKv::default(), TestClock::at(1_000_000), Scripted::default());

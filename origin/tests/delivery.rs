@@ -139,6 +139,8 @@ enum Item {
 #[derive(Clone, Default)]
 struct FakeRecords {
     items: Arc<Mutex<HashMap<String, Item>>>,
+    /// The result each `COMPLETE` was recorded with.
+    results: Arc<Mutex<HashMap<String, Value>>>,
     refreshes: Arc<Mutex<Vec<(String, CacheEntry)>>>,
     releases: Arc<Mutex<u32>>,
 }
@@ -146,6 +148,9 @@ struct FakeRecords {
 impl FakeRecords {
     fn item(&self, id: &str) -> Option<Item> {
         self.items.lock().unwrap().get(id).cloned()
+    }
+    fn result(&self, id: &str) -> Option<Value> {
+        self.results.lock().unwrap().get(id).cloned()
     }
 }
 
@@ -183,10 +188,11 @@ impl Records for FakeRecords {
         &'a self,
         id: &'a str,
         _: &'a str,
-        _: &'a Value,
+        result: &'a Value,
         case_id: Option<&'a str>,
         _: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.results.lock().unwrap().insert(id.to_owned(), result.clone());
         self.items.lock().unwrap().insert(id.to_owned(), Item::Complete { case_id: case_id.map(str::to_owned) });
         Box::pin(async { Ok(()) })
     }
@@ -315,6 +321,28 @@ async fn a_case_found_by_its_reference_is_recorded_without_a_create() {
     assert_eq!(r.delivery.deliver(&write_message("c-7", T0)).await, Outcome::Done);
     assert_eq!(r.crm.calls(), [Call::FindCases("c-7".into())]);
     assert_eq!(r.records.item("c-7"), Some(Item::Complete { case_id: Some("CASE-7".into()) }));
+}
+
+/// A CRM's case as many answer it: the request echoed back beside the id.
+fn echoed(case_id: &str, external_ref: &str) -> Value {
+    json!({"caseId": case_id, "status": "open", "createdAt": "2026-12-01T00:00:00Z",
+           "phone": "+13175550123", "subject": "Callback", "description": "call (317) 555-0123",
+           "externalRef": external_ref, "idempotencyKey": external_ref})
+}
+
+#[tokio::test]
+async fn only_the_case_s_id_status_and_creation_time_are_recorded_created_or_found() {
+    let r = rig(&[CAN_FIND_CASES]);
+    r.crm.then(no_cases()).then(status(201, Verdict::Success, echoed("CASE-E", "c-e")));
+    r.crm.then(status(200, Verdict::Success, json!([echoed("CASE-F", "c-f")])));
+    assert_eq!(r.delivery.deliver(&write_message("c-e", T0)).await, Outcome::Done);
+    assert_eq!(r.delivery.deliver(&write_message("c-f", T0)).await, Outcome::Done);
+    for (id, case_id) in [("c-e", "CASE-E"), ("c-f", "CASE-F")] {
+        let result = r.records.result(id).expect("recorded");
+        let summary = json!({"caseId": case_id, "status": "open", "createdAt": "2026-12-01T00:00:00Z"});
+        assert_eq!(result, summary, "{id}");
+        assert_eq!(r.records.item(id), Some(Item::Complete { case_id: Some(case_id.into()) }));
+    }
 }
 
 #[tokio::test]

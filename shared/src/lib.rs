@@ -16,6 +16,7 @@ extern crate std;
 pub mod backoff;
 pub mod breaker;
 pub mod cache;
+pub mod case;
 pub mod config;
 pub mod edge_stats;
 pub mod envelope;

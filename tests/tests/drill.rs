@@ -235,11 +235,14 @@ fn assert_kept(drill: &Drill, mode: &str) {
     assert!(refreshes["messages"].as_u64().unwrap() > 0, "{refreshes}");
     assert!(refreshes["maxPerCustomerWindow"].as_u64().unwrap() <= 1, "{refreshes}");
 
-    // The stack's logs (edge, worker, SQS, DynamoDB) hold none of the
-    // simulator's phone numbers, in any form.
+    // The stack's logs (edge, worker, SQS, DynamoDB), the items of its
+    // tables and its dead letters hold none of the simulator's phone
+    // numbers, in any form.
     let scan = &r["logScan"];
     assert!(scan["files"].as_u64().unwrap_or(0) >= 3, "the edge's, the worker's and moto's logs were read: {scan}");
-    assert_eq!(scan["hits"], serde_json::json!({}), "phone numbers in the logs: {scan}");
+    assert!(scan["items"].as_u64().unwrap_or(0) >= w["issued"].as_u64().unwrap(), "the tables were read: {scan}");
+    assert_eq!(scan["deadLetters"], 0, "the dead-letter queue was read: {scan}");
+    assert_eq!(scan["hits"], serde_json::json!({}), "phone numbers in the logs or stored data: {scan}");
 
     // One correlationId from the Data Action through the queue and the
     // worker to the CRM, for every queued write and refresh.
@@ -343,6 +346,9 @@ fn drill_exits_non_zero_when_writes_are_dead_lettered() {
     assert!(broken.contains(&"nothing in the dead-letter queue"), "{broken:?}\n{ctx}");
     assert!(broken.contains(&"no lost write"), "{broken:?}");
     assert!(d.report["queues"]["deadLettered"].as_u64().unwrap() > 0, "{}", d.report["queues"]);
+    let dead_letters = d.report["queues"]["deadLettered"].as_u64().unwrap();
+    let read = d.report["logScan"]["deadLetters"].as_u64().unwrap_or(0);
+    assert!(read > 0 && read <= dead_letters, "the dead letters were read for phone numbers: {}", d.report["logScan"]);
     assert!(d.report["writes"]["neverDelivered"].as_u64().unwrap() > 0, "{}", d.report["writes"]);
     assert!(d.stdout.contains("PROMISE BROKEN"), "{ctx}");
     let _ = std::fs::remove_dir_all(d.dir.parent().unwrap_or(&d.dir));

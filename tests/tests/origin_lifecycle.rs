@@ -392,7 +392,7 @@ async fn origin_results_api_authenticates_hides_expired_and_poison_is_dead_lette
     assert_eq!(
         done,
         json!({"correlationId": "done-1", "status": "COMPLETE", "caseId": "CASE-9",
-               "result": {"caseId": "CASE-9"}, "reason": null, "warning": null})
+               "result": {"caseId": "CASE-9", "status": null, "createdAt": null}, "reason": null, "warning": null})
     );
 
     // A body that is not an envelope can never succeed: dead-letter it.

@@ -1,18 +1,19 @@
 //! The write flow (`POST /v1/cases`): the CRM when the breaker permits,
 //! else write-ahead to the queue; and the result a caller polls for.
 
+use failsoft_shared::case::CaseSummary;
 use failsoft_shared::edge_stats::{Answer, WriteOutcome};
 use failsoft_shared::envelope::{Envelope, Kind, MAX_CORRELATION_ID, is_valid_correlation_id};
 use failsoft_shared::error_class::{ErrorClass, Operation, Verdict};
 use failsoft_shared::keys::entity_key;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::checks::{self, text_field};
 use super::{Checked, Facade, Handled, Refusal};
 use crate::crm;
 use crate::http::{Request, Response};
 use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest};
-use crate::wire::{StoredResult, WARNING_NOT_ACCEPTED, WARNING_WRITE_QUEUED, WriteAnswer, WriteStatus};
+use crate::wire::{ResultBody, StoredResult, WARNING_NOT_ACCEPTED, WARNING_WRITE_QUEUED, WriteAnswer, WriteStatus};
 
 /// How long a write's result is kept for polling (the results table's TTL).
 pub const RESULT_TTL_SECS: u64 = 86_400;
@@ -87,7 +88,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         &self,
         correlation_id: &str,
         status: WriteStatus,
-        result: Option<Value>,
+        result: Option<CaseSummary>,
         reason: Option<String>,
         warning: Option<&str>,
     ) -> Handled {
@@ -100,12 +101,12 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         }
         metrics::counter!("failsoft_edge_writes_total", "status" => status_label(status)).increment(1);
         tracing::info!(correlation_id, status = status_label(status), "case answered");
-        let case_id = result.as_ref().and_then(|r| r.get("caseId")).and_then(Value::as_str).map(str::to_owned);
+        let case_id = result.as_ref().map(|case| case.case_id.clone());
         let answer = WriteAnswer {
             correlation_id: correlation_id.to_owned(),
             status,
             case_id,
-            result,
+            result: result.map(ResultBody::Case),
             reason,
             warning: warning.map(str::to_owned),
         };
@@ -131,14 +132,14 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let Some(stored) = stored else {
             return Err(Refusal::new(404, "RESULT_NOT_FOUND", "no write with this correlationId"));
         };
-        let case_id = stored.result.as_ref().and_then(|r| r.get("caseId")).and_then(Value::as_str).map(str::to_owned);
+        let case_id = stored.result.as_ref().map(|case| case.case_id.clone());
         Ok(Response::json(
             200,
             &WriteAnswer {
                 correlation_id: id.to_owned(),
                 status: stored.status,
                 case_id,
-                result: stored.result,
+                result: stored.result.map(ResultBody::Case),
                 reason: stored.reason,
                 warning: (stored.status == WriteStatus::Pending).then(|| WARNING_WRITE_QUEUED.to_owned()),
             },
@@ -158,6 +159,8 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         };
         match self.downstream.send(request, self.config.policy.deadline_margin_ms).await {
             Ok(resp) if resp.status == 200 => {
+                // Read into the contract's type, so only a case's summary
+                // passes, whatever the origin kept.
                 let answer: WriteAnswer = serde_json::from_slice(&resp.body).ok()?;
                 Some(Response::json(200, &answer))
             }

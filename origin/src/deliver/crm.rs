@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use failsoft_shared::cache::CustomerRecord;
+use failsoft_shared::case::CaseSummary;
 use failsoft_shared::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
 use failsoft_shared::rate_limit::{self, Quota};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The number the breaker's probe looks up: the lightest call of the two
@@ -151,11 +153,11 @@ pub fn not_found_record(default_tier: &str) -> CustomerRecord {
     CustomerRecord { found: false, customer_id: UNKNOWN_CUSTOMER.to_owned(), tier: default_tier.to_owned() }
 }
 
-/// The created case from a 2xx create body: it must carry a `caseId`.
-pub fn parse_case(body: &[u8]) -> Option<Value> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    value.get("caseId")?.as_str()?;
-    Some(value)
+/// What is kept of the created case in a 2xx create body (it must carry a
+/// string `caseId`): its [`CaseSummary`], never the phone, subject or
+/// description a CRM may echo.
+pub fn parse_case(body: &[u8]) -> Option<CaseSummary> {
+    serde_json::from_slice(body).ok()
 }
 
 /// A `GET /cases?externalRef=` body that is not a list of cases.
@@ -163,12 +165,11 @@ pub fn parse_case(body: &[u8]) -> Option<Value> {
 #[error("the CRM's case search did not answer a list of cases")]
 pub struct NotACaseList;
 
-/// The oldest case in a `GET /cases?externalRef=` body.
-pub fn parse_found_case(body: &[u8]) -> Result<Option<Value>, NotACaseList> {
+/// What is kept of the oldest case in a `GET /cases?externalRef=` body
+/// (its [`CaseSummary`]).
+pub fn parse_found_case(body: &[u8]) -> Result<Option<CaseSummary>, NotACaseList> {
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(cases)) => {
-            Ok(cases.into_iter().find(|case| case.get("caseId").and_then(Value::as_str).is_some()))
-        }
+        Ok(Value::Array(cases)) => Ok(cases.iter().find_map(|case| CaseSummary::deserialize(case).ok())),
         _ => Err(NotACaseList),
     }
 }
@@ -185,10 +186,17 @@ mod tests {
         assert!(parse_case(br#"{"caseId":"CASE-1"}"#).is_some());
         assert!(parse_case(br#"{"id":"CASE-1"}"#).is_none());
         assert_eq!(parse_found_case(b"[]"), Ok(None));
-        let found = parse_found_case(br#"[{"caseId":"CASE-7"},{"caseId":"CASE-9"}]"#).unwrap().unwrap();
-        assert_eq!(found["caseId"], "CASE-7");
+        let found = parse_found_case(br#"[{"id":"X"},{"caseId":"CASE-7","phone":"+13175550123"},{"caseId":"CASE-9"}]"#);
+        assert_eq!(found.unwrap().unwrap().case_id, "CASE-7");
         assert_eq!(parse_found_case(b"{}"), Err(NotACaseList));
         assert_eq!(not_found_record("standard").customer_id, UNKNOWN_CUSTOMER);
+    }
+
+    #[test]
+    fn a_case_is_kept_without_what_the_crm_echoed() {
+        let body = br#"{"caseId":"CASE-1","status":"open","createdAt":5,"phone":"+13175550123","subject":"s","description":"d"}"#;
+        let kept = serde_json::to_value(parse_case(body).unwrap()).unwrap();
+        assert_eq!(kept, serde_json::json!({"caseId": "CASE-1", "status": "open", "createdAt": 5}));
     }
 
     #[test]

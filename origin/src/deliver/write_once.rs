@@ -12,7 +12,8 @@
 //!    attempt (this worker's, a killed one's, or the edge's own first try)
 //!    created it: record that case, create nothing.
 //! 3. **Create** with `Idempotency-Key`, only when nothing was found.
-//! 4. **Record** `COMPLETE` with the case, then the consumer deletes the
+//! 4. **Record** `COMPLETE` with the case's summary (its id, status and
+//!    creation time: [`CaseSummary`]), then the consumer deletes the
 //!    message.
 //!
 //! A kill before 3 creates nothing; a kill between 3 and 4 leaves a case
@@ -24,6 +25,7 @@
 
 use std::time::Instant;
 
+use failsoft_shared::case::CaseSummary;
 use failsoft_shared::envelope::Envelope;
 use failsoft_shared::error_class::{ErrorClass, Verdict, route_is_missing};
 use serde_json::Value;
@@ -132,8 +134,11 @@ pub(crate) fn finished_at_crm(reply: &Reply) -> bool {
     !reply.maybe_reached || reply.status.is_some()
 }
 
-async fn record_case(d: &Delivery, correlation_id: &str, case: &Value) -> Attempted {
-    record(d, correlation_id, KIND, case, case.get("caseId").and_then(Value::as_str)).await
+/// Records the case's [`CaseSummary`] (all that is ever stored of the
+/// CRM's answer).
+async fn record_case(d: &Delivery, correlation_id: &str, case: &CaseSummary) -> Attempted {
+    let result = serde_json::to_value(case).unwrap_or(Value::Null);
+    record(d, correlation_id, KIND, &result, Some(&case.case_id)).await
 }
 
 /// Records a delivery under its claim (step 3).

@@ -28,9 +28,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use failsoft_shared::case::CaseSummary;
 use failsoft_shared::edge_stats::{REPORT_PATH, Report};
 use failsoft_shared::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -160,6 +162,16 @@ async fn edge_report(State(state): State<Arc<ApiState>>, headers: HeaderMap, bod
     }
 }
 
+/// What a result poll shows of a stored result: a case only as its
+/// [`CaseSummary`] (an item recorded before summaries were kept may hold the
+/// CRM's whole answer until its TTL ends), an event's receipt as it is.
+fn public_result(result: Value) -> Value {
+    match CaseSummary::deserialize(&result) {
+        Ok(case) => serde_json::to_value(case).unwrap_or(Value::Null),
+        Err(_) => result,
+    }
+}
+
 async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if let Err(refused) = verify_internal(&state, &headers, b"") {
         return *refused;
@@ -177,7 +189,7 @@ async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, head
                 "correlationId": id,
                 "status": stored.status.public(),
                 "caseId": case_id,
-                "result": if complete { stored.result } else { None },
+                "result": if complete { stored.result.map(public_result) } else { None },
                 "reason": if stored.status == Status::Failed { stored.reason } else { None },
                 "warning": null,
             }))
@@ -188,5 +200,18 @@ async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, head
             tracing::warn!(error = %e, "result read failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "RESULT_STORE_UNAVAILABLE", "try again shortly")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_shows_a_case_as_its_summary_and_an_event_receipt_as_it_is() {
+        let legacy = json!({"caseId": "CASE-1", "createdAt": 5, "phone": "+13175550123", "subject": "s"});
+        assert_eq!(public_result(legacy), json!({"caseId": "CASE-1", "status": null, "createdAt": 5}));
+        let receipt = json!({"delivered": true, "status": 202});
+        assert_eq!(public_result(receipt.clone()), receipt);
     }
 }

@@ -604,7 +604,12 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     });
     let mut records = shared.take_records();
     records.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
-    let log_scan = scan_logs(&args, &population);
+    let numbers = logscan::Numbers::new(population.customers.iter().map(|c| c.phone.as_str()));
+    let mut log_scan = scan_logs(&args, &numbers);
+    if let Some(scan) = log_scan.as_mut() {
+        let last_known_table = env.get("FAILSOFT_LAST_KNOWN_TABLE").unwrap_or("failsoft-last-known");
+        scan_stored(&aws, scan, &numbers, [results_table.as_str(), last_known_table], &dlq_url).await;
+    }
     let traced = match crm.correlations().await {
         Ok(calls) => Some(trace::trace(&records, refreshes.iter().map(|r| r.correlation_id.as_str()), &calls)),
         Err(e) => {
@@ -717,18 +722,51 @@ async fn sync_once(env: &crate::local_stack::StackEnv, export: Option<&Path>) ->
 /// The stack's logs, scanned for the population's phone numbers: the own
 /// stack's `stack/logs`, or the `logs/` beside a `failsoft-lab up` stack's
 /// stack.env. `None` when there are none to read.
-fn scan_logs(args: &DrillArgs, population: &Population) -> Option<logscan::LogScan> {
+fn scan_logs(args: &DrillArgs, numbers: &logscan::Numbers) -> Option<logscan::LogScan> {
     let dir = match &args.stack_env {
         Some(env) => env.parent().unwrap_or(Path::new(".")).join("logs"),
         None => args.out.join("stack").join("logs"),
     };
-    match logscan::scan(&dir, population.customers.iter().map(|c| c.phone.as_str())) {
+    match logscan::scan(&dir, numbers) {
         Ok(scan) => Some(scan),
         Err(e) => {
             eprintln!("failsoft-lab drill: the stack's logs in {} were not scanned: {e}", dir.display());
             None
         }
     }
+}
+
+/// Adds to `scan` what the stack stores: every item of `tables` and every
+/// dead letter (read and handed back), scanned for the population's
+/// numbers. What cannot be read is left uncounted (`None`) and said.
+async fn scan_stored(
+    aws: &Aws,
+    scan: &mut logscan::LogScan,
+    numbers: &logscan::Numbers,
+    tables: [&str; 2],
+    dlq_url: &str,
+) {
+    let mut items = Some(0);
+    for table in tables {
+        match aws.item_texts(table).await {
+            Ok(texts) => {
+                let read = scan.add_stored(&format!("dynamodb {table}"), &texts, numbers);
+                items = items.map(|n| n + read);
+            }
+            Err(e) => {
+                eprintln!("failsoft-lab drill: the table {table} was not scanned: {e:#}");
+                items = None;
+            }
+        }
+    }
+    scan.items = items;
+    scan.dead_letters = match aws.peek_bodies(dlq_url).await {
+        Ok(bodies) => Some(scan.add_stored("dead-letter queue", &bodies, numbers)),
+        Err(e) => {
+            eprintln!("failsoft-lab drill: the dead letters were not scanned: {e:#}");
+            None
+        }
+    };
 }
 
 fn mode_name(mode: OutageMode) -> &'static str {

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -19,6 +21,11 @@ use super::traffic::Clock;
 
 /// Bound on one call to moto or the simulator's admin API.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dead letter read by [`Aws::peek_bodies`] is held at most (if
+/// handing it back fails).
+const PEEK_HOLD_SECS: i32 = 30;
+/// The most messages [`Aws::peek_bodies`] reads.
+const MAX_PEEKED: usize = 10_000;
 
 /// The SQS and DynamoDB clients, pointed at the stack's endpoint.
 #[derive(Clone)]
@@ -85,6 +92,97 @@ impl Aws {
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => return Ok(found),
+            }
+        }
+    }
+
+    /// Every item of `table`, each as text (every attribute's value, of
+    /// whatever type), for the scan for phone numbers.
+    pub async fn item_texts(&self, table: &str) -> anyhow::Result<Vec<String>> {
+        let mut texts = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .ddb
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))
+                .with_context(|| format!("Scan {table}"))?;
+            texts.extend(page.items().iter().map(|item| format!("{item:?}")));
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(texts),
+            }
+        }
+    }
+
+    /// The bodies of the messages visible in `queue_url`, read without
+    /// consuming them: SQS has no peek, so each is received under a short
+    /// hold ([`PEEK_HOLD_SECS`]) and every one is handed back (visibility 0)
+    /// once the queue reads empty. As with `failsoft dlq list`, a FIFO group
+    /// shows only what one receive brings of it while the rest is held.
+    pub async fn peek_bodies(&self, queue_url: &str) -> anyhow::Result<Vec<String>> {
+        let mut bodies = Vec::new();
+        let mut receipts = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let read = loop {
+            if bodies.len() >= MAX_PEEKED {
+                break Ok(());
+            }
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .visibility_timeout(PEEK_HOLD_SECS)
+                .send()
+                .await;
+            let batch = match received {
+                Ok(out) => out.messages.unwrap_or_default(),
+                Err(e) => break Err(anyhow::anyhow!("ReceiveMessage {queue_url}: {}", DisplayErrorContext(e))),
+            };
+            let before = bodies.len();
+            for m in batch {
+                receipts.extend(m.receipt_handle.clone());
+                if seen.insert(m.message_id.clone().unwrap_or_default()) {
+                    bodies.push(m.body.unwrap_or_default());
+                }
+            }
+            if bodies.len() == before {
+                break Ok(());
+            }
+        };
+        self.hand_back(queue_url, &receipts).await;
+        read.map(|()| bodies)
+    }
+
+    /// Makes held messages visible again at once.
+    async fn hand_back(&self, queue_url: &str, receipts: &[String]) {
+        for chunk in receipts.chunks(10) {
+            let entries = chunk.iter().enumerate().filter_map(|(i, receipt)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .visibility_timeout(0)
+                    .build()
+                    .ok()
+            });
+            let handed = self
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries.collect()))
+                .send()
+                .await;
+            if let Err(e) = handed {
+                eprintln!(
+                    "failsoft-lab drill: dead letters read stay hidden for up to {PEEK_HOLD_SECS} s: {}",
+                    DisplayErrorContext(e)
+                );
             }
         }
     }

@@ -287,7 +287,8 @@ pub struct Report {
     pub warm_vip_lookups: u64,
     pub warm_vip_misrouted: u64,
     pub skipped_requests: u64,
-    /// Phone numbers found in the stack's logs (`None`: not scanned).
+    /// Phone numbers found in the stack's logs, tables and dead letters
+    /// (`None`: the logs were not scanned).
     pub log_scan: Option<LogScan>,
     /// Queued writes and refreshes the CRM saw under their correlationId
     /// (`None`: the simulator could not say).
@@ -320,7 +321,8 @@ pub struct Inputs<'a> {
     pub dlq_at_end: u64,
     pub depth_at_end: u64,
     pub skipped: u64,
-    /// The stack's logs scanned for the population's phone numbers.
+    /// The stack's logs, tables and dead letters scanned for the
+    /// population's phone numbers.
     pub log_scan: Option<LogScan>,
     /// Queued writes and refreshes the CRM saw under their correlationId.
     pub traced: Option<Traced>,
@@ -703,11 +705,18 @@ impl Report {
                 limit: "all".into(),
             },
             Check {
-                name: "no phone number in the logs".into(),
+                name: "no phone number in the logs, tables or dead letters".into(),
                 kept: inputs.log_scan.as_ref().map(|scan| scan.total_hits() == 0),
                 measured: match &inputs.log_scan {
                     Some(scan) if scan.hits.is_empty() => {
-                        format!("0 in {} log files ({} KiB)", scan.files, scan.bytes / 1024)
+                        let counted = |n: Option<u64>| n.map_or("unread".to_owned(), |n| n.to_string());
+                        format!(
+                            "0 in {} log files ({} KiB), {} items, {} dead letters",
+                            scan.files,
+                            scan.bytes / 1024,
+                            counted(scan.items),
+                            counted(scan.dead_letters)
+                        )
                     }
                     Some(scan) => {
                         let files: Vec<String> = scan.hits.iter().map(|(f, n)| format!("{f} {n}")).collect();
