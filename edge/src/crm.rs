@@ -1,10 +1,9 @@
 //! The downstream contract (docs/design.md, "With the CRM"): how a lookup and a
 //! case creation become HTTP requests, and how responses become records.
 
-use failsoft_shared::cache::CustomerRecord;
+use failsoft_shared::cache::{CustomerAnswer, CustomerRecord};
 use failsoft_shared::case::CaseSummary;
 use failsoft_shared::keys::Phone;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::ports::OutboundRequest;
@@ -42,21 +41,10 @@ pub fn create_case_request(base: &str, correlation_id: &str, case: &Value) -> Ou
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CustomerBody {
-    customer_id: String,
-    tier: String,
-}
-
 /// A found customer from a 2xx lookup body; `None` when the body is not the
 /// contract's shape (treated as a failed call, never cached).
 pub fn parse_customer(body: &[u8]) -> Option<CustomerRecord> {
-    let c: CustomerBody = serde_json::from_slice(body).ok()?;
-    if c.customer_id.is_empty() || c.tier.is_empty() {
-        return None;
-    }
-    Some(CustomerRecord { found: true, customer_id: c.customer_id, tier: c.tier })
+    serde_json::from_slice::<CustomerAnswer>(body).ok()?.into_record()
 }
 
 /// The record cached for a number the CRM does not know.

@@ -3,6 +3,27 @@
 use alloc::string::String;
 use serde::{Deserialize, Serialize};
 
+/// A CRM's answer to a lookup, as the contract gives it: the edge and the
+/// origin both read a lookup's body as this (`serde_json::from_slice`), so
+/// they never disagree on what a customer is (a duplicate field, a
+/// non-object body: neither takes it).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerAnswer {
+    pub customer_id: String,
+    pub tier: String,
+}
+
+impl CustomerAnswer {
+    /// The found customer, or `None` when an id or the tier is empty.
+    pub fn into_record(self) -> Option<CustomerRecord> {
+        if self.customer_id.is_empty() || self.tier.is_empty() {
+            return None;
+        }
+        Some(CustomerRecord { found: true, customer_id: self.customer_id, tier: self.tier })
+    }
+}
+
 /// The part of a CRM record that routing needs. A number the CRM does not
 /// know is a record too (`found: false`): it is a real answer and is cached,
 /// for a shorter window.

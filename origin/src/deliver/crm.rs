@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use failsoft_shared::cache::CustomerRecord;
+use failsoft_shared::cache::{CustomerAnswer, CustomerRecord};
 use failsoft_shared::case::CaseSummary;
 use failsoft_shared::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
 use failsoft_shared::rate_limit::{self, Quota};
@@ -142,10 +142,7 @@ async fn exchange(request: reqwest::RequestBuilder, op: Operation, deadline: Dur
 /// A found customer from a 2xx lookup body; `None` when the body is not the
 /// contract's shape.
 pub fn parse_customer(body: &[u8]) -> Option<CustomerRecord> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    let customer_id = value.get("customerId")?.as_str().filter(|s| !s.is_empty())?;
-    let tier = value.get("tier")?.as_str().filter(|s| !s.is_empty())?;
-    Some(CustomerRecord { found: true, customer_id: customer_id.to_owned(), tier: tier.to_owned() })
+    serde_json::from_slice::<CustomerAnswer>(body).ok()?.into_record()
 }
 
 /// The record kept for a number the CRM does not know.
