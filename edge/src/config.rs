@@ -6,7 +6,7 @@ use failsoft_shared::config::{ConfigError, Policy, number};
 use failsoft_shared::edge_stats::{DEFAULT_REPORT_EVERY_MS, MAX_REPORT_EVERY_MS, MIN_REPORT_EVERY_MS};
 
 /// Shortest secret accepted: an HMAC key shorter than this is guessable.
-pub const MIN_SECRET_BYTES: usize = 16;
+pub use failsoft_shared::signature::MIN_SECRET_BYTES;
 
 /// How Genesys authenticates to the facade (its Web Services Data Action
 /// credentials: a bearer token, or Basic user name and password).
@@ -59,9 +59,10 @@ impl std::fmt::Debug for EdgeConfig {
 }
 
 fn secret(lookup: &impl Fn(&str) -> Option<String>, setting: &'static str) -> Result<Vec<u8>, ConfigError> {
-    match lookup(setting) {
-        Some(s) if s.len() >= MIN_SECRET_BYTES => Ok(s.into_bytes()),
-        Some(_) => Err(ConfigError::new(setting, format!("must be at least {MIN_SECRET_BYTES} bytes"))),
+    // Trimmed as the origin trims it, so both sides sign with the same bytes.
+    match lookup(setting).as_deref().map(failsoft_shared::signature::secret_from_setting) {
+        Some(Some(secret)) => Ok(secret),
+        Some(None) => Err(ConfigError::new(setting, format!("must be at least {MIN_SECRET_BYTES} bytes"))),
         None => Err(ConfigError::new(
             setting,
             "is required (a secret: set it in the environment, never in a file in the repo)",
@@ -172,6 +173,14 @@ mod tests {
         let mut weak = BASE.to_vec();
         weak[1].1 = "short";
         assert_eq!(EdgeConfig::from_lookup(lookup(&weak)).unwrap_err().setting, "FAILSOFT_CACHE_KEY_SECRET");
+        // Padding does not count towards the 16 bytes, and is not part of the
+        // key: the origin trims it the same way.
+        weak[1].1 = "  0123456789abcde\n";
+        assert_eq!(EdgeConfig::from_lookup(lookup(&weak)).unwrap_err().setting, "FAILSOFT_CACHE_KEY_SECRET");
+        let mut padded = BASE.to_vec();
+        padded.push(("FAILSOFT_INTERNAL_SECRET", " internal-secret-0123\n"));
+        let config = EdgeConfig::from_lookup(lookup(&padded)).unwrap();
+        assert_eq!(config.internal_secret.as_deref(), Some(&b"internal-secret-0123"[..]));
         let mut half_basic = BASE.to_vec();
         half_basic.push(("FAILSOFT_BASIC_USER", "genesys"));
         assert_eq!(EdgeConfig::from_lookup(lookup(&half_basic)).unwrap_err().setting, "FAILSOFT_BASIC_PASSWORD");

@@ -17,14 +17,23 @@ pub struct Request {
     pub method: String,
     /// Path without the query string.
     pub path: String,
+    /// The query string without its `?` (empty: none). Signatures cover it.
+    pub query: String,
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Request {
-    pub fn new(method: &str, path: &str) -> Self {
-        Self { method: method.to_ascii_uppercase(), path: path.to_owned(), ..Self::default() }
+    /// A request for `target` (a path, with `?query` or without).
+    pub fn new(method: &str, target: &str) -> Self {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Self { method: method.to_ascii_uppercase(), path: path.to_owned(), query: query.to_owned(), ..Self::default() }
+    }
+
+    /// The request target as the client sent it: path and `?query`.
+    pub fn target(&self) -> String {
+        failsoft_shared::signature::target(&self.path, Some(&self.query))
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {

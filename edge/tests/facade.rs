@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use failsoft_edge::config::EdgeConfig;
-use failsoft_edge::facade::{After, BREAKER_KEY, BreakerSharing, Facade};
+use failsoft_edge::facade::{After, BREAKER_KEY, BreakerSharing, Facade, NonceStore};
 use failsoft_edge::http::Request;
 use failsoft_edge::native::{LocalQueue, MemoryKv};
 use failsoft_edge::ports::{
     Clock, Downstream, Forwarder, Kv, OutboundRequest, OutboundResponse, PortError, QueueMessage, TransportError,
 };
-use failsoft_shared::signature::sign;
+use failsoft_shared::signature::{self, Signed};
 use serde_json::{Value, json};
 
 const INTERNAL: &str = "internal-secret-for-tests-0123";
@@ -77,9 +77,10 @@ fn ok(status: u16, body: Value) -> Result<OutboundResponse, TransportError> {
     Ok(OutboundResponse { status, retry_after: None, body: serde_json::to_vec(&body).unwrap() })
 }
 
-/// One KV shared by several facades, as isolates share Workers KV.
+/// One KV shared by several facades, as isolates share Workers KV (its
+/// deletes of anything but a nonce fail while the flag is set).
 #[derive(Clone, Default)]
-struct SharedKv(Rc<MemoryKv>);
+struct SharedKv(Rc<MemoryKv>, Rc<std::cell::Cell<bool>>);
 impl Kv for SharedKv {
     async fn get(&self, key: &str) -> Result<Option<String>, PortError> {
         self.0.get(key).await
@@ -88,6 +89,9 @@ impl Kv for SharedKv {
         self.0.put(key, value, ttl).await
     }
     async fn delete(&self, key: &str) -> Result<(), PortError> {
+        if self.1.get() && !key.starts_with("nonce:") {
+            return Err(PortError("deletes fail".into()));
+        }
         self.0.delete(key).await
     }
 }
@@ -269,12 +273,7 @@ async fn the_origin_push_is_signed_and_never_replaces_a_newer_record() {
     let phone = failsoft_shared::keys::normalize_phone("+442071234567").unwrap();
     let entity = failsoft_shared::keys::entity_key(CACHE_SECRET.as_bytes(), &phone);
     let push = |body: &Value, secret: &str| {
-        let body = body.to_string();
-        let ts = 1_800_000_000u64;
-        Request::new("PUT", &format!("/v1/internal/cache/{entity}"))
-            .header("x-failsoft-timestamp", &ts.to_string())
-            .header("x-failsoft-signature", &sign(secret.as_bytes(), ts, body.as_bytes()))
-            .body(body)
+        signed("PUT", &format!("/v1/internal/cache/{entity}"), body, secret, 1_800_000_000)
     };
     let record = json!({"found": true, "customerId": "C-1", "tier": "vip"});
     let older = json!({"record": record, "fetchedAtMs": 1_700_000_000_000u64});
@@ -290,12 +289,84 @@ async fn the_origin_push_is_signed_and_never_replaces_a_newer_record() {
     assert_eq!(f.handle(bad_key).await.response.status, 401, "signature first, then the key");
 }
 
-fn signed(method: &str, path: &str, body: &Value, secret: &str, ts: u64) -> Request {
+/// A request signed as the origin signs one, with a nonce never used before.
+fn signed(method: &str, target: &str, body: &Value, secret: &str, ts: u64) -> Request {
+    static NONCES: AtomicU64 = AtomicU64::new(1);
+    let mut random = [0u8; signature::NONCE_BYTES];
+    random[..8].copy_from_slice(&NONCES.fetch_add(1, Ordering::SeqCst).to_le_bytes());
     let body = body.to_string();
-    Request::new(method, path)
-        .header("x-failsoft-timestamp", &ts.to_string())
-        .header("x-failsoft-signature", &sign(secret.as_bytes(), ts, body.as_bytes()))
-        .body(body)
+    let headers = signature::headers(secret.as_bytes(), &Signed::new(method, target, body.as_bytes()), ts, random);
+    headers.iter().fold(Request::new(method, target), |req, (name, value)| req.header(name, value)).body(body)
+}
+
+#[tokio::test]
+async fn a_webhook_that_failed_may_be_sent_again_unchanged() {
+    for store in ["memory", "kv"] {
+        let (kv, clock, crm) = (SharedKv::default(), TestClock::at(1_800_000_000_000), Scripted::default());
+        let f = facade(&kv, &crm, &clock, &[]);
+        let f = if store == "kv" { f.with_nonce_store(NonceStore::Kv) } else { f };
+        let change = json!({"phone": "+442071234567", "fieldChanged": "tier", "newValue": "gold"});
+        let hook = signed("POST", "/v1/webhooks/crm-update", &change, "webhook-secret-for-tests-0123", 1_800_000_000);
+        kv.1.set(true);
+        assert_eq!(f.handle(hook.clone()).await.response.status, 503, "{store}: the invalidation failed");
+        kv.1.set(false);
+        let retried = f.handle(hook.clone()).await.response;
+        assert_eq!(retried.json_body()["invalidated"], true, "{store}: the CRM's retry of the same bytes passes");
+        assert_eq!(refusal(&f, hook).await, (401, "SIGNATURE_REPLAYED".to_owned()), "{store}: once it took effect");
+    }
+}
+
+/// `req` with its method and target swapped, signature headers kept.
+fn moved(req: &Request, method: &str, target: &str) -> Request {
+    let mut moved = Request::new(method, target).body(req.body.clone());
+    moved.headers = req.headers.clone();
+    moved
+}
+
+async fn refusal(f: &TestFacade, req: Request) -> (u16, String) {
+    let resp = f.handle(req).await.response;
+    (resp.status, resp.json_body()["error"]["code"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_signed_request_is_accepted_once_and_only_where_it_was_sent() {
+    for store in ["memory", "kv"] {
+        let (kv, clock, crm) = (SharedKv::default(), TestClock::at(1_800_000_000_000), Scripted::default());
+        let f = facade(&kv, &crm, &clock, &[("FAILSOFT_INTERNAL_SECRET", INTERNAL)]);
+        let f = if store == "kv" { f.with_nonce_store(NonceStore::Kv) } else { f };
+        let (a, b) = (entity_of("+442071234567"), entity_of("+442071234568"));
+        let body =
+            json!({"record": {"found": true, "customerId": "C-1", "tier": "vip"}, "fetchedAtMs": 1_800_000_000_000u64});
+        let push = signed("PUT", &format!("/v1/internal/cache/{a}"), &body, INTERNAL, 1_800_000_000);
+        assert_eq!(f.handle(push.clone()).await.response.json_body()["stored"], true, "{store}");
+        let replayed = (401, "SIGNATURE_REPLAYED".to_owned());
+        assert_eq!(refusal(&f, push.clone()).await, replayed, "{store}: the same push again");
+        clock.advance(299_000);
+        assert_eq!(refusal(&f, push.clone()).await, replayed, "{store}: still remembered at the window's end");
+        clock.advance(2_000);
+        assert_eq!(refusal(&f, push.clone()).await.1, "SIGNATURE_EXPIRED", "{store}: then too old");
+
+        // A fresh push for A, moved onto B's key, the bulk route, a query.
+        let push = signed("PUT", &format!("/v1/internal/cache/{a}"), &body, INTERNAL, 1_800_000_301);
+        for (method, target) in
+            [("PUT", format!("/v1/internal/cache/{b}")), ("PUT", format!("/v1/internal/cache/{a}?x=1"))]
+        {
+            assert_eq!(refusal(&f, moved(&push, method, &target)).await, (401, "SIGNATURE_MISMATCH".to_owned()));
+        }
+        let webhook = moved(&push, "POST", "/v1/webhooks/crm-update");
+        assert_eq!(refusal(&f, webhook).await.0, 401, "{store}: onto the webhook");
+        assert_eq!(f.handle(push).await.response.json_body()["stored"], false, "{store}: the original still passes");
+
+        // Signed 61 s ahead: refused; 60 s ahead: accepted.
+        let ahead =
+            |secs: u64| signed("PUT", &format!("/v1/internal/cache/{b}"), &body, INTERNAL, 1_800_000_301 + secs);
+        assert_eq!(refusal(&f, ahead(61)).await, (401, "SIGNATURE_FROM_FUTURE".to_owned()), "{store}");
+        assert_eq!(f.handle(ahead(60)).await.response.status, 200, "{store}");
+        // Without a nonce: refused.
+        let mut bare = ahead(0);
+        bare.headers.retain(|(name, _)| name != signature::NONCE_HEADER);
+        assert_eq!(refusal(&f, bare).await, (401, "SIGNATURE_MISSING".to_owned()), "{store}");
+    }
 }
 
 fn entity_of(ani: &str) -> String {
@@ -425,7 +496,18 @@ async fn results_come_from_the_origin_when_it_knows_them() {
     let asked = crm.asked.borrow();
     let origin_call = asked.last().unwrap();
     assert_eq!(origin_call.url, "http://origin.invalid/v1/results/corr-1");
-    assert!(origin_call.headers.iter().any(|(n, v)| *n == "x-failsoft-signature" && v.starts_with("v1=")));
+    let header = |name: &str| origin_call.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+    let presented = signature::Presented {
+        signature: header(signature::SIGNATURE_HEADER),
+        timestamp: header(signature::TIMESTAMP_HEADER),
+        nonce: header(signature::NONCE_HEADER),
+    };
+    let read = Signed::new("GET", "/v1/results/corr-1", b"");
+    let now = clock.now_ms() / 1000;
+    assert!(
+        signature::verify(INTERNAL.as_bytes(), &presented, &read, now, 300).is_ok(),
+        "signed over GET and its path"
+    );
 }
 
 /// What a CRM that echoes its request sends back for a case: the caller's
@@ -506,7 +588,13 @@ async fn answers_are_counted_and_reported_signed_after_the_interval() {
     let body = first.body.clone().unwrap();
     let header = |name: &str| first.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
     let ts: u64 = header("x-failsoft-timestamp").unwrap().parse().unwrap();
-    assert_eq!(header("x-failsoft-signature").unwrap(), sign(INTERNAL.as_bytes(), ts, &body));
+    let nonce = header("x-failsoft-nonce").unwrap();
+    assert_eq!(nonce.len(), 32);
+    let report_signed = Signed::new("POST", "/v1/internal/edge-stats", &body);
+    assert_eq!(
+        header("x-failsoft-signature").unwrap(),
+        signature::sign(INTERNAL.as_bytes(), &report_signed, ts, &nonce)
+    );
     let report: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!((report["seq"].as_u64(), report["counts"]["lookups"]["cache"].as_u64()), (Some(0), Some(1)));
     assert!(f.stats().is_empty(), "the counts left in the report");

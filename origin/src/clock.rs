@@ -19,6 +19,18 @@ pub fn random_u64() -> u64 {
     })
 }
 
+/// Random bytes for a signature's nonce. A nonce needs uniqueness, not
+/// secrecy: should the OS fail, [`random_u64`]'s fallback still differs
+/// from call to call.
+pub fn nonce_bytes() -> [u8; failsoft_shared::signature::NONCE_BYTES] {
+    let mut bytes = [0u8; failsoft_shared::signature::NONCE_BYTES];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes[..8].copy_from_slice(&random_u64().to_le_bytes());
+        bytes[8..].copy_from_slice(&now_ms().to_le_bytes());
+    }
+    bytes
+}
+
 /// The longest wait [`capped`] lets through: a year. Every deadline a
 /// peer's number sets (a token's `expires_in`, a channel's expiry) is
 /// capped here, so `Instant::now() + capped(wait)` can never overflow

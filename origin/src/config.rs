@@ -210,11 +210,11 @@ fn table_name(lookup: Lookup<'_>, name: &'static str, default: &str) -> Result<S
 }
 
 pub(crate) fn secret(lookup: Lookup<'_>, name: &'static str) -> Result<Secret, ConfigError> {
+    // Trimmed and measured as the edge does it, so both sign with the same bytes.
     let value = required(lookup, name)?;
-    if value.len() < 16 {
-        return Err(ConfigError::new(name, "must be at least 16 bytes"));
-    }
-    Ok(Secret::new(value.into_bytes()))
+    failsoft_shared::signature::secret_from_setting(&value)
+        .map(Secret::new)
+        .ok_or_else(|| ConfigError::new(name, "must be at least 16 bytes"))
 }
 
 fn flag(lookup: Lookup<'_>, name: &'static str, default: bool) -> Result<bool, ConfigError> {

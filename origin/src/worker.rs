@@ -107,6 +107,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             Arc::new(move || consumer.in_flight())
         },
         metrics,
+        nonces: api::replay_cache(),
     });
     let events_api =
         Arc::new(EventsApi { sqs: sqs.clone(), queue_url: config.queue_url.clone(), config: config.events.clone() });

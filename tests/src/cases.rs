@@ -14,8 +14,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::signing::{self, Capture};
 use failsoft_shared::keys::{entity_key, normalize_phone};
-use failsoft_shared::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 
 use crate::harness::CACHE_KEY_SECRET;
 use crate::moto::{Moto, Received};
@@ -104,6 +104,7 @@ pub const ALL: &[Case] = &[
     BREAKER_OPEN,
     WEBHOOK_INVALIDATES,
     SYNC_BULK_PUSH,
+    SIGNED_REQUESTS_ARE_NOT_REPLAYED,
 ];
 
 /// Fictional numbers (Ofcom's drama range), E.164 as the simulator stores them.
@@ -132,14 +133,13 @@ impl Target {
 
     /// A POST signed with the internal secret, as the origin signs its calls.
     pub fn signed_post(&self, path: &str, body: &Value, secret: &str) -> reqwest::RequestBuilder {
-        let body = body.to_string();
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-        self.http
-            .post(self.url(path))
-            .header(TIMESTAMP_HEADER, ts.to_string())
-            .header(SIGNATURE_HEADER, sign(secret.as_bytes(), ts, body.as_bytes()))
-            .header("content-type", "application/json")
-            .body(body)
+        self.signed("POST", path, body, secret, signing::now_secs())
+    }
+
+    /// A `method` request signed at `ts` with a fresh nonce, as the origin
+    /// signs its calls.
+    pub fn signed(&self, method: &str, path: &str, body: &Value, secret: &str, ts: u64) -> reqwest::RequestBuilder {
+        signing::request(&self.http, method, &self.url(path), body.to_string().into_bytes(), secret, ts)
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -606,16 +606,12 @@ async fn webhook_invalidates(t: &Target) {
 
     // Unsigned and wrongly signed changes are refused.
     let change = serde_json::to_vec(&json!({"phone": VIP, "fieldChanged": "tier", "newValue": "vip"})).unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
     let unsigned = t.http.post(t.url("/v1/webhooks/crm-update")).body(change.clone());
     let (status, body) = t.send(unsigned).await;
     assert_eq!(status, 401, "unsigned webhook: {body}");
-    let forged = t
-        .http
-        .post(t.url("/v1/webhooks/crm-update"))
-        .header(TIMESTAMP_HEADER, now.to_string())
-        .header(SIGNATURE_HEADER, sign(b"test-only-some-other-secret-000", now, &change))
-        .body(change);
+    let url = t.url("/v1/webhooks/crm-update");
+    let forged =
+        signing::request(&t.http, "POST", &url, change, "test-only-some-other-secret-000", signing::now_secs());
     let (status, body) = t.send(forged).await;
     assert_eq!(status, 401, "webhook signed with another secret: {body}");
     let (_, body) = t.lookup(VIP).await;
@@ -666,6 +662,73 @@ async fn sync_bulk_push(t: &Target) {
     assert_eq!((status, &counts["removed"]), (200, &json!(1)), "{counts}");
     let (_, gone) = t.lookup(VIP).await;
     assert_eq!(gone["source"], "default", "a removed customer is no longer known here: {gone}");
+}
+
+pub const SIGNED_REQUESTS_ARE_NOT_REPLAYED: Case = Case {
+    name: "signed_requests_are_not_replayed",
+    settings: &[("FAILSOFT_INTERNAL_SECRET", SYNC_SECRET)],
+    run: |t| Box::pin(signed_requests_are_not_replayed(t)),
+};
+
+/// Every signed route on this host accepts a request once and only where
+/// it was sent: the CRM's webhook (as crm-sim signed it, captured on its
+/// way), the origin's cache push and the sync's bulk push are each refused
+/// `SIGNATURE_REPLAYED` when sent again, `SIGNATURE_MISMATCH` when moved to
+/// another key, route or method, and a timestamp 61 s ahead is refused
+/// `SIGNATURE_FROM_FUTURE`. (Spin remembers nonces in KV, the native host
+/// and a Worker in memory.)
+async fn signed_requests_are_not_replayed(t: &Target) {
+    t.with_customers().await;
+    let key = |ani: &str| entity_key(CACHE_KEY_SECRET.as_bytes(), &normalize_phone(ani).expect("a valid number"));
+    let refused = |what: &str, (status, body): (u16, Value), code: &str| assert_error(what, status, &body, 401, code);
+
+    // The webhook, as the CRM simulator signs it, captured on its way.
+    let capture = Capture::start().await;
+    let hook = json!({"phone": VIP, "tier": "standard",
+        "webhook": {"url": format!("{}/v1/webhooks/crm-update", capture.url), "secret": WEBHOOK_SECRET}});
+    let url = format!("{}/admin/customers/tier", t.admin);
+    t.admin(t.http.post(url).json(&hook), "/admin/customers/tier").await;
+    let webhook = capture.all().pop().expect("crm-sim sent the webhook");
+    assert_eq!(webhook.header("x-failsoft-nonce").map(str::len), Some(32), "a 16-byte nonce");
+    let send = |method: &str, target: &str| t.send(webhook.resend(&t.http, &t.edge, method, target));
+    let (status, body) = send("POST", "/v1/webhooks/crm-update").await;
+    assert_eq!((status, &body["invalidated"]), (200, &json!(true)), "the captured webhook, once: {body}");
+    refused("the webhook again", send("POST", "/v1/webhooks/crm-update").await, "SIGNATURE_REPLAYED");
+    refused("the webhook with a query", send("POST", "/v1/webhooks/crm-update?x=1").await, "SIGNATURE_MISMATCH");
+
+    // The origin's cache push for VIP.
+    let now = signing::now_secs();
+    let entry = json!({"record": {"found": true, "customerId": "C-1001", "tier": "vip"},
+                       "fetchedAtMs": now * 1000});
+    let a_path = format!("/v1/internal/cache/{}", key(VIP));
+    let push = t.signed("PUT", &a_path, &entry, SYNC_SECRET, now);
+    let again = push.try_clone().expect("a byte body clones");
+    let moved = |target: &str, method: &str| {
+        let mut request = push.try_clone().expect("a byte body clones").build().expect("a request");
+        *request.method_mut() = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        *request.url_mut() = reqwest::Url::parse(&t.url(target)).expect("a URL");
+        reqwest::RequestBuilder::from_parts(t.http.clone(), request)
+    };
+    let (status, body) = t.send(push.try_clone().expect("a byte body clones")).await;
+    assert_eq!((status, &body["stored"]), (200, &json!(true)), "the push, once: {body}");
+    refused("the push again", t.send(again).await, "SIGNATURE_REPLAYED");
+    let b_path = format!("/v1/internal/cache/{}", key(GOLD));
+    refused("VIP's push moved onto GOLD", t.send(moved(&b_path, "PUT")).await, "SIGNATURE_MISMATCH");
+    refused("the push onto the bulk route", t.send(moved("/v1/internal/cache", "POST")).await, "SIGNATURE_MISMATCH");
+    refused("the push onto the webhook", t.send(moved("/v1/webhooks/crm-update", "POST")).await, "SIGNATURE_MISMATCH");
+    let ahead = t.signed("PUT", &b_path, &entry, SYNC_SECRET, now + 61);
+    refused("a push signed 61 s ahead", t.send(ahead).await, "SIGNATURE_FROM_FUTURE");
+
+    // The sync's bulk push.
+    let bulk = json!({"entries": [{"key": key(NEVER_SEEN), "removedAtMs": now * 1000}]});
+    let bulk = t.signed("POST", "/v1/internal/cache", &bulk, SYNC_SECRET, now);
+    let again = bulk.try_clone().expect("a byte body clones");
+    assert_eq!(t.send(bulk).await.0, 200, "the bulk push, once");
+    refused("the bulk push again", t.send(again).await, "SIGNATURE_REPLAYED");
+
+    // The refusals changed nothing: GOLD is answered live from the CRM.
+    let (_, gold) = t.lookup(GOLD).await;
+    assert_record("after the refused pushes", &gold, "live", "C-1002", "gold");
 }
 
 /// Request coalescing, on a host whose requests share one facade (native:

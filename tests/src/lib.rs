@@ -7,5 +7,6 @@ pub mod cases;
 pub mod edge_traffic;
 pub mod harness;
 pub mod moto;
+pub mod signing;
 
 pub use harness::{AUTH_TOKEN, Reply, Stack, WEBHOOK_SECRET, assert_error, metric_sum, metric_value, wait_until};

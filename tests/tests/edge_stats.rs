@@ -7,10 +7,10 @@
 mod origin_support;
 
 use failsoft_shared::edge_stats::{Counts, REPORT_PATH, Report};
-use failsoft_shared::signature;
 use failsoft_tests::Stack;
 use failsoft_tests::edge_traffic::wait_for_counts;
 use failsoft_tests::edge_traffic::{Edge, assert_counts, origin_health, origin_metrics, reporting_settings, series};
+use failsoft_tests::signing;
 use origin_support::{INTERNAL_SECRET, OriginStack};
 use serde_json::{Value, json};
 
@@ -20,16 +20,8 @@ fn now_secs() -> u64 {
 
 /// POSTs `body` to the origin's report route signed with `secret`.
 async fn post_report(http: &reqwest::Client, origin: &str, secret: &str, body: Vec<u8>) -> (u16, Value) {
-    let ts = now_secs();
-    let resp = http
-        .post(format!("{origin}{REPORT_PATH}"))
-        .header(signature::TIMESTAMP_HEADER, ts.to_string())
-        .header(signature::SIGNATURE_HEADER, signature::sign(secret.as_bytes(), ts, &body))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("the origin answers");
+    let url = format!("{origin}{REPORT_PATH}");
+    let resp = signing::request(http, "POST", &url, body, secret, now_secs()).send().await.expect("the origin answers");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }

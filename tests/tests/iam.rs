@@ -26,7 +26,6 @@ use failsoft_lab::aws_stack::{self, AwsStack, Credentials, StackRequest};
 use failsoft_lab::moto::{Auth, MotoServer};
 use failsoft_lab::process::Service;
 use failsoft_shared::envelope::Envelope;
-use failsoft_shared::signature;
 use origin_support::{BASE_POLICY, INTERNAL_SECRET, program, refresh_envelope, write_envelope};
 use serde_json::{Value, json};
 
@@ -599,15 +598,16 @@ async fn provoke(stack: &AwsStack, worker: &Service, removal: &Removal, http: &r
                 .unwrap();
         }
         ("dynamodb:GetItem", _) => {
-            let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-            let sig = signature::sign(INTERNAL_SECRET.as_bytes(), ts, b"");
-            let response = http
-                .get(format!("{}/v1/results/{id}", worker.url("api")))
-                .header(signature::TIMESTAMP_HEADER, ts.to_string())
-                .header(signature::SIGNATURE_HEADER, sig)
-                .send()
-                .await
-                .expect("GET /v1/results");
+            let url = format!("{}/v1/results/{id}", worker.url("api"));
+            let read = failsoft_tests::signing::request(
+                http,
+                "GET",
+                &url,
+                Vec::new(),
+                INTERNAL_SECRET,
+                failsoft_tests::signing::now_secs(),
+            );
+            let response = read.send().await.expect("GET /v1/results");
             assert!(response.status().is_server_error(), "a denied read is not a 404: {}", response.status());
         }
         ("dynamodb:BatchWriteItem", _) => enqueue(stack, &refresh_envelope(&id, &phone)).await,

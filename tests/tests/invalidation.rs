@@ -1,10 +1,9 @@
 //! The CRM's signed change webhook (`POST /v1/webhooks/crm-update`): a
 //! routing change stops the cached record being served; anything unsigned,
-//! tampered with or replayed late is refused.
+//! tampered with, replayed, late or from the future is refused.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use failsoft_shared::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+use failsoft_shared::signature::TIMESTAMP_HEADER;
+use failsoft_tests::signing::{self, now_secs};
 use failsoft_tests::{Stack, WEBHOOK_SECRET, assert_error};
 use serde_json::{Value, json};
 
@@ -27,23 +26,19 @@ async fn warm_vip(stack: &Stack, ani: &str) {
     assert_eq!((&body["source"], &body["tier"]), (&json!("cache"), &json!("vip")), "warm: {body}");
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
+/// The signature headers of a change event `body` signed with `secret` at `ts`.
+fn signed(body: &[u8], secret: &str, ts: u64) -> Vec<(&'static str, String)> {
+    signing::headers(secret, "POST", "/v1/webhooks/crm-update", body, ts).into()
 }
 
 /// POSTs a change event with the given signature headers.
-async fn webhook(stack: &Stack, body: &[u8], timestamp: Option<u64>, signature: Option<String>) -> (u16, Value) {
-    let mut request = stack
+async fn webhook(stack: &Stack, body: &[u8], headers: &[(&'static str, String)]) -> (u16, Value) {
+    let request = stack
         .http
         .post(stack.url("/v1/webhooks/crm-update"))
         .header("content-type", "application/json")
         .body(body.to_vec());
-    if let Some(ts) = timestamp {
-        request = request.header(TIMESTAMP_HEADER, ts.to_string());
-    }
-    if let Some(signature) = signature {
-        request = request.header(SIGNATURE_HEADER, signature);
-    }
+    let request = headers.iter().fold(request, |request, (name, value)| request.header(*name, value));
     let reply = stack.send(request).await;
     (reply.status, reply.body)
 }
@@ -90,28 +85,40 @@ async fn unsigned_tampered_and_expired_webhooks_are_refused() {
     let body = change(VIP_A, "tier");
     let now = now_secs();
 
-    let (status, reply) = webhook(&stack, &body, None, None).await;
+    let (status, reply) = webhook(&stack, &body, &[]).await;
     assert_error("unsigned", status, &reply, 401, "SIGNATURE_MISSING");
 
-    let signature = sign(WEBHOOK_SECRET.as_bytes(), now, &body);
+    let headers = signed(&body, WEBHOOK_SECRET, now);
     let tampered = change(VIP_B, "tier");
-    let (status, reply) = webhook(&stack, &tampered, Some(now), Some(signature.clone())).await;
+    let (status, reply) = webhook(&stack, &tampered, &headers).await;
     assert_error("tampered body", status, &reply, 401, "SIGNATURE_MISMATCH");
 
-    let (status, reply) = webhook(&stack, &body, Some(now + 1), Some(signature)).await;
+    let mut later = headers.clone();
+    later.iter_mut().filter(|(name, _)| *name == TIMESTAMP_HEADER).for_each(|(_, ts)| *ts = (now + 1).to_string());
+    let (status, reply) = webhook(&stack, &body, &later).await;
     assert_error("tampered timestamp", status, &reply, 401, "SIGNATURE_MISMATCH");
 
-    let forged = sign(b"test-only-some-other-secret", now, &body);
-    let (status, reply) = webhook(&stack, &body, Some(now), Some(forged)).await;
+    let (status, reply) = webhook(&stack, &body, &signed(&body, "test-only-some-other-secret", now)).await;
     assert_error("wrong secret", status, &reply, 401, "SIGNATURE_MISMATCH");
 
-    let old = now - 3_600;
-    let expired = sign(WEBHOOK_SECRET.as_bytes(), old, &body);
-    let (status, reply) = webhook(&stack, &body, Some(old), Some(expired)).await;
+    let (status, reply) = webhook(&stack, &body, &signed(&body, WEBHOOK_SECRET, now - 3_600)).await;
     assert_error("expired", status, &reply, 401, "SIGNATURE_EXPIRED");
+
+    let (status, reply) = webhook(&stack, &body, &signed(&body, WEBHOOK_SECRET, now + 61)).await;
+    assert_error("61 s ahead", status, &reply, 401, "SIGNATURE_FROM_FUTURE");
 
     let (_, still) = stack.lookup(VIP_A).await;
     assert_eq!(still["source"], "cache", "a refused webhook must not invalidate: {still}");
+
+    // Accepted once; the very same request again is a replay.
+    let (status, reply) = webhook(&stack, &body, &headers).await;
+    assert_eq!((status, &reply), (200, &json!({"invalidated": true})), "the signed change, once");
+    warm_vip(&stack, VIP_A).await;
+    let (status, reply) = webhook(&stack, &body, &headers).await;
+    assert_error("replayed", status, &reply, 401, "SIGNATURE_REPLAYED");
+
+    let (_, still) = stack.lookup(VIP_A).await;
+    assert_eq!(still["source"], "cache", "a replayed webhook must not invalidate: {still}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -122,13 +129,13 @@ async fn signed_webhooks_invalidate_only_routing_changes() {
 
     let email = change(VIP_A, "email");
     let now = now_secs();
-    let (status, reply) = webhook(&stack, &email, Some(now), Some(sign(WEBHOOK_SECRET.as_bytes(), now, &email))).await;
+    let (status, reply) = webhook(&stack, &email, &signed(&email, WEBHOOK_SECRET, now)).await;
     assert_eq!((status, &reply), (200, &json!({"invalidated": false})), "email change");
     let (_, body) = stack.lookup(VIP_A).await;
     assert_eq!(body["source"], "cache", "an email change keeps the record: {body}");
 
     let tier = change(VIP_A, "tier");
-    let (status, reply) = webhook(&stack, &tier, Some(now), Some(sign(WEBHOOK_SECRET.as_bytes(), now, &tier))).await;
+    let (status, reply) = webhook(&stack, &tier, &signed(&tier, WEBHOOK_SECRET, now)).await;
     assert_eq!((status, &reply), (200, &json!({"invalidated": true})), "tier change");
     let lookups = stack.sim_count("lookups").await;
     let (_, body) = stack.lookup(VIP_A).await;

@@ -83,6 +83,7 @@ native_cases! {
     native_breaker_open_answers_at_once => BREAKER_OPEN,
     native_webhook_invalidates => WEBHOOK_INVALIDATES,
     native_sync_bulk_push_prewarms_and_keeps_the_newer => SYNC_BULK_PUSH,
+    native_signed_requests_are_not_replayed => SIGNED_REQUESTS_ARE_NOT_REPLAYED,
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -251,17 +251,21 @@ async fn origin_refreshes_update_last_known_and_push_signed_entries_to_the_edge(
         (all.len() >= 2).then_some(all)
     })
     .await;
+    let mut nonces = signature::ReplayCache::new(16);
     for push in &pushes {
         assert_eq!(push.method, "PUT");
-        let verified = signature::verify(
-            INTERNAL_SECRET.as_bytes(),
-            push.headers.get(signature::SIGNATURE_HEADER).map(String::as_str),
-            push.headers.get(signature::TIMESTAMP_HEADER).map(String::as_str),
-            &push.raw,
-            now_secs(),
-            300,
-        );
-        assert_eq!(verified, Ok(()), "the push is signed with the internal secret");
+        let header = |name: &str| push.headers.get(name).map(String::as_str);
+        let presented = signature::Presented {
+            signature: header(signature::SIGNATURE_HEADER),
+            timestamp: header(signature::TIMESTAMP_HEADER),
+            nonce: header(signature::NONCE_HEADER),
+        };
+        let signed = signature::Signed::new("PUT", &push.path, &push.raw);
+        let verified = signature::verify(INTERNAL_SECRET.as_bytes(), &presented, &signed, now_secs(), 300);
+        let verified = verified.expect("the push is signed with the internal secret over PUT and its path");
+        assert_eq!(nonces.admit(&verified, now_secs(), 300), Ok(()), "each push has its own nonce");
+        let elsewhere = signature::Signed::new("PUT", "/v1/internal/cache/other", &push.raw);
+        assert!(signature::verify(INTERNAL_SECRET.as_bytes(), &presented, &elsewhere, now_secs(), 300).is_err());
         let text = String::from_utf8_lossy(&push.raw);
         assert!(!text.contains("7946"), "no phone number in a push: {text}");
     }
@@ -355,15 +359,7 @@ async fn origin_results_api_authenticates_hides_expired_and_poison_is_dead_lette
     let url = format!("{}/v1/results/anything", worker.url());
     let unsigned = stack.http.get(&url).send().await.unwrap();
     assert_eq!(unsigned.status().as_u16(), 401);
-    let ts = now_secs();
-    let forged = stack
-        .http
-        .get(&url)
-        .header(signature::TIMESTAMP_HEADER, ts.to_string())
-        .header(signature::SIGNATURE_HEADER, signature::sign(b"some-other-secret-0000", ts, b""))
-        .send()
-        .await
-        .unwrap();
+    let forged = stack.signed_read(&worker, "anything", "some-other-secret-0000").send().await.unwrap();
     assert_eq!(forged.status().as_u16(), 401);
     let (status, body) = stack.result(&worker, "never-seen").await;
     assert_eq!(status, 404);

@@ -13,7 +13,9 @@
 //! `FAILSOFT_KV_SWEEP_EVERY` also deletes expired entries after its
 //! response: Spin's store has no expiry of its own, see `kv.rs`) (`BreakerSharing::EveryOutcome`: read
 //! before a call, written after every outcome), so an open breaker answers
-//! the next request at once although no instance saw it open.
+//! the next request at once although no instance saw it open; and the
+//! nonces of signed requests (`NonceStore::Kv`), so a replayed internal
+//! call or webhook is refused by whichever instance it reaches.
 //!
 //! The traffic counters (answers by source, latency, forward failures) are
 //! reported to the origin per instance, after the response like the
@@ -30,7 +32,7 @@ mod kv;
 mod log;
 mod settings;
 
-use failsoft_edge::facade::{BreakerSharing, Facade};
+use failsoft_edge::facade::{BreakerSharing, Facade, NonceStore};
 use failsoft_edge::http::{Request, Response, misconfigured, read_capped};
 use failsoft_edge::sqs::{NoQueue, SqsOr};
 use failsoft_shared::edge_stats::Cadence;
@@ -54,10 +56,12 @@ pub fn facade() -> Result<SpinFacade, failsoft_shared::config::ConfigError> {
     let sqs = failsoft_edge::sqs::SqsSettings::from_lookup(lookup)?;
     let forwarder = SpinForwarder::new(sqs, SpinHttp, SpinClock, || NoQueue);
     let kv = SpinKv::open().map_err(|e| failsoft_shared::config::ConfigError::new("key_value_stores", e.0))?;
-    // An instance lives for one request: the breaker's whole state is in KV,
-    // and its traffic counters are reported before it ends.
+    // An instance lives for one request: the breaker's whole state and the
+    // nonces of signed requests are in KV, and its traffic counters are
+    // reported before it ends.
     Ok(Facade::new(config, kv, SpinHttp, forwarder, SpinClock)
         .with_breaker_sharing(BreakerSharing::EveryOutcome)
+        .with_nonce_store(NonceStore::Kv)
         .with_stats_cadence(Cadence::EveryInstance))
 }
 
@@ -94,7 +98,8 @@ async fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
         Method::Other(other) => other.to_ascii_uppercase(),
     };
     let target = incoming.path_with_query().unwrap_or_else(|| "/".to_owned());
-    let path = target.split('?').next().unwrap_or("/").to_owned();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let (path, query) = (path.to_owned(), query.to_owned());
     let headers: Vec<(String, String)> = incoming
         .headers()
         .entries()
@@ -102,7 +107,7 @@ async fn read_request(incoming: IncomingRequest) -> Result<Request, Response> {
         .filter_map(|(name, value)| Some((name.to_ascii_lowercase(), String::from_utf8(value).ok()?)))
         .collect();
     let body = read_capped(&headers, || Some(incoming.into_body_stream())).await?;
-    Ok(Request { method, path, headers, body })
+    Ok(Request { method, path, query, headers, body })
 }
 
 /// Sends the response and finishes its body, so the client has all of it

@@ -4,11 +4,11 @@
 use failsoft_shared::cache::CacheEntry;
 use failsoft_shared::edge_stats;
 use failsoft_shared::keys::{customer_kv_key, entity_key, normalize_phone};
-use failsoft_shared::signature;
+use failsoft_shared::signature::{self, Presented, SignatureError, Signed, Verified};
 use failsoft_shared::sync::{BULK_MAX_ENTRIES, BulkAction, BulkPush};
 use serde_json::{Value, json};
 
-use super::{Checked, Facade, Refusal, checks};
+use super::{Checked, Facade, NonceStore, Refusal, checks};
 use crate::http::{Request, Response};
 use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest};
 use crate::wire::{CrmChange, ROUTING_FIELDS};
@@ -29,14 +29,10 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         };
         let Some(report) = self.lock_stats().take_report(self.clock.now_ms()) else { return };
         let body = serde_json::to_vec(&report).unwrap_or_default();
-        let mut headers = self.signed_headers(secret, &body);
+        let url = format!("{origin}{}", edge_stats::REPORT_PATH);
+        let mut headers = self.signed_headers(secret, "POST", &url, &body);
         headers.push(("content-type", "application/json".to_owned()));
-        let request = OutboundRequest {
-            method: "POST",
-            url: format!("{origin}{}", edge_stats::REPORT_PATH),
-            headers,
-            body: Some(body),
-        };
+        let request = OutboundRequest { method: "POST", url, headers, body: Some(body) };
         let seq = report.seq;
         let outcome = match self.downstream.send(request, edge_stats::SEND_DEADLINE_MS).await {
             Ok(resp) if (200..300).contains(&resp.status) => {
@@ -59,13 +55,89 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         metrics::counter!("failsoft_edge_stats_reports_total", "outcome" => outcome).increment(1);
     }
 
-    /// The internal signature headers for `body`, signed now.
-    pub(super) fn signed_headers(&self, secret: &[u8], body: &[u8]) -> Vec<(&'static str, String)> {
+    /// The internal signature headers of a `method` request to `url` with
+    /// `body`, signed now with a fresh nonce.
+    pub(super) fn signed_headers(
+        &self,
+        secret: &[u8],
+        method: &str,
+        url: &str,
+        body: &[u8],
+    ) -> Vec<(&'static str, String)> {
         let ts = self.clock.now_ms() / 1000;
-        vec![
-            (signature::TIMESTAMP_HEADER, ts.to_string()),
-            (signature::SIGNATURE_HEADER, signature::sign(secret, ts, body)),
-        ]
+        let mut random = [0u8; signature::NONCE_BYTES];
+        random[..8].copy_from_slice(&self.clock.random_u64().to_le_bytes());
+        random[8..].copy_from_slice(&self.clock.random_u64().to_le_bytes());
+        let signed = Signed::new(method, signature::target_of(url), body);
+        signature::headers(secret, &signed, ts, random).into()
+    }
+
+    /// Accepts a signed request once: its MAC over the method, the target,
+    /// the time, the nonce and the body must match under `secret`, its time
+    /// be within the window, and its nonce be new (see [`NonceStore`]).
+    /// `what` names the signature in the refusal, always a 401 with the
+    /// reason's code; a KV store that cannot say whether a nonce was seen
+    /// is a 503 (refused, never waved through).
+    async fn accept_signed(&self, req: &Request, secret: &[u8], what: &str) -> Checked<Verified> {
+        let now = self.clock.now_ms() / 1000;
+        let tolerance = self.config.policy.signature_tolerance_secs;
+        let refuse = |e: SignatureError| {
+            Refusal::new(401, e.code(), &format!("the {what} signature is missing, wrong, expired or already used"))
+        };
+        let presented = Presented {
+            signature: req.header_value(signature::SIGNATURE_HEADER),
+            timestamp: req.header_value(signature::TIMESTAMP_HEADER),
+            nonce: req.header_value(signature::NONCE_HEADER),
+        };
+        let target = req.target();
+        let signed = Signed::new(&req.method, &target, &req.body);
+        let verified = signature::verify(secret, &presented, &signed, now, tolerance).map_err(refuse)?;
+        match &self.nonces {
+            NonceStore::Memory(cache) => {
+                cache.lock().unwrap_or_else(|e| e.into_inner()).admit(&verified, now, tolerance).map_err(refuse)?
+            }
+            NonceStore::Kv => self.admit_in_kv(&verified, now, tolerance).await?.map_err(refuse)?,
+        }
+        Ok(verified)
+    }
+
+    /// `answer` to an accepted signed request; when it is a 5xx the request
+    /// had no effect and the signer may send the very same bytes again (a
+    /// CRM retrying its webhook), so its nonce is forgotten.
+    async fn settled(&self, verified: &Verified, answer: Checked<Response>) -> Checked<Response> {
+        if answer.as_ref().is_ok_and(|resp| resp.status >= 500) {
+            match &self.nonces {
+                NonceStore::Memory(cache) => cache.lock().unwrap_or_else(|e| e.into_inner()).forget(verified),
+                NonceStore::Kv => {
+                    if let Err(e) = self.kv.delete(&verified.store_key()).await {
+                        tracing::warn!(error = %e, "a failed request's nonce could not be forgotten");
+                    }
+                }
+            }
+        }
+        answer
+    }
+
+    /// Spin's replay check: a KV key per nonce (a digest, never the nonce
+    /// itself), kept until the signature expires. The read and the write
+    /// are two steps, so two copies of one request arriving at the same
+    /// moment could both pass; a replay after the first has been stored
+    /// cannot.
+    async fn admit_in_kv(&self, verified: &Verified, now: u64, tolerance: u64) -> Checked<Result<(), SignatureError>> {
+        let unavailable = |e: crate::ports::PortError| {
+            tracing::warn!(error = %e, "the nonce store failed; signed request refused");
+            Refusal(crate::http::Response::error(
+                503,
+                "NONCE_STORE_UNAVAILABLE",
+                "the request could not be checked; retry",
+            ))
+        };
+        let key = verified.store_key();
+        if self.kv.get(&key).await.map_err(unavailable)?.is_some() {
+            return Ok(Err(SignatureError::Replayed));
+        }
+        self.kv.put(&key, "1", verified.remember_secs(now, tolerance)).await.map_err(unavailable)?;
+        Ok(Ok(()))
     }
 
     // ── the origin's cache push ──────────────────────────────────────────
@@ -75,7 +147,12 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// replaces a newer one.
     pub(super) async fn push_cache(&self, req: &Request, entity: &str, secret: &[u8]) -> Checked<Response> {
         checks::within_cap(req)?;
-        self.verify_internal(req, secret)?;
+        let verified = self.accept_signed(req, secret, "internal").await?;
+        let answer = self.store_pushed(req, entity).await;
+        self.settled(&verified, answer).await
+    }
+
+    async fn store_pushed(&self, req: &Request, entity: &str) -> Checked<Response> {
         if entity.len() != 64 || !entity.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Refusal::new(400, "INVALID_ENTITY_KEY", "the key must be 64 hex characters"));
         }
@@ -106,7 +183,12 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// (entries already applied are then kept as a tie).
     pub(super) async fn push_bulk(&self, req: &Request, secret: &[u8]) -> Checked<Response> {
         checks::within_cap(req)?;
-        self.verify_internal(req, secret)?;
+        let verified = self.accept_signed(req, secret, "internal").await?;
+        let answer = self.apply_bulk(req).await;
+        self.settled(&verified, answer).await
+    }
+
+    async fn apply_bulk(&self, req: &Request) -> Checked<Response> {
         let push: BulkPush = serde_json::from_slice(&req.body)
             .map_err(|_| Refusal::new(400, "INVALID_BODY", "the body must be {\"entries\": [...]}"))?;
         if push.entries.len() > BULK_MAX_ENTRIES {
@@ -151,32 +233,16 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         Ok(Response::json(200, &counts))
     }
 
-    fn verify_internal(&self, req: &Request, secret: &[u8]) -> Checked<()> {
-        signature::verify(
-            secret,
-            req.header_value(signature::SIGNATURE_HEADER),
-            req.header_value(signature::TIMESTAMP_HEADER),
-            &req.body,
-            self.clock.now_ms() / 1000,
-            self.config.policy.signature_tolerance_secs,
-        )
-        .map_err(|e| Refusal::new(401, e.code(), "the internal signature is missing, wrong or expired"))
-    }
-
     // ── the CRM's change webhook ─────────────────────────────────────────
 
     pub(super) async fn crm_update(&self, req: &Request) -> Checked<Response> {
         checks::within_cap(req)?;
-        let now_secs = self.clock.now_ms() / 1000;
-        signature::verify(
-            &self.config.webhook_secret,
-            req.header_value(signature::SIGNATURE_HEADER),
-            req.header_value(signature::TIMESTAMP_HEADER),
-            &req.body,
-            now_secs,
-            self.config.policy.signature_tolerance_secs,
-        )
-        .map_err(|e| Refusal::new(401, e.code(), "the webhook signature is missing, wrong or expired"))?;
+        let verified = self.accept_signed(req, &self.config.webhook_secret, "webhook").await?;
+        let answer = self.invalidate(req).await;
+        self.settled(&verified, answer).await
+    }
+
+    async fn invalidate(&self, req: &Request) -> Checked<Response> {
         let change: CrmChange = serde_json::from_slice(&req.body)
             .map_err(|_| Refusal::new(400, "INVALID_JSON", "the body is not a change event"))?;
         let phone = match change.phone {

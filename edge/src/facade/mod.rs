@@ -19,6 +19,7 @@ use failsoft_shared::breaker::Breaker;
 use failsoft_shared::cache::CustomerRecord;
 use failsoft_shared::edge_stats::{self, Answer, Cadence, EdgeStats};
 use failsoft_shared::envelope::Kind;
+use failsoft_shared::signature::{DEFAULT_REPLAY_CAPACITY, ReplayCache};
 use serde_json::json;
 
 pub use self::downstream::BREAKER_KEY;
@@ -111,6 +112,28 @@ pub struct Facade<K, D, F, C> {
     inflight: Inflight<Option<CustomerRecord>>,
     /// The keys asked to refresh ahead in the current window.
     refreshes: Asked,
+    /// Where the nonces of signed requests are remembered.
+    nonces: NonceStore,
+}
+
+/// Where the facade remembers the nonces of the signed requests it accepted
+/// (the internal routes and the CRM webhook), so each is accepted once.
+#[derive(Debug)]
+pub enum NonceStore {
+    /// In this process or isolate, bounded ([`ReplayCache`]): the native
+    /// host and Workers, whose isolates serve many requests. Another
+    /// process or isolate does not see them.
+    Memory(Mutex<ReplayCache>),
+    /// In the KV store, one key per nonce kept for the tolerance window: for
+    /// Spin, whose instances live for one request.
+    Kv,
+}
+
+impl NonceStore {
+    /// The in-memory store at its default capacity.
+    pub fn memory() -> Self {
+        Self::Memory(Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY)))
+    }
 }
 
 impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
@@ -123,7 +146,14 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let inflight = Inflight::default();
         let refreshes = Asked::default();
         let sharing = BreakerSharing::Off;
-        Self { config, kv, downstream, forwarder, clock, breaker, sharing, stats, inflight, refreshes }
+        let nonces = NonceStore::memory();
+        Self { config, kv, downstream, forwarder, clock, breaker, sharing, stats, inflight, refreshes, nonces }
+    }
+
+    /// Sets where the nonces of signed requests are remembered (Spin: KV).
+    pub fn with_nonce_store(mut self, nonces: NonceStore) -> Self {
+        self.nonces = nonces;
+        self
     }
 
     /// Sets when the traffic counters are reported (Spin: every instance).

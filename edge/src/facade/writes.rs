@@ -151,12 +151,9 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// edge's own record: a write the origin has not seen yet is `PENDING`.
     async fn origin_result(&self, id: &str) -> Option<Response> {
         let (origin, secret) = (self.config.origin_url.as_deref()?, self.config.internal_secret.as_deref()?);
-        let request = OutboundRequest {
-            method: "GET",
-            url: format!("{origin}/v1/results/{id}"),
-            headers: self.signed_headers(secret, b""),
-            body: None,
-        };
+        let url = format!("{origin}/v1/results/{id}");
+        let headers = self.signed_headers(secret, "GET", &url, b"");
+        let request = OutboundRequest { method: "GET", url, headers, body: None };
         match self.downstream.send(request, self.config.policy.deadline_margin_ms).await {
             Ok(resp) if resp.status == 200 => {
                 // Read into the contract's type, so only a case's summary

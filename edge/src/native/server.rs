@@ -70,8 +70,13 @@ async fn handle(State(state): State<AppState>, req: axum::extract::Request) -> a
         Ok(body) => body,
         Err(refusal) => return into_axum(refusal),
     };
-    let request =
-        Request { method: parts.method.as_str().to_owned(), path: parts.uri.path().to_owned(), headers, body };
+    let request = Request {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        headers,
+        body,
+    };
     let handled = state.facade.handle(request).await;
     if state.facade.has_work_after(&handled) {
         let facade = state.facade.clone();

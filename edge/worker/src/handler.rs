@@ -92,7 +92,9 @@ async fn into_request(req: &mut worker::Request) -> Result<Request, Response> {
         req.headers().entries().map(|(name, value)| (name.to_ascii_lowercase(), value)).collect();
     // No body stream at all (a GET) reads as an empty body.
     let body = read_capped(&headers, || req.stream().ok()).await?;
-    Ok(Request { method: req.method().to_string(), path: req.path(), headers, body })
+    // The query as sent: internal signatures cover the path and the query.
+    let query = req.url().ok().and_then(|url| url.query().map(str::to_owned)).unwrap_or_default();
+    Ok(Request { method: req.method().to_string(), path: req.path(), query, headers, body })
 }
 
 fn into_worker(response: Response) -> worker::Result<worker::Response> {

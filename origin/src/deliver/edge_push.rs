@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use failsoft_shared::cache::CacheEntry;
-use failsoft_shared::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use failsoft_shared::signature::{self, Signed};
 
 use crate::clock;
 use crate::config::Secret;
@@ -80,8 +80,8 @@ impl EdgePush {
     /// `PUT {edge}/v1/internal/cache/{entityKey}`, body the entry, signed.
     async fn push_to(&self, base: &str, entity_key: &str, entry: &CacheEntry) -> Pushed {
         let body = serde_json::to_vec(entry).unwrap_or_default();
-        let request = self.http.put(format!("{base}/v1/internal/cache/{entity_key}")).timeout(PUSH_TIMEOUT);
-        let request = signed_json(request, &self.secret, body);
+        let url = format!("{base}/v1/internal/cache/{entity_key}");
+        let request = signed_json(&self.http, reqwest::Method::PUT, &url, &self.secret, body).timeout(PUSH_TIMEOUT);
         match request.send().await {
             Ok(resp) if resp.status().is_success() => Pushed::Stored,
             Ok(resp) if resp.status().as_u16() == 404 => {
@@ -100,14 +100,24 @@ impl EdgePush {
     }
 }
 
-/// `request` with a JSON `body`, signed with the internal secret as every
-/// call between the origin and the edge is (`X-Failsoft-Timestamp`,
-/// `X-Failsoft-Signature` over the body).
-pub(crate) fn signed_json(request: reqwest::RequestBuilder, secret: &Secret, body: Vec<u8>) -> reqwest::RequestBuilder {
+/// A `method` request to `url` with a JSON `body`, signed with the internal
+/// secret as every call between the origin and the edge is: timestamp,
+/// fresh nonce, and the MAC over the method, the path and query, both of
+/// those and the body (see `failsoft_shared::signature`). Sent twice, it is
+/// refused the second time: a retry must sign again.
+pub(crate) fn signed_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    secret: &Secret,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
     let ts = clock::now_ms() / 1000;
-    request
+    let signed = Signed::new(method.as_str(), signature::target_of(url), &body);
+    let headers = signature::headers(secret.expose(), &signed, ts, clock::nonce_bytes());
+    headers
+        .into_iter()
+        .fold(http.request(method, url), |request, (name, value)| request.header(name, value))
         .header("content-type", "application/json")
-        .header(TIMESTAMP_HEADER, ts.to_string())
-        .header(SIGNATURE_HEADER, signature::sign(secret.expose(), ts, &body))
         .body(body)
 }

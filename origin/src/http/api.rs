@@ -15,22 +15,27 @@
 //! the port that takes edge traffic.
 //!
 //! Result reads and edge reports are authenticated with the internal
-//! signature the edge already uses for its calls to the origin:
-//! `X-Failsoft-Timestamp` and `X-Failsoft-Signature` over the body (empty
-//! for a read), under `FAILSOFT_INTERNAL_SECRET`.
+//! signature the edge already uses for its calls to the origin
+//! (`failsoft_shared::signature`: timestamp, nonce, and the MAC over the
+//! method, the path and query, both of those and the body, empty for a
+//! read) under `FAILSOFT_INTERNAL_SECRET`. Each nonce is accepted once per
+//! process: the [`ReplayCache`] in [`ApiState`] remembers them for the
+//! tolerance window, so a captured read or report cannot be sent again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use failsoft_shared::case::CaseSummary;
 use failsoft_shared::edge_stats::{REPORT_PATH, Report};
-use failsoft_shared::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use failsoft_shared::signature::{
+    self, DEFAULT_REPLAY_CAPACITY, NONCE_HEADER, Presented, ReplayCache, SIGNATURE_HEADER, Signed, TIMESTAMP_HEADER,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -54,6 +59,13 @@ pub struct ApiState {
     pub in_flight: Arc<dyn Fn() -> usize + Send + Sync>,
     /// The Prometheus recorder's handle; `None`: `/metrics` answers 503.
     pub metrics: Option<PrometheusHandle>,
+    /// The nonces of the signed requests this process accepted.
+    pub nonces: std::sync::Mutex<ReplayCache>,
+}
+
+/// A replay cache at the default capacity, for [`ApiState::nonces`].
+pub fn replay_cache() -> std::sync::Mutex<ReplayCache> {
+    std::sync::Mutex::new(ReplayCache::new(DEFAULT_REPLAY_CAPACITY))
 }
 
 /// The edge-facing routes (`POST /v1/events` is merged in by the worker).
@@ -124,29 +136,46 @@ async fn render_metrics(State(state): State<Arc<ApiState>>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
-/// The 401 for a request without a valid internal signature over `body`.
-fn verify_internal(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<(), Box<Response>> {
+/// The 401 for a request without a valid internal signature over its
+/// method, `target` (path and query) and `body`, or whose nonce was used.
+fn verify_internal(
+    state: &ApiState,
+    method: &str,
+    target: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Box<Response>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    signature::verify(
-        state.secret.expose(),
-        header(SIGNATURE_HEADER),
-        header(TIMESTAMP_HEADER),
-        body,
-        clock::now_ms() / 1000,
-        state.tolerance_secs,
-    )
-    .map_err(|e| {
-        Box::new(error(StatusCode::UNAUTHORIZED, e.code(), "the internal signature is missing, wrong or expired"))
-    })
+    let presented = Presented {
+        signature: header(SIGNATURE_HEADER),
+        timestamp: header(TIMESTAMP_HEADER),
+        nonce: header(NONCE_HEADER),
+    };
+    let now = clock::now_ms() / 1000;
+    let signed = Signed::new(method, target, body);
+    signature::verify(state.secret.expose(), &presented, &signed, now, state.tolerance_secs)
+        .and_then(|verified| {
+            let mut nonces = state.nonces.lock().unwrap_or_else(|e| e.into_inner());
+            nonces.admit(&verified, now, state.tolerance_secs)
+        })
+        .map_err(|e| {
+            let message = "the internal signature is missing, wrong, expired or already used";
+            Box::new(error(StatusCode::UNAUTHORIZED, e.code(), message))
+        })
+}
+
+/// The request target (path and query) as the client sent it.
+fn target_of(uri: &Uri) -> &str {
+    uri.path_and_query().map_or_else(|| uri.path(), |pq| pq.as_str())
 }
 
 /// `POST /v1/internal/edge-stats`: 202 counted, 200 a resend already
 /// counted; 413, 401 and 400 count nothing.
-async fn edge_report(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
+async fn edge_report(State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let Ok(bytes) = axum::body::to_bytes(body, MAX_REPORT_BYTES).await else {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "a report is at most 16 KiB");
     };
-    if let Err(refused) = verify_internal(&state, &headers, &bytes) {
+    if let Err(refused) = verify_internal(&state, "POST", target_of(&uri), &headers, &bytes) {
         return *refused;
     }
     let report: Report = match serde_json::from_slice(&bytes) {
@@ -172,8 +201,8 @@ fn public_result(result: Value) -> Value {
     }
 }
 
-async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(refused) = verify_internal(&state, &headers, b"") {
+async fn result(State(state): State<Arc<ApiState>>, Path(id): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(refused) = verify_internal(&state, "GET", target_of(&uri), &headers, b"") {
         return *refused;
     }
     if !is_valid_correlation_id(&id) {

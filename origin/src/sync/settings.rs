@@ -24,8 +24,6 @@ pub const DEFAULT_OVERLAP_SECS: u64 = 300;
 /// How long a pass's lease lasts past its last page, by default. A worker
 /// that dies mid-pass holds the sync up this long; another then resumes it.
 pub const DEFAULT_LEASE_SECS: u64 = 60;
-/// The edge's shortest secret (edge/src/config.rs).
-const MIN_SECRET_BYTES: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -44,8 +42,9 @@ pub struct SyncSettings {
     /// `FAILSOFT_SYNC_LEASE_SECS`: how long a pass's lease outlives its
     /// last page (5–3600, default 60).
     pub lease: Duration,
-    /// `FAILSOFT_CACHE_KEY_SECRET`: the edge's key secret, used as is, so
-    /// the worker derives the very keys the edge reads. Unset: no sync.
+    /// `FAILSOFT_CACHE_KEY_SECRET`: the edge's key secret, trimmed as the
+    /// edge trims it, so the worker derives the very keys the edge reads.
+    /// Unset: no sync.
     pub cache_key_secret: Option<Secret>,
 }
 
@@ -71,18 +70,14 @@ impl SyncSettings {
         if !(5..=3_600).contains(&lease_secs) {
             return Err(ConfigError::new("FAILSOFT_SYNC_LEASE_SECS", "must be 5 to 3600 seconds"));
         }
-        let cache_key_secret = match lookup("FAILSOFT_CACHE_KEY_SECRET").filter(|s| !s.is_empty()) {
+        // Trimmed and measured as the edge does it (`secret_from_setting`),
+        // so the worker derives the very keys the edge reads.
+        let cache_key_secret = match lookup("FAILSOFT_CACHE_KEY_SECRET").filter(|s| !s.trim().is_empty()) {
             None => None,
-            Some(s) if s.trim() != s => {
-                return Err(ConfigError::new(
-                    "FAILSOFT_CACHE_KEY_SECRET",
-                    "must not begin or end with whitespace (the edge uses it byte for byte)",
-                ));
-            }
-            Some(s) if s.len() < MIN_SECRET_BYTES => {
-                return Err(ConfigError::new("FAILSOFT_CACHE_KEY_SECRET", "must be at least 16 bytes"));
-            }
-            Some(s) => Some(Secret::new(s.into_bytes())),
+            Some(s) => match failsoft_shared::signature::secret_from_setting(&s) {
+                Some(secret) => Some(Secret::new(secret)),
+                None => return Err(ConfigError::new("FAILSOFT_CACHE_KEY_SECRET", "must be at least 16 bytes")),
+            },
         };
         Ok(Self {
             interval: Duration::from_secs(interval_secs),
@@ -115,6 +110,8 @@ mod tests {
         assert!(!s.scheduled());
         let on = read(&[("FAILSOFT_CACHE_KEY_SECRET", "0123456789abcdef")]).unwrap();
         assert!(on.scheduled());
+        let padded = read(&[("FAILSOFT_CACHE_KEY_SECRET", " 0123456789abcdef\n")]).unwrap();
+        assert_eq!(padded.cache_key_secret.unwrap().expose(), b"0123456789abcdef", "trimmed as the edge trims it");
         let off = read(&[("FAILSOFT_CACHE_KEY_SECRET", "0123456789abcdef"), ("FAILSOFT_SYNC_INTERVAL_SECS", "0")]);
         assert!(!off.unwrap().scheduled());
     }
@@ -129,7 +126,7 @@ mod tests {
             ("FAILSOFT_SYNC_OVERLAP_SECS", "86401"),
             ("FAILSOFT_SYNC_LEASE_SECS", "4"),
             ("FAILSOFT_CACHE_KEY_SECRET", "short"),
-            ("FAILSOFT_CACHE_KEY_SECRET", " 0123456789abcdef"),
+            ("FAILSOFT_CACHE_KEY_SECRET", " 0123456789abcde \n"),
         ] {
             let err = read(&[(name, value)]).expect_err(value);
             assert_eq!(err.setting, name);

@@ -170,8 +170,9 @@ impl Sink {
         let mut backoff = Duration::from_millis(100);
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            let request = self.http.post(format!("{edge}{BULK_PATH}")).timeout(EDGE_TIMEOUT);
-            let request = signed_json(request, &self.internal_secret, body.to_vec());
+            let url = format!("{edge}{BULK_PATH}");
+            let request = signed_json(&self.http, reqwest::Method::POST, &url, &self.internal_secret, body.to_vec())
+                .timeout(EDGE_TIMEOUT);
             match request.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let counts: serde_json::Value = resp.json().await.map_err(|e| fail(e.to_string()))?;

@@ -1,7 +1,7 @@
 //! The CRM's signed change webhook, as failsoft's invalidation endpoint
 //! expects it.
 
-use failsoft_shared::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+use failsoft_shared::signature::{self, NONCE_BYTES, Signed};
 use serde::{Deserialize, Serialize};
 
 use super::clock;
@@ -25,19 +25,31 @@ pub struct ChangeEvent {
     pub changed_at: u64,
 }
 
-/// POSTs `event`, signed over the exact bytes sent; returns the status.
+/// POSTs `event`, signed over the method, the URL's path and query, the
+/// time, a fresh nonce and the exact bytes sent; returns the status.
 pub async fn deliver(client: &reqwest::Client, target: &WebhookTarget, event: &ChangeEvent) -> Result<u16, String> {
     let body = serde_json::to_vec(event).map_err(|err| err.to_string())?;
     let timestamp = clock::unix_secs();
-    let signature = sign(target.secret.as_bytes(), timestamp, &body);
-    let response = client
-        .post(&target.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(TIMESTAMP_HEADER, timestamp.to_string())
-        .header(SIGNATURE_HEADER, signature)
+    let signed = Signed::new("POST", signature::target_of(&target.url), &body);
+    let headers = signature::headers(target.secret.as_bytes(), &signed, timestamp, nonce());
+    let request = client.post(&target.url).header(reqwest::header::CONTENT_TYPE, "application/json");
+    let response = headers
+        .into_iter()
+        .fold(request, |request, (name, value)| request.header(name, value))
         .body(body)
         .send()
         .await
         .map_err(|err| err.to_string())?;
     Ok(response.status().as_u16())
+}
+
+/// A nonce no delivery used before: the time, a counter and the process.
+fn nonce() -> [u8; NONCE_BYTES] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; NONCE_BYTES];
+    bytes[..8].copy_from_slice(&clock::unix_ms().to_le_bytes());
+    bytes[8..12].copy_from_slice(&(COUNTER.fetch_add(1, Ordering::SeqCst) as u32).to_le_bytes());
+    bytes[12..].copy_from_slice(&std::process::id().to_le_bytes());
+    bytes
 }

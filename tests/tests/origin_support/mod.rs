@@ -19,7 +19,6 @@ use failsoft_lab::moto::{Auth, MotoServer};
 use failsoft_lab::process::{Service, bin_dir};
 use failsoft_shared::envelope::{Envelope, Kind};
 use failsoft_shared::keys::{entity_key, normalize_phone};
-use failsoft_shared::signature;
 use serde_json::{Value, json};
 
 /// Made-up secrets for tests only; they protect nothing.
@@ -334,18 +333,22 @@ impl OriginStack {
 
     /// `GET /v1/results/{id}` on a worker, signed as the edge signs it.
     pub async fn result(&self, worker: &Worker, id: &str) -> (u16, Value) {
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let sig = signature::sign(INTERNAL_SECRET.as_bytes(), ts, b"");
-        let resp = self
-            .http
-            .get(format!("{}/v1/results/{id}", worker.url()))
-            .header(signature::TIMESTAMP_HEADER, ts.to_string())
-            .header(signature::SIGNATURE_HEADER, sig)
-            .send()
-            .await
-            .expect("the results API answers");
+        let resp = self.signed_read(worker, id, INTERNAL_SECRET).send().await.expect("the results API answers");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /v1/results/{id}` signed now with `secret` and a fresh nonce.
+    pub fn signed_read(&self, worker: &Worker, id: &str, secret: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}/v1/results/{id}", worker.url());
+        failsoft_tests::signing::request(
+            &self.http,
+            "GET",
+            &url,
+            Vec::new(),
+            secret,
+            failsoft_tests::signing::now_secs(),
+        )
     }
 
     /// The results table's item for `id`, straight from DynamoDB.

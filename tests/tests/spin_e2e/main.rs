@@ -104,6 +104,7 @@ spin_cases! {
     spin_breaker_open_answers_at_once => BREAKER_OPEN,
     spin_webhook_invalidates => WEBHOOK_INVALIDATES,
     spin_sync_bulk_push_prewarms_and_keeps_the_newer => SYNC_BULK_PUSH,
+    spin_signed_requests_are_not_replayed => SIGNED_REQUESTS_ARE_NOT_REPLAYED,
 }
 
 // ── what only the Spin host has to prove ─────────────────────────────────

@@ -115,6 +115,7 @@ worker_cases! {
     worker_breaker_open_answers_at_once => BREAKER_OPEN,
     worker_webhook_invalidates => WEBHOOK_INVALIDATES,
     worker_sync_bulk_push_prewarms_and_keeps_the_newer => SYNC_BULK_PUSH,
+    worker_signed_requests_are_not_replayed => SIGNED_REQUESTS_ARE_NOT_REPLAYED,
 }
 
 const VIP: &str = "+442079460001";
