@@ -189,7 +189,7 @@ impl Verified {
     /// Seconds the nonce must be remembered from `now_secs`: until its
     /// timestamp is older than the tolerance.
     pub fn remember_secs(&self, now_secs: u64, tolerance_secs: u64) -> u64 {
-        (self.timestamp_secs + tolerance_secs).saturating_sub(now_secs) + 1
+        self.timestamp_secs.saturating_add(tolerance_secs).saturating_sub(now_secs).saturating_add(1)
     }
 }
 

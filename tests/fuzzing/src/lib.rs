@@ -24,8 +24,9 @@ use serde_json::Value;
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its corpus folder and cargo-fuzz target.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("ani", ani),
+    ("signature", signature),
     ("queue_envelope", queue_envelope),
     ("crm_response", crm_response),
     ("rate_limit_headers", rate_limit_headers),
@@ -45,6 +46,46 @@ pub fn ani(data: &[u8]) {
         assert!(digits.bytes().all(|b| b.is_ascii_digit()), "{text:?} normalised to {phone:?}");
         assert_eq!(normalize_phone(phone.as_str()).as_ref().map(|p| p.as_str()), Ok(phone.as_str()));
     }
+}
+
+/// A signed request as a receiver sees it, one part per line: method,
+/// target, timestamp, nonce, signature, then the body. Whatever passes is
+/// within the time window and is exactly what signing it again gives; a
+/// request signed here passes, once.
+pub fn signature(data: &[u8]) {
+    use failsoft_shared::signature::{self, Presented, ReplayCache, Signed};
+    const SECRET: &[u8] = b"fuzz-internal-secret-0123456789a";
+    const NOW: u64 = 1_800_000_000;
+    const TOLERANCE: u64 = 300;
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.splitn(6, '\n');
+    let mut next = || parts.next().unwrap_or_default();
+    let (method, target, timestamp, nonce, tag) = (next(), next(), next(), next(), next());
+    let body = next().as_bytes();
+    let signed = Signed::new(method, target, body);
+    let presented = Presented { signature: Some(tag), timestamp: Some(timestamp), nonce: Some(nonce) };
+    for tolerance in [TOLERANCE, 0, u64::MAX] {
+        if let Ok(verified) = signature::verify(SECRET, &presented, &signed, NOW, tolerance) {
+            assert!(verified.timestamp_secs <= NOW + signature::MAX_FUTURE_SKEW_SECS);
+            assert!(verified.timestamp_secs.saturating_add(tolerance) >= NOW);
+            let again = signature::sign(SECRET, &signed, verified.timestamp_secs, &verified.nonce);
+            assert_eq!(again.to_ascii_lowercase(), tag.trim().to_ascii_lowercase(), "{text:?}");
+            let _ = verified.remember_secs(NOW, tolerance);
+        }
+    }
+    // What a signer of this machine sends passes once.
+    let ts = timestamp.trim().parse::<u64>().unwrap_or(NOW).clamp(NOW - TOLERANCE, NOW + 60);
+    let mut random = [0u8; signature::NONCE_BYTES];
+    for (slot, byte) in random.iter_mut().zip(data.iter().chain(core::iter::repeat(&7))) {
+        *slot = *byte;
+    }
+    let [(_, ts_text), (_, nonce), (_, tag)] = signature::headers(SECRET, &signed, ts, random);
+    let presented = Presented { signature: Some(&tag), timestamp: Some(&ts_text), nonce: Some(&nonce) };
+    let verified =
+        signature::verify(SECRET, &presented, &signed, NOW, TOLERANCE).expect("a request signed here passes");
+    let mut seen = ReplayCache::new(4);
+    assert!(seen.admit(&verified, NOW, TOLERANCE).is_ok());
+    assert!(seen.admit(&verified, NOW, TOLERANCE).is_err(), "a nonce passes once");
 }
 
 /// A queue message's body as the worker reads it: an envelope it accepts
