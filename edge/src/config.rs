@@ -70,6 +70,24 @@ fn secret(lookup: &impl Fn(&str) -> Option<String>, setting: &'static str) -> Re
     }
 }
 
+/// The fewest bytes of a credential Genesys presents (the bearer token, the
+/// Basic password): the secrets' rule, so none is guessable.
+pub const MIN_CREDENTIAL_BYTES: usize = 16;
+
+/// A credential setting, trimmed as the secrets are; `None` when unset or
+/// blank (Spin gives a declared variable's empty default).
+fn credential(lookup: &impl Fn(&str) -> Option<String>, setting: &'static str) -> Result<Option<String>, ConfigError> {
+    match lookup(setting) {
+        None => Ok(None),
+        Some(raw) if raw.trim().is_empty() => Ok(None),
+        Some(raw) if raw.trim().len() >= MIN_CREDENTIAL_BYTES => Ok(Some(raw.trim().to_owned())),
+        Some(_) => Err(ConfigError::new(
+            setting,
+            format!("must be at least {MIN_CREDENTIAL_BYTES} bytes (whitespace around it is trimmed)"),
+        )),
+    }
+}
+
 impl EdgeConfig {
     /// Reads and validates every setting through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -82,8 +100,8 @@ impl EdgeConfig {
             return Err(ConfigError::new("FAILSOFT_CRM_URL", "must be an http:// or https:// URL"));
         }
         let credentials = Credentials {
-            bearer_token: lookup("FAILSOFT_AUTH_TOKEN"),
-            basic: match (lookup("FAILSOFT_BASIC_USER"), lookup("FAILSOFT_BASIC_PASSWORD")) {
+            bearer_token: credential(&lookup, "FAILSOFT_AUTH_TOKEN")?,
+            basic: match (lookup("FAILSOFT_BASIC_USER"), credential(&lookup, "FAILSOFT_BASIC_PASSWORD")?) {
                 (Some(user), Some(password)) => Some((user, password)),
                 (None, None) => None,
                 _ => {
@@ -149,15 +167,15 @@ mod tests {
         ("FAILSOFT_CRM_URL", "http://127.0.0.1:9/"),
         ("FAILSOFT_CACHE_KEY_SECRET", "0123456789abcdef0123"),
         ("FAILSOFT_WEBHOOK_SECRET", "fedcba9876543210fedc"),
-        ("FAILSOFT_AUTH_TOKEN", "token"),
+        ("FAILSOFT_AUTH_TOKEN", "bearer-token-0123456789"),
     ];
 
     #[test]
     fn reads_a_complete_configuration() {
         let c = EdgeConfig::from_lookup(lookup(&BASE)).unwrap();
         assert_eq!(c.crm_url, "http://127.0.0.1:9");
-        assert_eq!(c.credentials.bearer_token.as_deref(), Some("token"));
-        assert!(!format!("{c:?}").contains("token\""), "secrets stay out of Debug");
+        assert_eq!(c.credentials.bearer_token.as_deref(), Some("bearer-token-0123456789"));
+        assert!(!format!("{c:?}").contains("0123456789\""), "secrets stay out of Debug");
     }
 
     #[test]
@@ -181,6 +199,16 @@ mod tests {
         padded.push(("FAILSOFT_INTERNAL_SECRET", " internal-secret-0123\n"));
         let config = EdgeConfig::from_lookup(lookup(&padded)).unwrap();
         assert_eq!(config.internal_secret.as_deref(), Some(&b"internal-secret-0123"[..]));
+        // Credentials Genesys presents: 16 bytes at least, trimmed.
+        let mut short_token = BASE.to_vec();
+        short_token[3].1 = " 0123456789abcde ";
+        assert_eq!(EdgeConfig::from_lookup(lookup(&short_token)).unwrap_err().setting, "FAILSOFT_AUTH_TOKEN");
+        short_token[3].1 = " 0123456789abcdef\n";
+        let config = EdgeConfig::from_lookup(lookup(&short_token)).unwrap();
+        assert_eq!(config.credentials.bearer_token.as_deref(), Some("0123456789abcdef"));
+        let mut short_basic = BASE.to_vec();
+        short_basic.extend([("FAILSOFT_BASIC_USER", "genesys"), ("FAILSOFT_BASIC_PASSWORD", "hunter2")]);
+        assert_eq!(EdgeConfig::from_lookup(lookup(&short_basic)).unwrap_err().setting, "FAILSOFT_BASIC_PASSWORD");
         let mut half_basic = BASE.to_vec();
         half_basic.push(("FAILSOFT_BASIC_USER", "genesys"));
         assert_eq!(EdgeConfig::from_lookup(lookup(&half_basic)).unwrap_err().setting, "FAILSOFT_BASIC_PASSWORD");

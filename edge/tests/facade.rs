@@ -17,6 +17,8 @@ use failsoft_edge::ports::{
 use failsoft_shared::signature::{self, Signed};
 use serde_json::{Value, json};
 
+/// The bearer token the tests' Genesys presents.
+const TOKEN: &str = "facade-test-token-0123";
 const INTERNAL: &str = "internal-secret-for-tests-0123";
 const CACHE_SECRET: &str = "cache-secret-for-tests-0123";
 /// An edge that reports its counts to the origin every second.
@@ -101,7 +103,7 @@ type TestFacade = Facade<SharedKv, Scripted, Arc<LocalQueue>, TestClock>;
 fn facade(kv: &SharedKv, crm: &Scripted, clock: &TestClock, extra: &[(&str, &str)]) -> TestFacade {
     let mut pairs = vec![
         ("FAILSOFT_CRM_URL", "http://crm.invalid"),
-        ("FAILSOFT_AUTH_TOKEN", "token"),
+        ("FAILSOFT_AUTH_TOKEN", TOKEN),
         ("FAILSOFT_CACHE_KEY_SECRET", CACHE_SECRET),
         ("FAILSOFT_WEBHOOK_SECRET", "webhook-secret-for-tests-0123"),
         ("FAILSOFT_BREAKER_FAILURE_THRESHOLD", "2"),
@@ -114,7 +116,7 @@ fn facade(kv: &SharedKv, crm: &Scripted, clock: &TestClock, extra: &[(&str, &str
 
 fn lookup(ani: &str) -> Request {
     Request::new("POST", "/v1/customer-lookup")
-        .header("authorization", "Bearer token")
+        .header("authorization", "Bearer facade-test-token-0123")
         .body(json!({"ani": ani}).to_string())
 }
 
@@ -477,11 +479,11 @@ async fn results_come_from_the_origin_when_it_knows_them() {
     let f = facade(&kv, &crm, &clock, &extra);
     // The CRM refuses the connection, so the case is queued: PENDING.
     let case = Request::new("POST", "/v1/cases")
-        .header("authorization", "Bearer token")
+        .header("authorization", "Bearer facade-test-token-0123")
         .body(json!({"ani": "+442071234567", "subject": "Callback", "correlationId": "corr-1"}).to_string());
     assert_eq!(f.handle(case).await.response.json_body()["status"], "PENDING");
 
-    let poll = || Request::new("GET", "/v1/results/corr-1").header("authorization", "Bearer token");
+    let poll = || Request::new("GET", "/v1/results/corr-1").header("authorization", "Bearer facade-test-token-0123");
     // The origin has not seen it yet: the edge's own record answers.
     crm.push(ok(404, json!({"error": {"code": "RESULT_NOT_FOUND"}})));
     assert_eq!(f.handle(poll()).await.response.json_body()["status"], "PENDING");
@@ -532,7 +534,7 @@ async fn of_a_crm_that_echoes_the_case_only_its_id_status_and_time_are_answered_
     let extra = [("FAILSOFT_INTERNAL_SECRET", INTERNAL), ("FAILSOFT_ORIGIN_URL", "http://origin.invalid")];
     let f = facade(&kv, &crm, &clock, &extra);
     crm.push(ok(201, echoed_case("CASE-E")));
-    let case = Request::new("POST", "/v1/cases").header("authorization", "Bearer token").body(
+    let case = Request::new("POST", "/v1/cases").header("authorization", "Bearer facade-test-token-0123").body(
         json!({"ani": "+442071234567", "subject": "Callback", "description": "ring 020 7123 4567",
                "correlationId": "corr-e"})
         .to_string(),
@@ -548,7 +550,7 @@ async fn of_a_crm_that_echoes_the_case_only_its_id_status_and_time_are_answered_
 
     // Polled: the origin has not seen it (the edge's record answers), then
     // an origin that kept the whole case answers: only the summary passes.
-    let poll = || Request::new("GET", "/v1/results/corr-e").header("authorization", "Bearer token");
+    let poll = || Request::new("GET", "/v1/results/corr-e").header("authorization", "Bearer facade-test-token-0123");
     crm.push(ok(404, json!({"error": {"code": "RESULT_NOT_FOUND"}})));
     let polled = f.handle(poll()).await.response.json_body();
     assert_eq!((&polled["caseId"], &polled["result"]), (&json!("CASE-E"), &kept), "{polled}");
@@ -660,7 +662,7 @@ impl Forwarder for SlowQueue {
 fn with_queue(crm: &Scripted, clock: &TestClock, queue: SlowQueue) -> Facade<SharedKv, Scripted, SlowQueue, TestClock> {
     let pairs = [
         ("FAILSOFT_CRM_URL", "http://crm.invalid"),
-        ("FAILSOFT_AUTH_TOKEN", "token"),
+        ("FAILSOFT_AUTH_TOKEN", TOKEN),
         ("FAILSOFT_CACHE_KEY_SECRET", CACHE_SECRET),
         ("FAILSOFT_WEBHOOK_SECRET", "webhook-secret-for-tests-0123"),
         ("FAILSOFT_DEADLINE_MARGIN_MS", "1000"),
@@ -671,7 +673,7 @@ fn with_queue(crm: &Scripted, clock: &TestClock, queue: SlowQueue) -> Facade<Sha
 
 fn create_case() -> Request {
     Request::new("POST", "/v1/cases")
-        .header("authorization", "Bearer token")
+        .header("authorization", "Bearer facade-test-token-0123")
         .body(json!({"ani": "+442071234567", "subject": "slow queue"}).to_string())
 }
 
@@ -725,7 +727,7 @@ async fn fifty_at_once(crm: SlowCrm) -> (Vec<String>, usize) {
     let clock = TestClock::at(1_000_000);
     let pairs = [
         ("FAILSOFT_CRM_URL", "http://crm.invalid"),
-        ("FAILSOFT_AUTH_TOKEN", "token"),
+        ("FAILSOFT_AUTH_TOKEN", TOKEN),
         ("FAILSOFT_CACHE_KEY_SECRET", CACHE_SECRET),
         ("FAILSOFT_WEBHOOK_SECRET", "webhook-secret-for-tests-0123"),
     ];
@@ -786,7 +788,7 @@ async fn a_kv_write_that_hangs_does_not_hold_the_answer() {
     let clock = TestClock::at(1_000_000);
     let pairs = [
         ("FAILSOFT_CRM_URL", "http://crm.invalid"),
-        ("FAILSOFT_AUTH_TOKEN", "token"),
+        ("FAILSOFT_AUTH_TOKEN", TOKEN),
         ("FAILSOFT_CACHE_KEY_SECRET", CACHE_SECRET),
         ("FAILSOFT_WEBHOOK_SECRET", "webhook-secret-for-tests-0123"),
         ("FAILSOFT_DEADLINE_MARGIN_MS", "400"),
@@ -804,7 +806,7 @@ async fn a_kv_write_that_hangs_does_not_hold_the_answer() {
     let took = started.elapsed();
     assert!(took >= std::time::Duration::from_millis(150), "the write was given its share: {took:?}");
     let write = Request::new("POST", "/v1/cases")
-        .header("authorization", "Bearer token")
+        .header("authorization", "Bearer facade-test-token-0123")
         .body(json!({"ani": "+442071234567", "subject": "hanging KV"}).to_string());
     let handled = tokio::time::timeout(std::time::Duration::from_secs(5), facade.handle(write))
         .await

@@ -105,8 +105,8 @@ fn spin_toml_declares_every_setting_the_core_reads() {
             "FAILSOFT_CRM_URL" => "http://127.0.0.1:9".to_owned(),
             "FAILSOFT_ORIGIN_URL" => "http://127.0.0.1:10".to_owned(),
             "FAILSOFT_QUEUE_URL" => "http://127.0.0.1:11/000000000000/q.fifo".to_owned(),
-            "FAILSOFT_BASIC_USER" | "FAILSOFT_BASIC_PASSWORD" | "AWS_REGION" => "x".to_owned(),
-            n if n.contains("SECRET") || n.contains("TOKEN") || n.starts_with("AWS_") => {
+            "FAILSOFT_BASIC_USER" | "AWS_REGION" => "x".to_owned(),
+            n if n.contains("SECRET") || n.contains("TOKEN") || n.contains("PASSWORD") || n.starts_with("AWS_") => {
                 "0123456789abcdef0123".to_owned()
             }
             _ => return None,
