@@ -150,7 +150,9 @@ pub fn is_eventbridge_event(body: &Value) -> bool {
 
 /// A Genesys id: a UUID, or any token of 16+ hex digits and dashes.
 fn looks_like_id(segment: &str) -> bool {
-    segment.len() >= 16 && segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    // No longer than a group may be: fuzzing found a 150-character topic
+    // segment becoming a group the worker then refused (INVALID_ENTITY_KEY).
+    (16..=SQS_ID_MAX).contains(&segment.len()) && segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 /// SQS accepts 1–128 characters of ASCII letters, digits and punctuation.
@@ -203,6 +205,15 @@ mod tests {
                 "metadata": {"CorrelationId": "c0ffee00-0000-4000-8000-000000000001"}
             }
         })
+    }
+
+    #[test]
+    fn a_topic_segment_too_long_for_a_group_is_not_taken_as_one() {
+        let long = "e".repeat(129);
+        let message = json!({"topicName": format!("v2.users.{long}.presence"), "eventBody": {"x": 1}});
+        let event = GenesysEvent::from_notification(&message).unwrap().expect("an event");
+        assert_ne!(event.group(), long);
+        assert!((1..=SQS_ID_MAX).contains(&event.group().len()), "{}", event.group());
     }
 
     #[test]
