@@ -674,7 +674,7 @@ pub const SIGNED_REQUESTS_ARE_NOT_REPLAYED: Case = Case {
 /// it was sent: the CRM's webhook (as crm-sim signed it, captured on its
 /// way), the origin's cache push and the sync's bulk push are each refused
 /// `SIGNATURE_REPLAYED` when sent again, `SIGNATURE_MISMATCH` when moved to
-/// another key, route or method, and a timestamp 61 s ahead is refused
+/// another key, route or method, and a timestamp 65 s ahead is refused
 /// `SIGNATURE_FROM_FUTURE`. (Spin remembers nonces in KV, the native host
 /// and a Worker in memory.)
 async fn signed_requests_are_not_replayed(t: &Target) {
@@ -716,8 +716,8 @@ async fn signed_requests_are_not_replayed(t: &Target) {
     refused("VIP's push moved onto GOLD", t.send(moved(&b_path, "PUT")).await, "SIGNATURE_MISMATCH");
     refused("the push onto the bulk route", t.send(moved("/v1/internal/cache", "POST")).await, "SIGNATURE_MISMATCH");
     refused("the push onto the webhook", t.send(moved("/v1/webhooks/crm-update", "POST")).await, "SIGNATURE_MISMATCH");
-    let ahead = t.signed("PUT", &b_path, &entry, SYNC_SECRET, now + 61);
-    refused("a push signed 61 s ahead", t.send(ahead).await, "SIGNATURE_FROM_FUTURE");
+    let ahead = t.signed("PUT", &b_path, &entry, SYNC_SECRET, now + 65);
+    refused("a push signed 65 s ahead", t.send(ahead).await, "SIGNATURE_FROM_FUTURE");
 
     // The sync's bulk push.
     let bulk = json!({"entries": [{"key": key(NEVER_SEEN), "removedAtMs": now * 1000}]});
