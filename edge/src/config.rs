@@ -101,7 +101,10 @@ impl EdgeConfig {
         }
         let credentials = Credentials {
             bearer_token: credential(&lookup, "FAILSOFT_AUTH_TOKEN")?,
-            basic: match (lookup("FAILSOFT_BASIC_USER"), credential(&lookup, "FAILSOFT_BASIC_PASSWORD")?) {
+            basic: match (
+                lookup("FAILSOFT_BASIC_USER").filter(|user| !user.trim().is_empty()),
+                credential(&lookup, "FAILSOFT_BASIC_PASSWORD")?,
+            ) {
                 (Some(user), Some(password)) => Some((user, password)),
                 (None, None) => None,
                 _ => {
@@ -209,6 +212,11 @@ mod tests {
         let mut short_basic = BASE.to_vec();
         short_basic.extend([("FAILSOFT_BASIC_USER", "genesys"), ("FAILSOFT_BASIC_PASSWORD", "hunter2")]);
         assert_eq!(EdgeConfig::from_lookup(lookup(&short_basic)).unwrap_err().setting, "FAILSOFT_BASIC_PASSWORD");
+        // Spin hands a declared variable's empty default: blank is unset,
+        // never an empty user and password that anyone could present.
+        let mut blank_basic = BASE.to_vec();
+        blank_basic.extend([("FAILSOFT_BASIC_USER", ""), ("FAILSOFT_BASIC_PASSWORD", " ")]);
+        assert!(EdgeConfig::from_lookup(lookup(&blank_basic)).unwrap().credentials.basic.is_none());
         let mut half_basic = BASE.to_vec();
         half_basic.push(("FAILSOFT_BASIC_USER", "genesys"));
         assert_eq!(EdgeConfig::from_lookup(lookup(&half_basic)).unwrap_err().setting, "FAILSOFT_BASIC_PASSWORD");

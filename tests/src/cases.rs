@@ -311,6 +311,16 @@ async fn bad_input(t: &Target) {
     let (status, body) =
         t.send(t.http.post(t.url("/v1/customer-lookup")).bearer_auth("test-only-wrong-token").json(&valid)).await;
     assert_error("wrong token", status, &body, 401, "UNAUTHORIZED");
+    // Empty credentials: Spin hands unset variables as "" (spin.toml's
+    // defaults), which once made an empty Basic pair and an empty token
+    // that these matched.
+    for (what, header) in
+        [("empty Basic pair", "Basic Og=="), ("empty bearer token", "Bearer "), ("bare scheme", "Bearer")]
+    {
+        let request = t.http.post(t.url("/v1/customer-lookup")).header("authorization", header).json(&valid);
+        let (status, body) = t.send(request).await;
+        assert_error(what, status, &body, 401, "UNAUTHORIZED");
+    }
     let (status, body) = t.post("/v1/customer-lookup", &json!({"correlationId": "no-ani"})).await;
     assert_error("no ani", status, &body, 400, "MISSING_ANI");
     let (status, body) = t.post("/v1/customer-lookup", &json!({"ani": "12"})).await;
