@@ -61,11 +61,42 @@ pub struct QueueMessage {
     pub body: String,
 }
 
+/// Where a write was kept when [`Forwarder::forward_write`] succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// The queue acknowledged it.
+    Queue,
+    /// The queue did not in time; the host's outbox holds it durably and
+    /// sends it on later (`crate::outbox`).
+    Outbox,
+}
+
+/// What an outbox holds now, for metrics, the traffic report and health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub entries: u64,
+    pub bytes: u64,
+    /// When the oldest entry was written (ms since the epoch), if any.
+    pub oldest_at_ms: Option<u64>,
+}
+
 /// The durable queue toward the origin (SQS FIFO in production).
 pub trait Forwarder {
     /// Returns once the queue has acknowledged the message, or fails
     /// within `deadline_ms`.
     async fn forward(&self, message: &QueueMessage, deadline_ms: u64) -> Result<(), PortError>;
+
+    /// Forwards a write, which must not be lost: a host with an outbox
+    /// keeps it there when the queue does not take it in time. Without
+    /// one, the same as [`Self::forward`].
+    async fn forward_write(&self, message: &QueueMessage, deadline_ms: u64) -> Result<Kept, PortError> {
+        self.forward(message, deadline_ms).await.map(|()| Kept::Queue)
+    }
+
+    /// What the host's outbox holds, when it has one.
+    fn backlog(&self) -> Option<Backlog> {
+        None
+    }
 }
 
 /// Time and randomness, from the host.
@@ -86,5 +117,13 @@ pub trait Clock {
 impl<T: Forwarder> Forwarder for std::sync::Arc<T> {
     async fn forward(&self, message: &QueueMessage, deadline_ms: u64) -> Result<(), PortError> {
         (**self).forward(message, deadline_ms).await
+    }
+
+    async fn forward_write(&self, message: &QueueMessage, deadline_ms: u64) -> Result<Kept, PortError> {
+        (**self).forward_write(message, deadline_ms).await
+    }
+
+    fn backlog(&self) -> Option<Backlog> {
+        (**self).backlog()
     }
 }

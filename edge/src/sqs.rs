@@ -179,9 +179,23 @@ impl<D: Downstream, C: Clock> Forwarder for SqsForwarder<D, C> {
         let detail = serde_json::from_slice::<SqsError>(&response.body)
             .map(|e| format!("{} {}", e.kind.unwrap_or_default(), e.message.unwrap_or_default()))
             .unwrap_or_default();
-        Err(PortError(format!("SQS answered {}: {}", response.status, detail.trim())))
+        Err(PortError(format!("{ANSWERED}{}: {}", response.status, detail.trim())))
     }
 }
+
+/// The SQS code of a forward's error when SQS refused the message itself
+/// (too large for the queue, characters it does not take): no retry can
+/// succeed, so an outbox sets it aside instead of blocking on it. `None`
+/// for the queue's own trouble (unreachable, throttled, denied).
+pub fn refused_code(e: &PortError) -> Option<&'static str> {
+    let rest = e.0.strip_prefix(ANSWERED)?;
+    let kind = rest.split_once(": ")?.1.split_whitespace().next()?;
+    failsoft_shared::sqs_refusal::refuses_the_message(kind)
+}
+
+/// How [`SqsForwarder`]'s errors for an answer begin ([`refused_code`]
+/// reads them back).
+const ANSWERED: &str = "SQS answered ";
 
 /// The queue a host forwards to: SQS when `FAILSOFT_QUEUE_URL` is set,
 /// otherwise the host's own fallback ([`NoQueue`] where the host has
@@ -297,6 +311,19 @@ mod tests {
         // request, string to sign, derived key) in a few lines of Python
         // with hashlib/hmac over the same body, headers and time.
         assert!(auth.ends_with("Signature=313ebb02a6177ee1e808142f7f47e10eb4562728643594d6d7f2253c29d9347d"), "{auth}");
+    }
+
+    #[test]
+    fn a_refusal_of_the_message_is_told_from_the_queue_s_trouble() {
+        let answered = |detail: &str| PortError(format!("{ANSWERED}400: {detail}"));
+        assert_eq!(
+            refused_code(&answered("com.amazonaws.sqs#InvalidParameterValue too long")),
+            Some("InvalidParameterValue")
+        );
+        assert_eq!(refused_code(&answered("InvalidMessageContents bad characters")), Some("InvalidMessageContents"));
+        assert_eq!(refused_code(&answered("com.amazonaws.sqs#QueueDoesNotExist gone")), None);
+        assert_eq!(refused_code(&answered("")), None);
+        assert_eq!(refused_code(&PortError("SQS unreachable: Timeout".into())), None);
     }
 
     /// A fallback that records what reached it.

@@ -30,4 +30,5 @@ pub mod rate_limit;
 pub mod replay;
 pub mod retry;
 pub mod signature;
+pub mod sqs_refusal;
 pub mod sync;

@@ -1,6 +1,7 @@
 //! `failsoft-edge`: the Data Action facade as a native HTTP server.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,11 +9,12 @@ use clap::Parser;
 use failsoft_edge::config::EdgeConfig;
 use failsoft_edge::facade::Facade;
 use failsoft_edge::native::kv::{DEFAULT_MAX_BYTES, MIN_MAX_BYTES};
+use failsoft_edge::native::outbox::{self, Limits};
 use failsoft_edge::native::{
-    LocalQueue, MemoryKv, NativeForwarder, ReqwestDownstream, SystemClock, WithoutSqs, router, serve,
-    spawn_stats_reporter,
+    LocalQueue, MemoryKv, NativeOutbox, ReqwestDownstream, SystemClock, WithoutSqs, router, serve, spawn_stats_reporter,
 };
-use failsoft_edge::sqs::{NoQueue, SqsSettings};
+use failsoft_edge::outbox::WithOutbox;
+use failsoft_edge::sqs::{NoQueue, SqsForwarder, SqsOr, SqsSettings};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 /// The failsoft Data Action facade (native host). Settings come from
@@ -36,6 +38,20 @@ struct Args {
     /// breaker): past it the least recently used entries are evicted.
     #[arg(long, env = "FAILSOFT_KV_MAX_BYTES", default_value_t = DEFAULT_MAX_BYTES, value_parser = kv_max_bytes)]
     kv_max_bytes: usize,
+    /// A directory for the write outbox's journal: a write SQS does not take
+    /// within half its share of the deadline is kept there (fsynced) and
+    /// answered PENDING, then sent on when SQS answers again, also after a
+    /// restart. Unset: such a write is answered NOT_ACCEPTED.
+    #[arg(long, env = "FAILSOFT_OUTBOX_DIR")]
+    outbox_dir: Option<PathBuf>,
+    /// The outbox's cap on waiting writes; past it, NOT_ACCEPTED as without one.
+    #[arg(long, env = "FAILSOFT_OUTBOX_MAX_ENTRIES", default_value_t = outbox::DEFAULT_MAX_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    outbox_max_entries: u64,
+    /// The outbox's cap on the waiting writes' bytes.
+    #[arg(long, env = "FAILSOFT_OUTBOX_MAX_BYTES", default_value_t = outbox::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    outbox_max_bytes: u64,
 }
 
 /// `FAILSOFT_KV_MAX_BYTES`: a whole number of bytes, at least
@@ -89,9 +105,40 @@ async fn main() -> ExitCode {
         true => WithoutSqs::DevLocalQueue(Arc::new(LocalQueue::new(args.local_queue_capacity))),
         false => WithoutSqs::Refuse(NoQueue),
     };
-    let forwarder = NativeForwarder::new(sqs, http.clone(), SystemClock, without_sqs);
+    let outbox = match (&args.outbox_dir, &sqs) {
+        (Some(dir), Some(_)) => {
+            let limits = Limits { max_entries: args.outbox_max_entries, max_bytes: args.outbox_max_bytes };
+            match NativeOutbox::open(dir, limits) {
+                Ok((outbox, replayed)) => {
+                    tracing::info!(dir = %dir.display(), waiting = replayed.entries, corrupt = replayed.corrupt, "write outbox open");
+                    Some(outbox)
+                }
+                Err(e) => {
+                    eprintln!("failsoft-edge: FAILSOFT_OUTBOX_DIR: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (Some(_), None) => {
+            eprintln!(
+                "failsoft-edge: FAILSOFT_OUTBOX_DIR is set without FAILSOFT_QUEUE_URL: the outbox has nowhere to send"
+            );
+            return ExitCode::from(2);
+        }
+        (None, _) => None,
+    };
+    let drain_to = sqs.clone().map(|settings| SqsForwarder::new(settings, http.clone(), SystemClock));
+    let queue = SqsOr::new(sqs, http.clone(), SystemClock, without_sqs);
+    let forwarder = WithOutbox { queue, store: outbox.clone() };
     let facade =
         Arc::new(Facade::new(config, MemoryKv::with_max_bytes(args.kv_max_bytes), http, forwarder, SystemClock));
+    if let (Some(outbox), Some(drain_to)) = (outbox, drain_to) {
+        let facade = facade.clone();
+        outbox.spawn_drain(drain_to, move |message, code| {
+            let facade = facade.clone();
+            async move { facade.record_refused_write(&message, code).await }
+        });
+    }
     spawn_stats_reporter(facade.clone());
     match serve(args.listen, router(facade, metrics)).await {
         Ok(()) => ExitCode::SUCCESS,

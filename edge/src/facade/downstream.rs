@@ -7,7 +7,7 @@ use failsoft_shared::envelope::Kind;
 use failsoft_shared::error_class::{Attempt, Operation, Verdict, classify};
 
 use super::Facade;
-use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest, QueueMessage, TransportError};
+use crate::ports::{Clock, Downstream, Forwarder, Kept, Kv, OutboundRequest, QueueMessage, TransportError};
 
 /// KV key of the breaker state shared between instances.
 pub const BREAKER_KEY: &str = "breaker:v1";
@@ -125,19 +125,24 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     }
 
     /// Forwards one message to the queue within `deadline_ms`, its share
-    /// of the deadline; the send is timed and counted here (a failure
-    /// logged), and the caller decides what it means.
+    /// of the deadline; a write may be kept in the host's outbox instead.
+    /// The send is timed and counted here (a failure logged), and the
+    /// caller decides what it means.
     pub(super) async fn forward(&self, message: &QueueMessage, kind: Kind, deadline_ms: u64) -> Sent {
         let started = self.clock.now_ms();
-        let outcome = self.forwarder.forward(message, deadline_ms).await;
+        let outcome = match kind {
+            Kind::Write => self.forwarder.forward_write(message, deadline_ms).await,
+            _ => self.forwarder.forward(message, deadline_ms).await.map(|()| Kept::Queue),
+        };
         let finished = self.clock.now_ms();
-        let sent = Sent { taken: outcome.is_ok(), ms: finished.saturating_sub(started) };
+        let sent =
+            Sent { taken: outcome.is_ok(), outbox: outcome == Ok(Kept::Outbox), ms: finished.saturating_sub(started) };
         metrics::histogram!("failsoft_edge_queue_send_seconds", "kind" => kind.as_str())
             .record(sent.ms as f64 / 1000.0);
         let send = QueueSend { ms: sent.ms, share_ms: deadline_ms, taken: sent.taken };
         self.lock_stats().record_queue_send(send, finished);
         match outcome {
-            Ok(()) => metrics::counter!("failsoft_edge_forwarded_total", "kind" => kind.as_str()).increment(1),
+            Ok(_) => metrics::counter!("failsoft_edge_forwarded_total", "kind" => kind.as_str()).increment(1),
             Err(e) => {
                 metrics::counter!("failsoft_edge_forward_failures_total", "kind" => kind.as_str()).increment(1);
                 let slow = sent.ms >= deadline_ms;
@@ -151,8 +156,10 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 /// How one `SendMessage` went.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Sent {
-    /// Whether the queue took the message.
+    /// Whether the queue took the message, or the outbox kept it.
     pub taken: bool,
+    /// Whether it is the outbox that kept it.
+    pub outbox: bool,
     /// How long the send took, milliseconds.
     pub ms: u64,
 }
@@ -161,7 +168,11 @@ impl Sent {
     /// The `Server-Timing` entry a write's answer carries
     /// (`queue;dur=12`): what its `SendMessage` took, for the drill and
     /// anyone watching a slow queue from the caller's side.
+    /// An outboxed write says so (`queue;dur=500, outbox`).
     pub(super) fn server_timing(self) -> String {
-        format!("queue;dur={}", self.ms)
+        match self.outbox {
+            true => format!("queue;dur={}, outbox", self.ms),
+            false => format!("queue;dur={}", self.ms),
+        }
     }
 }

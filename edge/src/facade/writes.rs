@@ -12,7 +12,7 @@ use super::checks::{self, text_field};
 use super::{Checked, Facade, Handled, Refusal};
 use crate::crm;
 use crate::http::{Request, Response};
-use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest};
+use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest, QueueMessage};
 use crate::wire::{ResultBody, StoredResult, WARNING_NOT_ACCEPTED, WARNING_WRITE_QUEUED, WriteAnswer, WriteStatus};
 
 /// How long a write's result is kept for polling (the results table's TTL).
@@ -81,6 +81,19 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         };
         handled.response = handled.response.with_header("server-timing", &sent.server_timing());
         Ok(handled)
+    }
+
+    /// Records that the queue refused a write the outbox held (`code`: SQS's
+    /// reason, e.g. a body over the queue's size): the write is `FAILED`
+    /// for whoever polls its result, logged and counted, never retried.
+    pub async fn record_refused_write(&self, message: &QueueMessage, code: &str) {
+        let Some(correlation_id) = crate::outbox::correlation_id_of(message) else {
+            tracing::error!(reason = code, "the queue refused an outbox entry that is not a write's envelope");
+            return;
+        };
+        tracing::error!(correlation_id, reason = code, "the queue refused a write the outbox held; it is FAILED");
+        let reason = format!("QUEUE_REFUSED_{code}");
+        self.write_answer(&correlation_id, WriteStatus::Failed, None, Some(reason), None).await;
     }
 
     /// Records a write's status for polling and answers it.

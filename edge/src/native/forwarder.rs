@@ -3,10 +3,13 @@
 //! are answered `NOT_ACCEPTED`: nothing would ever deliver them. Only a
 //! process started for development (`--dev-local-queue`) keeps them in an
 //! in-process queue, which nothing drains and which dies with the process.
+//! With `FAILSOFT_OUTBOX_DIR`, a write SQS does not take in time is kept in
+//! the journal outbox (`outbox.rs`) and sent on when SQS answers again.
 
 use std::sync::Arc;
 
-use super::{LocalQueue, ReqwestDownstream, SystemClock};
+use super::{LocalQueue, NativeOutbox, ReqwestDownstream, SystemClock};
+use crate::outbox::WithOutbox;
 use crate::ports::{Forwarder, PortError, QueueMessage};
 use crate::sqs::{NoQueue, SqsOr};
 
@@ -28,4 +31,6 @@ impl Forwarder for WithoutSqs {
     }
 }
 
-pub type NativeForwarder = SqsOr<ReqwestDownstream, SystemClock, WithoutSqs>;
+/// SQS (or the fallback) with the journal outbox behind it when
+/// `FAILSOFT_OUTBOX_DIR` is set.
+pub type NativeForwarder = WithOutbox<SqsOr<ReqwestDownstream, SystemClock, WithoutSqs>, Option<NativeOutbox>>;

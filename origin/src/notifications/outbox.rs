@@ -41,17 +41,6 @@ const UNUSED_WINDOW_MS: u64 = 1;
 const SQS_BODY_MAX: usize = 256 * 1024;
 /// The `errorClass` of a parked event's alert.
 pub const PARKED_CLASS: &str = "sqs_refused";
-/// SQS's codes for a message it will never take, whatever the retry: the
-/// queue's own settings (a `MaximumMessageSize` below the body), the body's
-/// characters, a parameter of this message.
-const REFUSES_THE_MESSAGE: &[&str] = &[
-    "InvalidParameterValue",
-    "InvalidMessageContents",
-    "MissingParameter",
-    "InvalidAttributeValue",
-    "InvalidAttributeName",
-];
-
 /// What to do with an event SQS did not take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -65,10 +54,9 @@ pub enum Verdict {
 /// Tells an SQS error `code` (as the SDK reports it: `InvalidParameterValue`,
 /// or its query-compatible `AWS.SimpleQueueService.…` form) apart.
 pub fn verdict(code: Option<&str>) -> Verdict {
-    let code = code.map(|c| c.rsplit(['.', '#']).next().unwrap_or(c));
-    match code {
-        Some(c) if REFUSES_THE_MESSAGE.contains(&c) => Verdict::Park(c.to_owned()),
-        _ => Verdict::Retry,
+    match code.and_then(failsoft_shared::sqs_refusal::refuses_the_message) {
+        Some(c) => Verdict::Park(c.to_owned()),
+        None => Verdict::Retry,
     }
 }
 

@@ -14,3 +14,4 @@ pub mod init_local;
 pub mod local_stack;
 pub mod moto;
 pub mod process;
+pub mod switch;

@@ -913,6 +913,8 @@ impl LocalStack {
                 let mut edge = clean_command(&program("failsoft-edge")?);
                 edge.args(["--listen", &format!("127.0.0.1:{port}")]);
                 edge.envs(env.iter().map(|(k, v)| (k, v))).envs(secrets.edge_env());
+                // The write outbox's journal, kept with the stack's state.
+                edge.env("FAILSOFT_OUTBOX_DIR", self.dir.join("state/outbox"));
                 self.spawn("edge", edge)?;
                 self.wait_line("edge", PROGRAM_READY, "failsoft-edge listening").await?;
             }
