@@ -24,7 +24,7 @@ use serde_json::json;
 
 pub use self::downstream::BREAKER_KEY;
 use self::downstream::BreakerCell;
-pub use self::writes::RESULT_TTL_SECS;
+pub use self::writes::{RESULT_TTL_SECS, queue_refused, result_record};
 use crate::asked::Asked;
 use crate::coalesce::Inflight;
 use crate::config::EdgeConfig;

@@ -92,8 +92,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
             return;
         };
         tracing::error!(correlation_id, reason = code, "the queue refused a write the outbox held; it is FAILED");
-        let reason = format!("QUEUE_REFUSED_{code}");
-        self.write_answer(&correlation_id, WriteStatus::Failed, None, Some(reason), None).await;
+        self.write_answer(&correlation_id, WriteStatus::Failed, None, Some(queue_refused(code)), None).await;
     }
 
     /// Records a write's status for polling and answers it.
@@ -107,8 +106,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     ) -> Handled {
         let stored =
             StoredResult { status, result: result.clone(), reason: reason.clone(), updated_at: self.clock.now_ms() };
-        let key = format!("{RESULT_KEY_PREFIX}{correlation_id}");
-        let text = serde_json::to_string(&stored).unwrap_or_default();
+        let (key, text) = result_record(correlation_id, &stored);
         if let Err(e) = self.put_on_answer_path(&key, &text, RESULT_TTL_SECS).await {
             tracing::warn!(error = %e, correlation_id, "storing the write's result failed");
         }
@@ -185,6 +183,18 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
             }
         }
     }
+}
+
+/// A write's result as the edge's KV keeps it for polling: the key and
+/// the text, for [`RESULT_TTL_SECS`].
+pub fn result_record(correlation_id: &str, stored: &StoredResult) -> (String, String) {
+    (format!("{RESULT_KEY_PREFIX}{correlation_id}"), serde_json::to_string(stored).unwrap_or_default())
+}
+
+/// The reason of a write the queue refused for itself after the outbox
+/// kept it (`code`: SQS's, e.g. `InvalidParameterValue`).
+pub fn queue_refused(code: &str) -> String {
+    format!("QUEUE_REFUSED_{code}")
 }
 
 fn write_answered(response: Response, status: WriteStatus) -> Handled {

@@ -11,15 +11,11 @@ use failsoft_edge::sqs::{SqsOr, SqsSettings};
 use failsoft_shared::config::ConfigError;
 use worker::{Context, Env, Headers, event};
 
+use crate::outbox::{OUTBOX_BINDING, WorkerForwarder};
 use crate::{FetchDownstream, JsClock, WorkersKv, log};
 
 /// The KV namespace binding in `wrangler.toml`.
 pub const KV_BINDING: &str = "FAILSOFT_KV";
-
-/// SQS through `fetch`, or no queue: a Worker has nowhere to keep one of
-/// its own, so without `FAILSOFT_QUEUE_URL` a write the CRM does not take is
-/// answered `NOT_ACCEPTED`, never a `PENDING` that nothing backs.
-pub type WorkerForwarder = SqsOr<FetchDownstream, JsClock>;
 
 /// The facade with the Worker's ports.
 pub type WorkerFacade = Facade<WorkersKv, FetchDownstream, WorkerForwarder, JsClock>;
@@ -53,7 +49,15 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, ConfigError> {
     if sqs.is_none() {
         tracing::warn!("FAILSOFT_QUEUE_URL is unset: refreshes are dropped and failed writes not accepted");
     }
-    let forwarder = WorkerForwarder::new(sqs, FetchDownstream, clock, || failsoft_edge::sqs::NoQueue);
+    // SQS through `fetch`, or no queue: without `FAILSOFT_QUEUE_URL` a write
+    // the CRM does not take is answered `NOT_ACCEPTED`, never a `PENDING`
+    // that nothing backs. Writes go through the outbox's shard when bound.
+    let outbox = env.durable_object(OUTBOX_BINDING).ok();
+    if outbox.is_none() {
+        tracing::warn!("no {OUTBOX_BINDING} binding: a write SQS does not take in time is answered NOT_ACCEPTED");
+    }
+    let queue = SqsOr::new(sqs, FetchDownstream, clock, || failsoft_edge::sqs::NoQueue);
+    let forwarder = WorkerForwarder::new(queue, outbox);
     // Isolates share the breaker through KV, so one trip stops them all.
     let facade = Facade::new(config, kv.clone(), FetchDownstream, forwarder, clock)
         .with_breaker_sharing(BreakerSharing::Transitions);

@@ -7,7 +7,8 @@
 //! (`downstream.rs`), `Date.now()` and `crypto.getRandomValues`
 //! (`clock.rs`), and SQS over the same `fetch` (the core's
 //! `failsoft_edge::sqs::SqsOr`, with no queue when `FAILSOFT_QUEUE_URL` is
-//! unset). Everything else is the core's.
+//! unset), with a Durable Object outbox for writes (`outbox.rs`).
+//! Everything else is the core's.
 //!
 //! A Worker has no start-up: the settings are read and validated on the
 //! first request an isolate serves, and the facade is kept for the
@@ -28,11 +29,14 @@ mod handler;
 mod kv;
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod log;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod outbox;
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub use self::{
     clock::JsClock,
     downstream::FetchDownstream,
-    handler::{WorkerFacade, WorkerForwarder},
+    handler::WorkerFacade,
     kv::WorkersKv,
+    outbox::{WorkerForwarder, WriteOutbox},
 };

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use failsoft_lab::process::Service;
+use failsoft_lab::switch::{Mode, Switch};
 use failsoft_shared::keys::{entity_key, normalize_phone};
 use failsoft_tests::harness::{CACHE_KEY_SECRET, base_edge_env, program};
 use failsoft_tests::moto::{Moto, hung_queue};
@@ -132,8 +133,8 @@ async fn with_vip(t: &Target) {
 
 /// Refreshes go to SQS in `ctx.wait_until`, after the response: with a queue
 /// that hangs, each forward waits out its deadline, yet every answer comes
-/// at once. A write is the opposite (write-ahead), bounded by the margin,
-/// and never `PENDING` when the queue did not take it.
+/// at once. A write is the opposite (write-ahead), bounded by the margin:
+/// the queue not answering, its outbox shard keeps it, and the answer says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_refresh_is_forwarded_after_the_response() {
     let (_queue, queue_url) = hung_queue();
@@ -156,9 +157,77 @@ async fn worker_refresh_is_forwarded_after_the_response() {
     let (status, body) = t.post("/v1/cases", &json!({"ani": VIP, "subject": "hung queue"})).await;
     let took = started.elapsed();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"], "NOT_ACCEPTED", "no PENDING that nothing backs: {body}");
-    assert!(body["warning"].is_string(), "{body}");
+    assert_eq!(body["status"], "PENDING", "the outbox kept it: {body}");
     assert!(took < DEADLINE + DEADLINE_SLACK, "the queue's deadline bounds the write: took {took:?}");
+}
+
+/// The Durable Object outbox, with the Worker's way to SQS cut by a proxy
+/// (moto behind it): writes are `PENDING` and kept while SQS hangs, survive
+/// the Worker's restart (a new workerd on the same state: no isolate
+/// remembers anything), and reach SQS once each, one caller's in the order
+/// answered, when the path comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_outbox_keeps_writes_through_a_queue_outage_and_a_restart() {
+    let moto = Moto::start().await;
+    let queue_url = moto.fifo_queue("failsoft-worker-outbox").await;
+    let switch = Switch::start(moto.endpoint.trim_start_matches("http://").parse().expect("moto's address"))
+        .await
+        .expect("the proxy starts");
+    let through = switch.url_through(&queue_url);
+    let settings = [
+        ("FAILSOFT_QUEUE_URL", through.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test-only-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "test-only-secret-access-key"),
+        ("FAILSOFT_DEADLINE_MARGIN_MS", "600"),
+    ];
+    let state = wrangler::temp_dir();
+    let stack = WorkerStack::start_with_state(&settings, Some(&state), None).await;
+    stack.target.crm("down").await;
+    switch.set(Mode::Hang);
+    let writes =
+        [("+13175550301", "worker-outbox-1"), ("+13175550302", "worker-outbox-2"), ("+13175550301", "worker-outbox-3")];
+    for (ani, id) in writes {
+        let t = &stack.target;
+        let request = t.http.post(t.url("/v1/cases")).bearer_auth(&t.token);
+        let response = request
+            .json(&json!({"ani": ani, "subject": "Callback", "correlationId": id}))
+            .send()
+            .await
+            .expect("the Worker answers");
+        let timing = response.headers().get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["status"], "PENDING", "{id}: {body}");
+        assert!(timing.contains("outbox"), "{id}: kept by the outbox: {timing}");
+    }
+    let stack = stack.restart_worker(&settings, &state).await;
+    assert!(moto.receive_all(&queue_url, 10).await.is_empty(), "nothing reached SQS while the path hung");
+    switch.set(Mode::Forward);
+    wait_until("the outbox's three writes in SQS", Duration::from_secs(30), || async {
+        let out = moto
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .ok()?;
+        let waiting = out.attributes()?.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)?;
+        (waiting.parse::<u64>().ok()? >= 3).then_some(())
+    })
+    .await;
+    let messages = moto.receive_all(&queue_url, 10).await;
+    let id = |m: &failsoft_tests::moto::Received| {
+        serde_json::from_str::<Value>(&m.body).ok().and_then(|b| b["correlationId"].as_str().map(str::to_owned))
+    };
+    let mut ids: Vec<String> = messages.iter().filter_map(id).collect();
+    let in_order: Vec<String> = messages.iter().filter(|m| m.group_id == messages[0].group_id).filter_map(id).collect();
+    ids.sort();
+    assert_eq!(ids, ["worker-outbox-1", "worker-outbox-2", "worker-outbox-3"], "each once: {messages:?}");
+    assert!(
+        in_order == ["worker-outbox-1", "worker-outbox-3"] || in_order == ["worker-outbox-2"],
+        "one caller's writes in the order answered: {in_order:?}"
+    );
+    drop(stack);
 }
 
 /// The refresh forwarded after the response and the write forwarded before
