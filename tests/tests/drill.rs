@@ -9,7 +9,9 @@
 //! backlog passes a thousand messages. A drill whose CRM comes back
 //! refusing creates must exit non-zero, naming the dead letters and the
 //! lost writes. `failsoft-lab up` and `failsoft-lab down` must leave no
-//! process behind.
+//! process behind. Two compressed drills also cut the edge's path to SQS
+//! (`--queue-outage`) for half the CRM's outage: the native edge's journal
+//! and the Worker's Durable Object outbox must keep those writes.
 //!
 //! Each drill starts its own stack (moto, crm-sim, the worker, an edge);
 //! they run one at a time. Needs `cargo build --workspace --bins` and, for
@@ -285,9 +287,27 @@ fn assert_kept_compressed(drill: &Drill, mode: &str) {
 /// Against a CRM with only the two required calls (no case search): every
 /// queued write reaches it once, with `Idempotency-Key` as the only guard,
 /// and nothing is sent to a route it lacks.
+/// The edge's outbox kept writes while the drill cut the edge's path to
+/// SQS, and the report judged its drain.
+fn assert_outbox_kept_writes(drill: &Drill) {
+    let o = &drill.report["outbox"];
+    assert!(o["keptInQueueOutage"].as_u64().unwrap_or(0) >= 3, "writes kept while SQS was cut: {o}");
+    assert_eq!(o["notAcceptedInQueueOutage"], 0, "{o}");
+    let judged = drill.report["promises"]
+        .as_array()
+        .and_then(|p| p.iter().find(|c| c["name"].as_str().is_some_and(|n| n.contains("outbox drains"))));
+    assert_eq!(judged.map(|c| &c["kept"]), Some(&json!(true)), "{o}");
+}
+
 #[test]
 fn drill_native_down_keeps_every_promise_with_a_two_call_crm() {
-    let d = drill("native", "down", "30s", &["--crm-contract", "two-call"]);
+    let d = drill(
+        "native",
+        "down",
+        "30s",
+        &["--crm-contract", "two-call", "--queue-outage", "15s", "--queue-outage-mode", "refuse"],
+    );
+    assert_outbox_kept_writes(&d);
     assert_kept_compressed(&d, "down");
     let traced = &d.report["traced"];
     assert_eq!(traced["caseSearches"], 0, "no GET /cases to a CRM without it: {traced}");
@@ -312,9 +332,13 @@ fn drill_native_hang_at_the_default_rates_drains_a_backlog_of_a_thousand() {
     let _ = std::fs::remove_dir_all(d.dir.parent().unwrap_or(&d.dir));
 }
 
+/// With the Worker's path to SQS hanging for the first half of the CRM's
+/// outage: its Durable Object outbox keeps those writes.
 #[test]
 fn drill_worker_down_keeps_every_promise() {
-    assert_kept_compressed(&drill("worker", "down", "30s", &[]), "down");
+    let d = drill("worker", "down", "30s", &["--queue-outage", "15s"]);
+    assert_outbox_kept_writes(&d);
+    assert_kept_compressed(&d, "down");
 }
 
 #[test]

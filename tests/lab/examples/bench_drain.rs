@@ -108,6 +108,7 @@ async fn scenario(name: &'static str, headers: &str, configured: Option<String>,
         dir: PathBuf::from(format!(".local/bench-drain/{name}")),
         settings,
         lifetime: Lifetime::Owned,
+        queue_switch: false,
     };
     let stack = LocalStack::start(spec).await?;
     let env = |key: &str| stack.env.get(key).map(str::to_owned).unwrap_or_default();

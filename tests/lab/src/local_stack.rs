@@ -204,6 +204,10 @@ pub struct StackSpec {
     /// the production defaults.
     pub settings: Vec<(String, String)>,
     pub lifetime: Lifetime,
+    /// Put a proxy this process runs ([`crate::switch::Switch`]) between the
+    /// edge and SQS, so the drill can cut the edge's path to the queue
+    /// (the worker keeps its own). Only for a stack this process owns.
+    pub queue_switch: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -580,6 +584,8 @@ pub struct LocalStack {
     lifetime: Lifetime,
     /// Until disarmed, dropping the stack stops every process.
     armed: bool,
+    /// The proxy between the edge and SQS, when [`StackSpec::queue_switch`].
+    pub queue_switch: Option<crate::switch::Switch>,
 }
 
 impl LocalStack {
@@ -604,6 +610,7 @@ impl LocalStack {
             procs: Vec::new(),
             lifetime: spec.lifetime,
             armed: true,
+            queue_switch: None,
         };
         let secrets = Secrets::generate();
 
@@ -691,10 +698,25 @@ impl LocalStack {
         let operator_url = urls.get("operator").cloned().unwrap_or_default();
         stack.wait_http("worker", &format!("{origin_url}/healthz"), PROGRAM_READY).await?;
 
-        // The edge.
+        // The edge, through the queue's switch when asked for one.
+        let mut edge_queue_url = queue_url.clone();
+        if spec.queue_switch {
+            let target = queue_url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split('/').next())
+                .and_then(|host| host.parse().ok())
+                .ok_or_else(|| {
+                    StackError::Setting(ConfigError::new("FAILSOFT_QUEUE_URL", "not an http://ip:port URL"))
+                })?;
+            let switch = crate::switch::Switch::start(target)
+                .await
+                .map_err(io_error("starting the proxy in front of SQS".to_owned()))?;
+            edge_queue_url = switch.url_through(&queue_url);
+            stack.queue_switch = Some(switch);
+        }
         let mut edge_env: Vec<(String, String)> = vec![
             ("FAILSOFT_CRM_URL".into(), crm_url.clone()),
-            ("FAILSOFT_QUEUE_URL".into(), queue_url.clone()),
+            ("FAILSOFT_QUEUE_URL".into(), edge_queue_url),
             ("FAILSOFT_ORIGIN_URL".into(), origin_url.clone()),
             ("AWS_REGION".into(), MOTO_REGION.into()),
             ("AWS_ACCESS_KEY_ID".into(), edge_key.key.clone()),
@@ -1113,6 +1135,7 @@ pub async fn up(args: UpArgs) -> ExitCode {
         dir: args.dir.clone(),
         settings,
         lifetime: Lifetime::Detached,
+        queue_switch: false,
     };
     let edge = match spec.edge {
         EdgeHost::Native => "the native edge (failsoft-edge)",

@@ -20,7 +20,7 @@ enum Command {
     Demo,
     /// The outage drill: start the local stack, drive Genesys-like traffic
     /// through a CRM outage, report, and exit non-zero if a promise broke.
-    Drill(drill::DrillArgs),
+    Drill(Box<drill::DrillArgs>),
     /// Start the whole local stack on loopback, detached; writes
     /// .local/stack.env and .local/stack.pids.
     Up(local_stack::UpArgs),
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<()> = match cli.command {
         Command::Demo => runtime.block_on(demo::run()),
-        Command::Drill(args) => return runtime.block_on(drill::main(args)),
+        Command::Drill(args) => return runtime.block_on(drill::main(*args)),
         Command::Up(args) => return runtime.block_on(local_stack::up(args)),
         Command::Down(args) => return local_stack::down(args),
         Command::InitLocal => runtime.block_on(async {

@@ -27,8 +27,18 @@ pub enum Mode {
 /// The proxy; it stops when dropped.
 pub struct Switch {
     pub addr: SocketAddr,
-    mode: watch::Sender<Mode>,
+    mode: Control,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Sets a [`Switch`]'s mode from another task.
+#[derive(Clone)]
+pub struct Control(Arc<watch::Sender<Mode>>);
+
+impl Control {
+    pub fn set(&self, mode: Mode) {
+        self.0.send_replace(mode);
+    }
 }
 
 impl Switch {
@@ -38,15 +48,19 @@ impl Switch {
         let addr = listener.local_addr()?;
         let (mode, watching) = watch::channel(Mode::Forward);
         let task = tokio::spawn(accept(listener, target, Arc::new(watching)));
-        Ok(Self { addr, mode, task })
+        Ok(Self { addr, mode: Control(Arc::new(mode)), task })
     }
 
     pub fn set(&self, mode: Mode) {
-        self.mode.send_replace(mode);
+        self.mode.set(mode);
     }
 
     pub fn mode(&self) -> Mode {
-        *self.mode.borrow()
+        *self.mode.0.borrow()
+    }
+
+    pub fn control(&self) -> Control {
+        self.mode.clone()
     }
 
     /// `url` with its `host:port` replaced by the proxy's.

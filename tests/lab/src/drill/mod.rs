@@ -37,6 +37,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
 use crate::local_stack::{CrmContract, EdgeHost, Lifetime, LocalStack, SqsHost, StackEnv, StackSpec};
+use crate::switch::Mode as SwitchMode;
 use observe::{Aws, Crm, Sampler};
 use population::Population;
 use report::{Inputs, Machine, Report, Settings, Timeline};
@@ -177,12 +178,44 @@ pub struct DrillArgs {
     /// shows the CRM's pace during the drain against it.
     #[arg(long)]
     pub crm_rate_limit: Option<u64>,
+    /// Cut the edge's path to SQS (a proxy in front of the queue; the worker
+    /// keeps its own) for this long from the start of the CRM outage: the
+    /// edge's write outbox must keep every write the CRM does not take.
+    /// Needs the drill's own stack.
+    #[arg(long, value_parser = parse_duration)]
+    pub queue_outage: Option<Duration>,
+    /// How the path to SQS fails: `hang` (connections never answered) or
+    /// `refuse` (closed at once).
+    #[arg(long, value_enum, default_value_t = QueueOutageMode::Hang)]
+    pub queue_outage_mode: QueueOutageMode,
     /// Exit non-zero when a latency or refresh target is missed too.
     #[arg(long)]
     pub enforce_targets: bool,
     /// Seed of the traffic's random choices [default: random].
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueOutageMode {
+    Hang,
+    Refuse,
+}
+
+impl QueueOutageMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hang => "hang",
+            Self::Refuse => "refuse",
+        }
+    }
+
+    fn switch_mode(self) -> SwitchMode {
+        match self {
+            Self::Hang => SwitchMode::Hang,
+            Self::Refuse => SwitchMode::Refuse,
+        }
+    }
 }
 
 /// Parses `FAILSOFT_X=value`.
@@ -264,6 +297,16 @@ impl DrillArgs {
         }
         if self.outage.is_zero() {
             bail!("--outage must be longer than zero");
+        }
+        if let Some(cut) = self.queue_outage {
+            if self.stack_env.is_some() {
+                bail!(
+                    "--queue-outage needs the drill's own stack (its proxy sits between the edge and SQS), not --stack-env"
+                );
+            }
+            if cut.is_zero() || cut > self.outage + self.after() {
+                bail!("--queue-outage must be longer than zero and end with the traffic (at most --outage + --after)");
+            }
         }
         Ok(())
     }
@@ -356,6 +399,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
                 .chain(args.settings.iter().cloned())
                 .collect(),
                 lifetime: Lifetime::Owned,
+                queue_switch: args.queue_outage.is_some(),
             };
             let stack = LocalStack::start(spec).await?;
             println!("stack up in {:.1} s", started.elapsed().as_secs_f64());
@@ -516,6 +560,33 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     shared.set_phase(Phase::Outage);
     bar.set_prefix("outage");
     crm.set_mode(outage_mode).await.with_context(|| format!("taking the CRM {outage_mode}"))?;
+    // The edge's path to SQS, cut with the CRM and restored by a task of
+    // its own (it may outlast the CRM's outage).
+    let queue_cut = match (args.queue_outage, _stack.as_ref().and_then(|s| s.queue_switch.as_ref())) {
+        (Some(cut), Some(switch)) => {
+            let control = switch.control();
+            control.set(args.queue_outage_mode.switch_mode());
+            let start_ms = clock.now_ms();
+            say(
+                &bar,
+                &format!(
+                    "outage: the edge's path to SQS {} for {}",
+                    match args.queue_outage_mode {
+                        QueueOutageMode::Hang => "hangs",
+                        QueueOutageMode::Refuse => "is refused",
+                    },
+                    report::duration_text(cut.as_secs_f64())
+                ),
+            );
+            let back = tokio::spawn(async move {
+                tokio::time::sleep(cut).await;
+                control.set(SwitchMode::Forward);
+                clock.now_ms()
+            });
+            Some((start_ms, back))
+        }
+        _ => None,
+    };
     let how = match args.mode {
         OutageMode::Down => "is down (its port closed)",
         OutageMode::Hang => "hangs (takes requests, never answers)",
@@ -542,6 +613,14 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     for stream in streams {
         let _ = stream.await;
     }
+    let queue_outage = match queue_cut {
+        Some((start_ms, back)) => Some(report::QueueOutageSpan {
+            mode: args.queue_outage_mode.as_str(),
+            start_ms,
+            back_ms: back.await.unwrap_or(f64::NAN),
+        }),
+        None => None,
+    };
     let traffic_end_ms = clock.now_ms();
     shared.set_phase(Phase::Drain);
     bar.set_prefix("drain");
@@ -640,8 +719,15 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
         started_at,
         machine: Machine::this(),
     };
-    let timeline =
-        Timeline { traffic_start_ms, outage_start_ms, recovery_ms, traffic_end_ms, drain_end_ms, drain_complete };
+    let timeline = Timeline {
+        traffic_start_ms,
+        outage_start_ms,
+        recovery_ms,
+        traffic_end_ms,
+        drain_end_ms,
+        drain_complete,
+        queue_outage,
+    };
     let report = Report::compute(Inputs {
         settings,
         timeline,

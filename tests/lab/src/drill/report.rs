@@ -88,6 +88,34 @@ pub struct Timeline {
     pub drain_end_ms: f64,
     /// Whether every write reached the CRM before the drill stopped waiting.
     pub drain_complete: bool,
+    /// When the edge's path to SQS was cut and when it came back
+    /// (`--queue-outage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_outage: Option<QueueOutageSpan>,
+}
+
+/// The edge's path to SQS cut, from `start_ms` to `back_ms` (`mode`: hang or refuse).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueOutageSpan {
+    pub mode: &'static str,
+    pub start_ms: f64,
+    pub back_ms: f64,
+}
+
+/// What the edge's write outbox did in a queue outage.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outbox {
+    /// Writes the outbox kept (SQS did not take them in time).
+    pub kept: u64,
+    /// Of them, written while the path to SQS was cut.
+    pub kept_in_queue_outage: u64,
+    /// Writes answered `NOT_ACCEPTED` while the path to SQS was cut.
+    pub not_accepted_in_queue_outage: u64,
+    /// The last kept write's delivery to the CRM, after both SQS and the
+    /// CRM were back (`None`: none kept, or none delivered).
+    pub last_kept_delivery_after_back_secs: Option<f64>,
 }
 
 /// One phase and request kind.
@@ -272,6 +300,37 @@ pub struct Check {
     pub limit: String,
 }
 
+/// The edge's outbox must have sent on every kept write within this long
+/// of both SQS and the CRM being back (issue #13's promise).
+pub const OUTBOX_DRAIN_SECS: f64 = 30.0;
+
+/// What the outbox did: the writes it kept (from their answers), and when
+/// the last of them reached the CRM.
+fn outbox_of(cases: &[&Record], created: &HashMap<&str, Vec<u64>>, clock: Clock, timeline: &Timeline) -> Outbox {
+    let mut outbox = Outbox::default();
+    let cut = timeline.queue_outage.as_ref().map(|q| (q.start_ms, q.back_ms));
+    let in_cut = |r: &Record| cut.is_some_and(|(from, to)| r.start_ms >= from && r.start_ms < to);
+    let back_ms = cut.map_or(timeline.recovery_ms, |(_, back)| back.max(timeline.recovery_ms));
+    for r in cases {
+        if in_cut(r) && r.answer.as_deref() == Some("NOT_ACCEPTED") {
+            outbox.not_accepted_in_queue_outage += 1;
+        }
+        if !r.outboxed {
+            continue;
+        }
+        outbox.kept += 1;
+        if in_cut(r) {
+            outbox.kept_in_queue_outage += 1;
+        }
+        if let Some(&first) = created.get(r.correlation_id.as_str()).and_then(|t| t.iter().min()) {
+            let after = (clock.offset_of_unix_ms(first) - back_ms) / 1000.0;
+            let last = outbox.last_kept_delivery_after_back_secs.get_or_insert(after);
+            *last = last.max(after);
+        }
+    }
+    outbox
+}
+
 /// The whole report (`report.json`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -299,6 +358,7 @@ pub struct Report {
     pub steady: Steady,
     /// The CRM's calls from its recovery to the drain's end.
     pub drain_pace: Option<DrainPace>,
+    pub outbox: Outbox,
     pub promises: Vec<Check>,
     pub targets: Vec<Check>,
     /// Every promise kept (and every applicable target met, with `--enforce-targets`).
@@ -516,6 +576,7 @@ impl Report {
             }
         }
         writes.last_queued_delivery_after_recovery_secs = last_queued.map(|at| (at - timeline.recovery_ms) / 1000.0);
+        let outbox = outbox_of(&cases, &created, clock, &timeline);
 
         let queues = Queues {
             dlq_at_start: inputs.dlq_at_start,
@@ -630,7 +691,8 @@ impl Report {
             (Some(d), _) => format!("last queued write {} after recovery", secs(d)),
             (None, _) => "no write was queued".to_owned(),
         };
-        let promises = vec![
+        let not_accepted: u64 = queue_sends.iter().map(|q| q.not_accepted).sum();
+        let mut promises = vec![
             Check {
                 name: "no failed interaction (non-200 or slower than 10 s)".into(),
                 kept: Some(failed == 0 && inputs.skipped == 0),
@@ -727,6 +789,30 @@ impl Report {
                 limit: "0".into(),
             },
         ];
+        promises.push(Check {
+            name: "no write answered NOT_ACCEPTED".into(),
+            kept: Some(not_accepted == 0),
+            measured: match &timeline.queue_outage {
+                Some(_) => format!(
+                    "{not_accepted} ({} while the edge's path to SQS was cut; the outbox kept {})",
+                    outbox.not_accepted_in_queue_outage, outbox.kept_in_queue_outage
+                ),
+                None => not_accepted.to_string(),
+            },
+            limit: "0 (the queue or the edge's outbox takes every write the CRM does not)".into(),
+        });
+        if timeline.queue_outage.is_some() {
+            let drained = outbox.last_kept_delivery_after_back_secs;
+            promises.push(Check {
+                name: "the edge's outbox drains once SQS and the CRM are back".into(),
+                kept: Some(outbox.kept_in_queue_outage > 0 && drained.is_none_or(|d| d <= OUTBOX_DRAIN_SECS)),
+                measured: match drained {
+                    Some(d) => format!("{} writes kept; the last delivered {} after", outbox.kept, secs(d * 1000.0)),
+                    None => format!("{} writes kept; none delivered", outbox.kept),
+                },
+                limit: format!("≥ 1 kept, the last delivered ≤ {OUTBOX_DRAIN_SECS:.0} s after"),
+            });
+        }
         let hang = settings.mode == "hang";
         let targets = vec![
             Check {
@@ -806,6 +892,7 @@ impl Report {
             coverage,
             steady,
             drain_pace: inputs.drain_pace,
+            outbox,
             promises,
             targets,
             kept,
@@ -880,6 +967,21 @@ impl Report {
                 ms(q.max_ms),
                 q.slow,
                 q.not_accepted
+            );
+        }
+        if let Some(cut) = &self.timeline.queue_outage {
+            let o = &self.outbox;
+            let _ = writeln!(
+                out,
+                "  the edge's path to SQS {} for {}: the outbox kept {} writes ({} in the cut), {} NOT_ACCEPTED in it{}",
+                cut.mode,
+                secs(cut.back_ms - cut.start_ms),
+                o.kept,
+                o.kept_in_queue_outage,
+                o.not_accepted_in_queue_outage,
+                o.last_kept_delivery_after_back_secs
+                    .map(|d| format!("; the last delivered {} after SQS and the CRM were back", secs(d * 1000.0)))
+                    .unwrap_or_default()
             );
         }
         let w = &self.writes;

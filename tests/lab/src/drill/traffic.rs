@@ -123,6 +123,10 @@ pub struct Record {
     /// answer's `Server-Timing: queue;dur=N`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_ms: Option<f64>,
+    /// A queued write the edge's outbox kept (`Server-Timing: …, outbox`):
+    /// SQS did not take it in time.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub outboxed: bool,
 }
 
 impl Record {
@@ -395,14 +399,16 @@ impl Driver {
         let outcome = async {
             let response = builder.header("authorization", &self.edge.auth).send().await?;
             let status = response.status().as_u16();
-            let queue_ms = response
+            let timings: Vec<String> = response
                 .headers()
                 .get_all("server-timing")
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(|v| server_timing(v, "queue"));
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect();
+            let queue_ms = timings.iter().find_map(|v| server_timing(v, "queue"));
+            let outboxed = timings.iter().any(|v| server_timing_names(v).any(|name| name == "outbox"));
             let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, bytes, queue_ms))
+            Ok::<_, reqwest::Error>((status, bytes, queue_ms, outboxed))
         }
         .await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -422,11 +428,13 @@ impl Driver {
             customer,
             correlation_id: id,
             queue_ms: None,
+            outboxed: false,
         };
         match outcome {
-            Ok((status, bytes, queue_ms)) => {
+            Ok((status, bytes, queue_ms, outboxed)) => {
                 record.status = Some(status);
                 record.queue_ms = queue_ms;
+                record.outboxed = outboxed;
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_owned);
                 match kind {
@@ -472,6 +480,11 @@ pub fn server_timing(value: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// The names of a `Server-Timing` header value's entries.
+pub fn server_timing_names(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').filter_map(|entry| entry.split(';').next().map(str::trim))
+}
+
 enum Request {
     Lookup { customer: u32, id: String },
     Case { customer: u32, id: String },
@@ -480,7 +493,7 @@ enum Request {
 
 #[cfg(test)]
 mod tests {
-    use super::server_timing;
+    use super::{server_timing, server_timing_names};
 
     #[test]
     fn server_timing_reads_the_named_entry_s_duration() {
@@ -489,5 +502,7 @@ mod tests {
         assert_eq!(server_timing("queue", "queue"), None);
         assert_eq!(server_timing("queued;dur=1", "queue"), None);
         assert_eq!(server_timing("queue;dur=x", "queue"), None);
+        assert_eq!(server_timing("queue;dur=312, outbox", "queue"), Some(312.0));
+        assert_eq!(server_timing_names("queue;dur=312, outbox").collect::<Vec<_>>(), ["queue", "outbox"]);
     }
 }
