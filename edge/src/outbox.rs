@@ -51,6 +51,10 @@ pub trait OutboxStore {
     async fn append(&self, message: &QueueMessage) -> Result<(), PortError>;
     /// What it holds now.
     fn backlog(&self) -> Backlog;
+    /// Whether there is an outbox at all.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// No outbox: nothing held, no room, so the queue gets every write's whole
@@ -79,6 +83,10 @@ impl<S: OutboxStore> OutboxStore for Option<S> {
 
     fn backlog(&self) -> Backlog {
         self.as_ref().map(S::backlog).unwrap_or_default()
+    }
+
+    fn enabled(&self) -> bool {
+        self.is_some()
     }
 }
 
@@ -115,7 +123,7 @@ impl<F: Forwarder, S: OutboxStore> Forwarder for WithOutbox<F, S> {
     }
 
     fn backlog(&self) -> Option<Backlog> {
-        Some(self.store.backlog())
+        self.store.enabled().then(|| self.store.backlog())
     }
 }
 

@@ -331,7 +331,9 @@ pub fn health(breaker: Option<Mode>) -> Value {
     configuration["accessDenied"] = Value::Array(denied);
     let sync = crate::sync::health(crate::clock::now_ms());
     let sync_level = sync.as_ref().map_or(Level::Ok, |(level, _)| *level);
-    let level = overall(entries.iter().map(|(_, (level, _))| *level).chain([config_level, sync_level]));
+    let outbox = edge_stats::outbox_health(crate::clock::now_ms());
+    let outbox_level = outbox.as_ref().map_or(Level::Ok, |(level, _)| *level);
+    let level = overall(entries.iter().map(|(_, (level, _))| *level).chain([config_level, sync_level, outbox_level]));
     let signals: serde_json::Map<String, Value> =
         entries.into_iter().map(|(name, (_, entry))| (name.to_owned(), entry)).collect();
     json!({
@@ -340,6 +342,7 @@ pub fn health(breaker: Option<Mode>) -> Value {
         "configuration": configuration,
         "breaker": breaker.map(|m| m.as_str()),
         "sync": sync.map(|(_, doc)| doc),
+        "edgeOutbox": outbox.map(|(_, doc)| doc),
     })
 }
 

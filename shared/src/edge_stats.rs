@@ -243,6 +243,22 @@ pub struct Report {
     pub from_ms: u64,
     pub to_ms: u64,
     pub counts: Counts,
+    /// What the edge's write outbox held when the report was sent (absent:
+    /// the edge has none). Sent only by an edge that has one, so an origin
+    /// must be upgraded first (reports deny unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxLevel>,
+}
+
+/// An edge's write outbox, as its report says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboxLevel {
+    pub entries: u64,
+    pub bytes: u64,
+    /// When the oldest waiting write was kept, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_at_ms: Option<u64>,
 }
 
 /// Why the origin refuses a report's content.
@@ -416,6 +432,7 @@ impl EdgeStats {
                     from_ms,
                     to_ms: now_ms.max(from_ms),
                     counts: core::mem::take(&mut self.current),
+                    outbox: None,
                 };
                 self.next_seq += 1;
                 report

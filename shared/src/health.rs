@@ -84,6 +84,22 @@ impl Thresholds {
     }
 }
 
+/// An edge's write outbox holding a write this long is a warning (SQS out
+/// of the edge's reach for a minute), and this long critical: the writes
+/// are safe but not moving.
+pub const OUTBOX_WARNING_AGE_MS: u64 = 60_000;
+pub const OUTBOX_CRITICAL_AGE_MS: u64 = 15 * 60_000;
+
+/// The level of the edges' write outboxes from the age of the oldest write
+/// any of them holds (`None`: all empty).
+pub fn outbox_level(oldest_age_ms: Option<u64>) -> Level {
+    match oldest_age_ms {
+        Some(age) if age > OUTBOX_CRITICAL_AGE_MS => Level::Critical,
+        Some(age) if age > OUTBOX_WARNING_AGE_MS => Level::Warning,
+        _ => Level::Ok,
+    }
+}
+
 /// The overall level: the worst of the parts (`Ok` for none).
 pub fn overall(levels: impl IntoIterator<Item = Level>) -> Level {
     levels.into_iter().max().unwrap_or(Level::Ok)
@@ -93,6 +109,14 @@ pub fn overall(levels: impl IntoIterator<Item = Level>) -> Level {
 mod tests {
     use super::*;
     use Level::*;
+
+    #[test]
+    fn an_outbox_warns_after_a_minute_and_is_critical_after_fifteen() {
+        assert_eq!(outbox_level(None), Ok);
+        assert_eq!(outbox_level(Some(60_000)), Ok);
+        assert_eq!(outbox_level(Some(60_001)), Warning);
+        assert_eq!(outbox_level(Some(900_001)), Critical);
+    }
 
     #[test]
     fn guide_thresholds() {

@@ -2,7 +2,7 @@
 //! webhook (both signed), and the traffic report the edge sends the origin.
 
 use failsoft_shared::cache::CacheEntry;
-use failsoft_shared::edge_stats;
+use failsoft_shared::edge_stats::{self, OutboxLevel};
 use failsoft_shared::keys::{customer_kv_key, entity_key, normalize_phone};
 use failsoft_shared::signature::{self, Presented, SignatureError, Signed, Verified};
 use failsoft_shared::sync::{BULK_MAX_ENTRIES, BulkAction, BulkPush};
@@ -27,7 +27,13 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         else {
             return;
         };
-        let Some(report) = self.lock_stats().take_report(self.clock.now_ms()) else { return };
+        let Some(mut report) = self.lock_stats().take_report(self.clock.now_ms()) else { return };
+        // The outbox as it is now, also on a resent report.
+        report.outbox = self.forwarder.backlog().map(|b| OutboxLevel {
+            entries: b.entries,
+            bytes: b.bytes,
+            oldest_at_ms: b.oldest_at_ms,
+        });
         let body = serde_json::to_vec(&report).unwrap_or_default();
         let url = format!("{origin}{}", edge_stats::REPORT_PATH);
         let mut headers = self.signed_headers(secret, "POST", &url, &body);

@@ -12,13 +12,15 @@
 //! `SendMessage` time as the same series of
 //! `failsoft_edge_queue_send_seconds`, `failsoft_edge_queue_sends_slow_total`
 //! (sends that used up their share of the deadline), and
-//! `failsoft_edge_reports_total{outcome}` (`counted`, `duplicate`).
+//! `failsoft_edge_reports_total{outcome}` (`counted`, `duplicate`), and
+//! the gauges `failsoft_edge_outbox_entries` and `_bytes`: what the edges'
+//! write outboxes hold together, as their latest reports said.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use failsoft_shared::edge_stats::{Counts, LATENCY_BOUNDS_MS, LatencyCounts, Report};
+use failsoft_shared::edge_stats::{Counts, LATENCY_BOUNDS_MS, LatencyCounts, OutboxLevel, Report};
 use serde_json::{Value, json};
 
 pub const ANSWERS: &str = "failsoft_edge_answers_total";
@@ -33,6 +35,12 @@ pub const QUEUE_SEND_BUCKET: &str = "failsoft_edge_queue_send_seconds_bucket";
 pub const QUEUE_SEND_COUNT: &str = "failsoft_edge_queue_send_seconds_count";
 pub const QUEUE_SEND_SUM: &str = "failsoft_edge_queue_send_seconds_sum";
 pub const SLOW_QUEUE_SENDS: &str = "failsoft_edge_queue_sends_slow_total";
+
+pub const OUTBOX_ENTRIES: &str = "failsoft_edge_outbox_entries";
+pub const OUTBOX_BYTES: &str = "failsoft_edge_outbox_bytes";
+/// Edges whose outbox is remembered at most (bounds memory however many
+/// isolates report; a new one past it is not tracked until others age out).
+pub const MAX_OUTBOX_EDGES: usize = 10_000;
 
 /// Largest report body accepted. A report is about 400 bytes; the cap
 /// bounds what an unauthenticated caller can make the origin buffer.
@@ -63,6 +71,20 @@ pub struct Ledger {
     seen: HashSet<(String, u64)>,
     seen_order: VecDeque<(Instant, (String, u64))>,
     window: VecDeque<(Instant, Counts)>,
+    /// Each edge's write outbox as its latest report said, with when.
+    outboxes: HashMap<String, (Instant, OutboxLevel)>,
+}
+
+/// The edges' write outboxes: what those that reported within [`WINDOW`]
+/// hold together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxSummary {
+    /// Edges (isolates or processes) that reported an outbox.
+    pub edges: usize,
+    pub entries: u64,
+    pub bytes: u64,
+    /// When the oldest write any of them holds was kept, Unix milliseconds.
+    pub oldest_at_ms: Option<u64>,
 }
 
 /// What the window holds now.
@@ -84,6 +106,12 @@ impl Ledger {
                 self.seen.remove(&id);
             }
         }
+        if let Some(level) = report.outbox {
+            // A resend carries the outbox as it is now: kept either way.
+            if self.outboxes.len() < MAX_OUTBOX_EDGES || self.outboxes.contains_key(&report.isolate) {
+                self.outboxes.insert(report.isolate.clone(), (now, level));
+            }
+        }
         let id = (report.isolate.clone(), report.seq);
         if !self.seen.insert(id.clone()) {
             return Ingested::Duplicate;
@@ -94,6 +122,20 @@ impl Ledger {
             self.window.pop_front();
         }
         Ingested::Counted
+    }
+
+    /// The outboxes reported within [`WINDOW`] of `now`, together.
+    pub fn outboxes(&mut self, now: Instant) -> OutboxSummary {
+        self.outboxes.retain(|_, (at, _)| now.duration_since(*at) <= WINDOW);
+        let mut summary = OutboxSummary { edges: self.outboxes.len(), ..OutboxSummary::default() };
+        for (_, level) in self.outboxes.values() {
+            summary.entries = summary.entries.saturating_add(level.entries);
+            summary.bytes = summary.bytes.saturating_add(level.bytes);
+            if let Some(at) = level.oldest_at_ms.filter(|_| level.entries > 0) {
+                summary.oldest_at_ms = Some(summary.oldest_at_ms.map_or(at, |o| o.min(at)));
+            }
+        }
+        summary
     }
 
     /// The sum of the reports received within [`WINDOW`] of `now`.
@@ -119,6 +161,11 @@ fn ledger() -> std::sync::MutexGuard<'static, Ledger> {
 /// Prometheus (once per id).
 pub fn ingest(report: &Report) -> Ingested {
     let outcome = ledger().ingest(report, Instant::now());
+    if report.outbox.is_some() {
+        let summary = outboxes();
+        metrics::gauge!(OUTBOX_ENTRIES).set(summary.entries as f64);
+        metrics::gauge!(OUTBOX_BYTES).set(summary.bytes as f64);
+    }
     match outcome {
         Ingested::Counted => {
             record_metrics(&report.counts);
@@ -165,6 +212,35 @@ pub fn window() -> WindowSummary {
     ledger().summary(Instant::now())
 }
 
+/// The edges' write outboxes now.
+pub fn outboxes() -> OutboxSummary {
+    ledger().outboxes(Instant::now())
+}
+
+/// `/v1/health`'s `edgeOutbox`: its level (by the age of the oldest kept
+/// write, [`failsoft_shared::health::outbox_level`]) and the document;
+/// `None` when no edge with an outbox reported within the window.
+pub fn outbox_health(now_ms: u64) -> Option<(failsoft_shared::health::Level, Value)> {
+    let summary = outboxes();
+    if summary.edges == 0 {
+        return None;
+    }
+    let age_ms = summary.oldest_at_ms.map(|at| now_ms.saturating_sub(at));
+    let level = failsoft_shared::health::outbox_level(age_ms);
+    Some((
+        level,
+        json!({
+            "level": level,
+            "edges": summary.edges,
+            "entries": summary.entries,
+            "bytes": summary.bytes,
+            "oldestAgeSeconds": age_ms.map(|ms| ms / 1000),
+            "warningAfterSeconds": failsoft_shared::health::OUTBOX_WARNING_AGE_MS / 1000,
+            "criticalAfterSeconds": failsoft_shared::health::OUTBOX_CRITICAL_AGE_MS / 1000,
+        }),
+    ))
+}
+
 /// A `/v1/health` entry's value, source and details for a share of the
 /// window's lookups: `part` of them × 100.
 pub fn lookup_share(summary: &WindowSummary, part: impl Fn(&Counts) -> u64) -> (Option<f64>, &'static str, Value) {
@@ -197,7 +273,26 @@ mod tests {
         counts.lookups.stale_cache = stale;
         counts.lookups.default = default;
         counts.lookups.live = live;
-        Report { v: 1, isolate: isolate.to_owned(), seq, from_ms: 0, to_ms: 1, counts }
+        Report { v: 1, isolate: isolate.to_owned(), seq, from_ms: 0, to_ms: 1, counts, outbox: None }
+    }
+
+    #[test]
+    fn the_edges_outboxes_add_up_with_the_oldest_write_and_age_out_of_the_window() {
+        let mut ledger = Ledger::default();
+        let start = Instant::now();
+        let with = |isolate: &str, seq: u64, entries: u64, oldest: Option<u64>| Report {
+            outbox: Some(OutboxLevel { entries, bytes: entries * 100, oldest_at_ms: oldest }),
+            ..report(isolate, seq, 0, 0, 0, 0)
+        };
+        ledger.ingest(&with("a", 0, 2, Some(5_000)), start);
+        ledger.ingest(&with("b", 0, 3, Some(4_000)), start);
+        ledger.ingest(&with("c", 0, 0, Some(1_000)), start);
+        let summary = ledger.outboxes(start);
+        assert_eq!(summary, OutboxSummary { edges: 3, entries: 5, bytes: 500, oldest_at_ms: Some(4_000) });
+        // A resend says what the edge holds now: b has drained.
+        ledger.ingest(&with("b", 0, 0, None), start);
+        assert_eq!(ledger.outboxes(start).oldest_at_ms, Some(5_000));
+        assert_eq!(ledger.outboxes(start + WINDOW + Duration::from_secs(1)).edges, 0, "silent edges age out");
     }
 
     #[test]
