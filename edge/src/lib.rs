@@ -12,6 +12,7 @@ pub mod config;
 pub mod crm;
 pub mod facade;
 pub mod http;
+pub mod kv_outbox;
 pub mod outbox;
 pub mod ports;
 pub mod sqs;

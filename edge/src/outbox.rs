@@ -29,7 +29,28 @@
 use failsoft_shared::backoff::Backoff;
 use failsoft_shared::envelope::Envelope;
 
+use crate::kv_outbox::Drained;
 use crate::ports::{Backlog, Forwarder, Kept, PortError, QueueMessage};
+
+/// The default caps of every host's outbox (`FAILSOFT_OUTBOX_MAX_ENTRIES`,
+/// `FAILSOFT_OUTBOX_MAX_BYTES`): past either, a write the queue does not
+/// take is `NOT_ACCEPTED`, as without an outbox.
+pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The caps from a host's settings (defaults above; each at least 1).
+pub fn caps(lookup: impl Fn(&str) -> Option<String>) -> Result<(u64, u64), failsoft_shared::config::ConfigError> {
+    use failsoft_shared::config::{ConfigError, number};
+    let entries = number(&lookup, "FAILSOFT_OUTBOX_MAX_ENTRIES", DEFAULT_MAX_ENTRIES)?;
+    let bytes = number(&lookup, "FAILSOFT_OUTBOX_MAX_BYTES", DEFAULT_MAX_BYTES)?;
+    if entries == 0 {
+        return Err(ConfigError::new("FAILSOFT_OUTBOX_MAX_ENTRIES", "must be at least 1"));
+    }
+    if bytes < 1024 {
+        return Err(ConfigError::new("FAILSOFT_OUTBOX_MAX_BYTES", "must be at least 1024"));
+    }
+    Ok((entries, bytes))
+}
 
 /// The share of a write's queue deadline its first `SendMessage` gets; the
 /// rest is the outbox's, to store the write when the queue did not answer.
@@ -54,6 +75,11 @@ pub trait OutboxStore {
     /// Whether there is an outbox at all.
     fn enabled(&self) -> bool {
         true
+    }
+    /// Sends on up to `max` entries to `queue`, for a store that requests
+    /// drain (`crate::kv_outbox`); `None` for one that drains itself.
+    async fn drain<F: Forwarder>(&self, _queue: &F, _max: usize, _full: bool) -> Option<Result<Drained, PortError>> {
+        None
     }
 }
 
@@ -87,6 +113,10 @@ impl<S: OutboxStore> OutboxStore for Option<S> {
 
     fn enabled(&self) -> bool {
         self.is_some()
+    }
+
+    async fn drain<F: Forwarder>(&self, queue: &F, max: usize, full: bool) -> Option<Result<Drained, PortError>> {
+        self.as_ref()?.drain(queue, max, full).await
     }
 }
 
@@ -124,6 +154,10 @@ impl<F: Forwarder, S: OutboxStore> Forwarder for WithOutbox<F, S> {
 
     fn backlog(&self) -> Option<Backlog> {
         self.store.enabled().then(|| self.store.backlog())
+    }
+
+    async fn drain_outbox(&self, max: usize, full: bool) -> Option<Result<Drained, PortError>> {
+        self.store.drain(&self.queue, max, full).await
     }
 }
 

@@ -6,6 +6,8 @@
 //! which the compiler sees through the concrete instantiation.
 #![allow(async_fn_in_trait)]
 
+use crate::kv_outbox::Drained;
+
 /// A failure of a port: the facade degrades around it and never surfaces it
 /// to Genesys as an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +99,13 @@ pub trait Forwarder {
     fn backlog(&self) -> Option<Backlog> {
         None
     }
+
+    /// Sends on up to `max` entries of an outbox that requests drain
+    /// (`crate::kv_outbox`, Spin's); `full` also repairs its index. `None`
+    /// when the host's outbox drains itself, or it has none.
+    async fn drain_outbox(&self, _max: usize, _full: bool) -> Option<Result<Drained, PortError>> {
+        None
+    }
 }
 
 /// Time and randomness, from the host.
@@ -125,5 +134,9 @@ impl<T: Forwarder> Forwarder for std::sync::Arc<T> {
 
     fn backlog(&self) -> Option<Backlog> {
         (**self).backlog()
+    }
+
+    async fn drain_outbox(&self, max: usize, full: bool) -> Option<Result<Drained, PortError>> {
+        (**self).drain_outbox(max, full).await
     }
 }

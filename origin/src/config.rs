@@ -154,6 +154,9 @@ pub struct WorkerConfig {
     pub emf_every: Option<Duration>,
     /// `FAILSOFT_EVENTS_URL` and friends.
     pub events: EventsConfig,
+    /// `FAILSOFT_EDGE_OUTBOX_DRAIN_SECS` (default 30, 0: off): how often the
+    /// edges' outbox drain route is called (`deliver::outbox_drain`).
+    pub outbox_drain_every: Option<Duration>,
 }
 
 /// The DynamoDB tables.
@@ -375,6 +378,14 @@ impl WorkerConfig {
             return Err(ConfigError::new("FAILSOFT_EMF_INTERVAL_SECS", "must be between 1 and 3600 seconds"));
         }
         let emf_every = flag(lookup, "FAILSOFT_EMF", false)?.then(|| Duration::from_secs(emf_secs));
+        let drain_secs = number(&lookup, "FAILSOFT_EDGE_OUTBOX_DRAIN_SECS", 30u64)?;
+        if drain_secs > 3600 {
+            return Err(ConfigError::new(
+                "FAILSOFT_EDGE_OUTBOX_DRAIN_SECS",
+                "must be between 0 (off) and 3600 seconds",
+            ));
+        }
+        let outbox_drain_every = (drain_secs > 0).then(|| Duration::from_secs(drain_secs));
         Ok(Self {
             breaker: BreakerPolicy { cool_down_ms: probe_every_ms, ..policy.breaker },
             tables: tables(lookup)?,
@@ -396,6 +407,7 @@ impl WorkerConfig {
             can_find_cases: can_find_cases(lookup)?,
             emf_every,
             events: events(lookup)?,
+            outbox_drain_every,
             policy,
         })
     }
@@ -467,6 +479,10 @@ mod tests {
         assert_eq!(c.write_settle_ms, c.policy.crm_deadline_ms);
         assert!(!c.can_find_cases, "the two required calls are all a CRM must offer");
         assert!(c.alert.is_none() && c.edge_urls.is_empty() && c.emf_every.is_none());
+        assert_eq!(c.outbox_drain_every, Some(Duration::from_secs(30)), "the edges' outboxes drained every 30 s");
+        assert_eq!(worker(&[("FAILSOFT_EDGE_OUTBOX_DRAIN_SECS", "0")]).unwrap().outbox_drain_every, None);
+        let e = worker(&[("FAILSOFT_EDGE_OUTBOX_DRAIN_SECS", "3601")]).err().unwrap();
+        assert_eq!(e.setting, "FAILSOFT_EDGE_OUTBOX_DRAIN_SECS");
         assert_eq!(c.events, EventsConfig { url: None, api_key: None, api_key_header: "x-failsoft-api-key".into() });
         assert_eq!(c.lease_ms(), 40_000);
         assert!(!format!("{c:?}").contains("0123456789abcdef"), "the secret never prints");

@@ -159,6 +159,16 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             None
         }
     };
+    let outbox_drain = match config.outbox_drain_every {
+        Some(every) if !config.edge_urls.is_empty() => Some(tokio::spawn(crate::deliver::outbox_drain::run(
+            http.clone(),
+            config.edge_urls.clone(),
+            config.internal_secret.clone(),
+            every,
+            beat_stopped.clone(),
+        ))),
+        _ => None,
+    };
     let heartbeat = tokio::spawn(Arc::clone(&leases).heartbeat(sqs, config.queue_url.clone(), beat_stopped));
     let (stop, stopped) = watch::channel(false);
     tracing::info!(%owner, concurrency = config.concurrency, "worker started");
@@ -178,6 +188,11 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     }
     if let Some(emf) = emf {
         emf.await.ok();
+    }
+    if let Some(drain) = outbox_drain
+        && tokio::time::timeout(Duration::from_secs(5), drain).await.is_err()
+    {
+        tracing::warn!("the edge outbox drain call did not stop within 5 s");
     }
     api_stop.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {

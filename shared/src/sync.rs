@@ -15,6 +15,12 @@ use crate::keys::{Phone, normalize_phone};
 
 /// Path of the bulk route on every edge host.
 pub const BULK_PATH: &str = "/v1/internal/cache";
+
+/// The edge's route that sends on what its write outbox holds (signed
+/// POST, empty body): the origin calls it on a schedule
+/// (`FAILSOFT_EDGE_OUTBOX_DRAIN_SECS`), so a Spin edge's outbox, drained
+/// otherwise only after later requests, drains while the edge is idle.
+pub const OUTBOX_DRAIN_PATH: &str = "/v1/internal/outbox/drain";
 /// Most entries one bulk request may carry. A Workers invocation may make
 /// 1,000 KV operations; each entry costs a read and a write (or delete),
 /// so 100 entries leave room for everything else the request does.

@@ -114,6 +114,8 @@ fn spin_toml_declares_every_setting_the_core_reads() {
     };
     EdgeConfig::from_lookup(lookup).expect("a complete configuration");
     SqsSettings::from_lookup(lookup).expect("complete SQS settings").expect("SQS configured");
+    // The write outbox's caps, read with a queue configured.
+    failsoft_edge::outbox::caps(lookup).expect("the outbox's caps");
     let asked: BTreeSet<String> = asked.into_inner().unwrap().iter().map(|n| n.to_ascii_lowercase()).collect();
 
     let (app, component) = manifest_variables();

@@ -54,6 +54,12 @@ impl Kv for SpinKv {
     }
 }
 
+/// Every key in the store (Spin's `get-keys` has no prefix or cursor): the
+/// write outbox's full drain repairs its index from it.
+pub fn list_keys() -> Result<Vec<String>, PortError> {
+    Store::open_default().and_then(|store| store.get_keys()).map_err(|e| PortError(format!("kv keys: {e}")))
+}
+
 /// The setting: one request in this many sweeps (after its response).
 pub const SWEEP_EVERY_SETTING: &str = "FAILSOFT_KV_SWEEP_EVERY";
 

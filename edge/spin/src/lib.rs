@@ -23,6 +23,12 @@
 //! accumulating in KV would add a read-modify-write to every request and
 //! race between instances. A report whose send fails ends with its instance.
 //!
+//! Writes SQS does not take in time are kept in the store too (the write
+//! outbox, `failsoft_edge::kv_outbox`): each request sends a few on after
+//! its response, and the origin's signed drain call
+//! (`/v1/internal/outbox/drain`, on a schedule) the rest, so an idle edge
+//! drains too.
+//!
 //! On any other target the crate is empty, so host builds of the workspace
 //! skip it.
 #![cfg(target_arch = "wasm32")]
@@ -32,8 +38,10 @@ mod kv;
 mod log;
 mod settings;
 
-use failsoft_edge::facade::{BreakerSharing, Facade, NonceStore};
+use failsoft_edge::facade::{BreakerSharing, DRAIN_AFTER_RESPONSE, Facade, NonceStore};
 use failsoft_edge::http::{Request, Response, misconfigured, read_capped};
+use failsoft_edge::kv_outbox::KvOutbox;
+use failsoft_edge::outbox::WithOutbox;
 use failsoft_edge::sqs::{NoQueue, SqsOr};
 use failsoft_shared::edge_stats::Cadence;
 use futures::SinkExt;
@@ -46,16 +54,28 @@ pub use settings::{SpinClock, lookup};
 /// The facade over the Spin ports.
 pub type SpinFacade = Facade<SpinKv, SpinHttp, SpinForwarder, SpinClock>;
 
-/// SQS when `FAILSOFT_QUEUE_URL` is set; otherwise nothing durable exists
-/// at the edge, so forwarding fails (writes answer `NOT_ACCEPTED`).
-pub type SpinForwarder = SqsOr<SpinHttp, SpinClock>;
+/// SQS when `FAILSOFT_QUEUE_URL` is set, with the write outbox in the
+/// key-value store behind it (`failsoft_edge::kv_outbox`); otherwise
+/// nothing durable exists at the edge, so forwarding fails (writes answer
+/// `NOT_ACCEPTED`).
+pub type SpinForwarder = WithOutbox<SqsOr<SpinHttp, SpinClock>, Option<KvOutbox<SpinKv, SpinClock>>>;
 
 /// The facade from the Spin variables, or the setting that is wrong.
 pub fn facade() -> Result<SpinFacade, failsoft_shared::config::ConfigError> {
     let config = failsoft_edge::config::EdgeConfig::from_lookup(lookup)?;
     let sqs = failsoft_edge::sqs::SqsSettings::from_lookup(lookup)?;
-    let forwarder = SpinForwarder::new(sqs, SpinHttp, SpinClock, || NoQueue);
-    let kv = SpinKv::open().map_err(|e| failsoft_shared::config::ConfigError::new("key_value_stores", e.0))?;
+    let open = || SpinKv::open().map_err(|e| failsoft_shared::config::ConfigError::new("key_value_stores", e.0));
+    let outbox = match &sqs {
+        Some(_) => {
+            let (max_entries, max_bytes) = failsoft_edge::outbox::caps(lookup)?;
+            let mut outbox = KvOutbox::new(open()?, SpinClock, max_entries, max_bytes);
+            outbox.list_keys = Some(kv::list_keys);
+            Some(outbox)
+        }
+        None => None,
+    };
+    let forwarder = WithOutbox { queue: SqsOr::new(sqs, SpinHttp, SpinClock, || NoQueue), store: outbox };
+    let kv = open()?;
     // An instance lives for one request: the breaker's whole state and the
     // nonces of signed requests are in KV, and its traffic counters are
     // reported before it ends.
@@ -79,6 +99,11 @@ async fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
     let handled = facade.handle(request).await;
     respond(out, handled.response).await;
     facade.run_after(handled.after).await;
+    // A few of the outbox's writes go on after each response (one KV read
+    // when it is empty); the origin's scheduled drain call does the rest.
+    if let Some(Err(e)) = facade.drain_outbox(DRAIN_AFTER_RESPONSE, false).await {
+        tracing::warn!(error = %e, "draining the outbox after a response failed");
+    }
     kv::sweep(sweep_every);
 }
 

@@ -10,8 +10,14 @@ use serde_json::{Value, json};
 
 use super::{Checked, Facade, NonceStore, Refusal, checks};
 use crate::http::{Request, Response};
-use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest};
+use crate::kv_outbox::Drained;
+use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest, PortError};
 use crate::wire::{CrmChange, ROUTING_FIELDS};
+
+/// Entries one call of the drain route sends on at most.
+const DRAIN_ON_CALL: usize = 200;
+/// Entries a request sends on after its response at most (Spin).
+pub const DRAIN_AFTER_RESPONSE: usize = 10;
 
 impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// Whether a traffic report is due (never without an origin to send it to).
@@ -187,6 +193,42 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// never replaces a newer one); the answer counts what happened, and a
     /// KV failure on any entry is a 503 so the whole batch is sent again
     /// (entries already applied are then kept as a tie).
+    /// `POST /v1/internal/outbox/drain` (signed): sends on what the
+    /// outbox holds, repairing its index first (`crate::kv_outbox`). 404 on
+    /// a host whose outbox drains itself or that has none.
+    pub(super) async fn outbox_drain_call(&self, req: &Request, secret: &[u8]) -> Checked<Response> {
+        checks::within_cap(req)?;
+        let verified = self.accept_signed(req, secret, "internal").await?;
+        let answer = match self.drain_outbox(DRAIN_ON_CALL, true).await {
+            None => Err(Refusal::new(404, "NO_DRAINED_OUTBOX", "this edge's outbox drains itself, or it has none")),
+            Some(Ok(d)) => Ok(Response::json(
+                200,
+                &json!({"sent": d.sent, "refused": d.refused.len(), "repaired": d.repaired, "waiting": d.waiting}),
+            )),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "draining the outbox failed");
+                Ok(Response::error(503, "OUTBOX_UNAVAILABLE", "the outbox's store failed; retry"))
+            }
+        };
+        self.settled(&verified, answer).await
+    }
+
+    /// Sends on up to `max` entries of an outbox that requests drain, and
+    /// records the writes SQS refused as `FAILED`. `None` when the host's
+    /// outbox drains itself (or it has none).
+    pub async fn drain_outbox(&self, max: usize, full: bool) -> Option<Result<Drained, PortError>> {
+        let result = self.forwarder.drain_outbox(max, full).await?;
+        if let Ok(drained) = &result {
+            for (message, code) in &drained.refused {
+                self.record_refused_write(message, code).await;
+            }
+            if drained.sent > 0 {
+                tracing::info!(sent = drained.sent, waiting = drained.waiting, "outbox drained");
+            }
+        }
+        Some(result)
+    }
+
     pub(super) async fn push_bulk(&self, req: &Request, secret: &[u8]) -> Checked<Response> {
         checks::within_cap(req)?;
         let verified = self.accept_signed(req, secret, "internal").await?;

@@ -24,6 +24,7 @@ use serde_json::json;
 
 pub use self::downstream::BREAKER_KEY;
 use self::downstream::BreakerCell;
+pub use self::internal::DRAIN_AFTER_RESPONSE;
 pub use self::writes::{RESULT_TTL_SECS, queue_refused, result_record};
 use crate::asked::Asked;
 use crate::coalesce::Inflight;
@@ -241,6 +242,13 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
                 Err(e) => Err(e),
             },
             // Internal routes exist only with an internal secret.
+            failsoft_shared::sync::OUTBOX_DRAIN_PATH => {
+                match (self.config.internal_secret.as_deref(), checks::only(&req, "POST")) {
+                    (None, _) => Err(Refusal::new(404, "NOT_FOUND", "no such route")),
+                    (Some(_), Err(e)) => Err(e),
+                    (Some(secret), Ok(())) => self.outbox_drain_call(&req, secret).await.map(Handled::from),
+                }
+            }
             failsoft_shared::sync::BULK_PATH => {
                 match (self.config.internal_secret.as_deref(), checks::only(&req, "POST")) {
                     (None, _) => Err(Refusal::new(404, "NOT_FOUND", "no such route")),

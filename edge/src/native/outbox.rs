@@ -29,10 +29,7 @@ use crate::ports::{Backlog, Clock, PortError, QueueMessage};
 use crate::sqs::SqsForwarder;
 
 const JOURNAL: &str = "outbox.journal";
-/// Default cap on waiting entries.
-pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
-/// Default cap on the waiting entries' bodies, in bytes.
-pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+pub use crate::outbox::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 
 /// The caps: past either, a write the queue does not take is `NOT_ACCEPTED`.
 #[derive(Debug, Clone, Copy)]

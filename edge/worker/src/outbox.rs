@@ -38,9 +38,6 @@ use crate::{FetchDownstream, JsClock};
 pub const OUTBOX_BINDING: &str = "FAILSOFT_OUTBOX";
 /// Shards: one caller always lands in the same one.
 pub const SHARDS: u64 = 16;
-/// Default caps over all shards (each shard holds its share).
-pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
-pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// Entries one alarm sends before re-arming at once (an alarm is one
 /// invocation with its own limits).
 const PER_ALARM: usize = 200;
@@ -297,12 +294,13 @@ impl WriteOutbox {
         let lookup = |name: &str| self.env.var(name).ok().map(|value| value.to_string());
         let settings =
             SqsSettings::from_lookup(lookup).map_err(|e| e.to_string())?.ok_or("FAILSOFT_QUEUE_URL is unset")?;
-        let cap = |name: &str, default: u64| lookup(name).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(default);
+        // The caps are over all shards: each holds its share.
+        let (max_entries, max_bytes) = failsoft_edge::outbox::caps(lookup).map_err(|e| e.to_string())?;
         let store = ShardStore {
             storage: self.state.storage(),
             index: RefCell::new(None),
-            max_entries: cap("FAILSOFT_OUTBOX_MAX_ENTRIES", DEFAULT_MAX_ENTRIES).div_ceil(SHARDS),
-            max_bytes: cap("FAILSOFT_OUTBOX_MAX_BYTES", DEFAULT_MAX_BYTES).div_ceil(SHARDS),
+            max_entries: max_entries.div_ceil(SHARDS),
+            max_bytes: max_bytes.div_ceil(SHARDS),
         };
         let outbox = Rc::new(WithOutbox { queue: SqsForwarder::new(settings, FetchDownstream, JsClock), store });
         *self.outbox.borrow_mut() = Some(outbox.clone());

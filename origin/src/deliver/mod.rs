@@ -6,5 +6,6 @@ pub mod delivery;
 pub mod edge_push;
 pub mod event;
 pub mod event_sink;
+pub mod outbox_drain;
 pub mod ports;
 pub mod write_once;

@@ -10,17 +10,20 @@
 //! Needs `make spin-test-component` and `cargo build --workspace --bins`
 //! (crm-sim); `make test` does both before the tests.
 
+#[path = "../origin_support/mod.rs"]
+mod origin_support;
 mod wasmtime;
 
 use std::time::{Duration, Instant};
 
 use failsoft_lab::process::Service;
+use failsoft_lab::switch::{Mode, Switch};
 use failsoft_tests::harness::{base_edge_env, program};
 use failsoft_tests::moto::{Moto, hung_queue};
 use failsoft_tests::{AUTH_TOKEN, assert_error, wait_until};
 use serde_json::{Value, json};
 
-use failsoft_tests::cases::{self, Case, DEADLINE, DEADLINE_SLACK, Queue, Target};
+use failsoft_tests::cases::{self, Case, DEADLINE, DEADLINE_SLACK, Queue, SYNC_SECRET, Target};
 use wasmtime::WasmtimeServe;
 
 /// The simulator and the component in front of it (dropped in this order;
@@ -165,13 +168,97 @@ async fn spin_refresh_is_forwarded_after_the_response() {
         assert_eq!((status, &body["source"]), (200, &json!("default")), "{body}");
         assert!(took < DEADLINE_SLACK, "the refresh is not on the response path: took {took:?}");
     }
-    // A write is the opposite: write-ahead, bounded by the margin.
+    // A write is the opposite: write-ahead, bounded by the margin; the
+    // queue not answering, the outbox in the key-value store keeps it.
     let started = Instant::now();
     let (status, body) = t.post("/v1/cases", &json!({"ani": VIP, "subject": "hung queue"})).await;
     let took = started.elapsed();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"], "NOT_ACCEPTED", "no PENDING that nothing backs: {body}");
+    assert_eq!(body["status"], "PENDING", "the outbox kept it: {body}");
     assert!(took < DEADLINE + DEADLINE_SLACK, "the queue's deadline bounds the write: took {took:?}");
+}
+
+/// The outbox in Spin's key-value store, with the component's way to SQS
+/// cut by a proxy (moto behind it): writes are `PENDING` and kept while SQS
+/// hangs; once it is back, the signed drain call the origin makes on a
+/// schedule sends them on, once each and one caller's in order, and a later
+/// request's response drains what is kept after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_outbox_keeps_writes_through_a_queue_outage_and_drains_them() {
+    let moto = Moto::start().await;
+    let queue_url = moto.fifo_queue("failsoft-spin-outbox").await;
+    let switch = Switch::start(moto.endpoint.trim_start_matches("http://").parse().expect("moto's address"))
+        .await
+        .expect("the proxy starts");
+    let through = switch.url_through(&queue_url);
+    let settings = [
+        ("FAILSOFT_QUEUE_URL", through.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test-only-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "test-only-secret-access-key"),
+        ("FAILSOFT_DEADLINE_MARGIN_MS", "600"),
+        ("FAILSOFT_INTERNAL_SECRET", SYNC_SECRET),
+    ];
+    let stack = SpinStack::start(&settings).await;
+    let t = &stack.target;
+    t.crm("down").await;
+    switch.set(Mode::Hang);
+    let write = |ani: &'static str, id: &'static str| async move {
+        let request = t.http.post(t.url("/v1/cases")).bearer_auth(&t.token);
+        let response = request
+            .json(&json!({"ani": ani, "subject": "Callback", "correlationId": id}))
+            .send()
+            .await
+            .expect("the component answers");
+        let timing = response.headers().get("server-timing").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["status"], "PENDING", "{id}: {body}");
+        assert!(timing.contains("outbox"), "{id}: kept by the outbox: {timing}");
+    };
+    write("+13175550501", "spin-outbox-1").await;
+    write("+13175550502", "spin-outbox-2").await;
+    write("+13175550501", "spin-outbox-3").await;
+    assert!(moto.receive_all(&queue_url, 10).await.is_empty(), "nothing reached SQS while the path hung");
+
+    switch.set(Mode::Forward);
+    let drain_url = t.url(failsoft_shared::sync::OUTBOX_DRAIN_PATH);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    let response = failsoft_tests::signing::request(&t.http, "POST", &drain_url, Vec::new(), SYNC_SECRET, now)
+        .send()
+        .await
+        .expect("the drain call is answered");
+    assert_eq!(response.status(), 200);
+    let drained: Value = response.json().await.expect("JSON");
+    assert_eq!((&drained["sent"], &drained["waiting"]), (&json!(3), &json!(0)), "{drained}");
+    let messages = moto.receive_all(&queue_url, 10).await;
+    let id = |m: &failsoft_tests::moto::Received| {
+        serde_json::from_str::<Value>(&m.body).ok().and_then(|b| b["correlationId"].as_str().map(str::to_owned))
+    };
+    let mut ids: Vec<String> = messages.iter().filter_map(id).collect();
+    let first_caller: Vec<String> =
+        messages.iter().filter(|m| m.group_id == messages[0].group_id).filter_map(id).collect();
+    ids.sort();
+    assert_eq!(ids, ["spin-outbox-1", "spin-outbox-2", "spin-outbox-3"], "each once: {messages:?}");
+    assert!(
+        first_caller == ["spin-outbox-1", "spin-outbox-3"] || first_caller == ["spin-outbox-2"],
+        "one caller's writes in the order answered: {first_caller:?}"
+    );
+
+    // Kept again; this time the next request's response drains it.
+    switch.set(Mode::Refuse);
+    write("+13175550503", "spin-outbox-4").await;
+    switch.set(Mode::Forward);
+    let (status, _) = t.send(t.http.get(t.url("/healthz"))).await;
+    assert_eq!(status, 200);
+    let later = wait_until("the kept write in SQS after a response", Duration::from_secs(10), || async {
+        let all = moto.receive_all(&queue_url, 10).await;
+        (!all.is_empty()).then_some(all)
+    })
+    .await;
+    assert_eq!(later.iter().filter_map(id).collect::<Vec<_>>(), ["spin-outbox-4"]);
+
+    // Unsigned, the drain route is refused.
+    let (status, body) = t.send(t.http.post(&drain_url)).await;
+    assert_error("an unsigned drain call", status, &body, 401, "SIGNATURE_MISSING");
 }
 
 /// The refresh forwarded after the response, and the write forwarded
@@ -308,4 +395,44 @@ async fn spin_misconfiguration_is_named_on_every_route() {
     assert!(!message.contains("SECRET-15-BYTES"), "never echoes a secret: {body}");
     let (status, body) = t.lookup(VIP).await;
     assert_error("lookup", status, &body, 500, "MISCONFIGURED");
+}
+
+/// An idle Spin edge's outbox drains too: the origin worker calls its
+/// signed drain route on a schedule (`FAILSOFT_EDGE_OUTBOX_DRAIN_SECS`), so
+/// a write kept while SQS was out of reach reaches SQS with no request to
+/// the edge after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_outbox_is_drained_by_the_origins_schedule_while_the_edge_is_idle() {
+    let moto = Moto::start().await;
+    let queue_url = moto.fifo_queue("failsoft-spin-idle").await;
+    let switch = Switch::start(moto.endpoint.trim_start_matches("http://").parse().expect("moto's address"))
+        .await
+        .expect("the proxy starts");
+    let through = switch.url_through(&queue_url);
+    let settings = [
+        ("FAILSOFT_QUEUE_URL", through.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test-only-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "test-only-secret-access-key"),
+        ("FAILSOFT_INTERNAL_SECRET", origin_support::INTERNAL_SECRET),
+    ];
+    let stack = SpinStack::start(&settings).await;
+    let t = &stack.target;
+    t.crm("down").await;
+    switch.set(Mode::Refuse);
+    let (status, body) = t
+        .post("/v1/cases", &json!({"ani": "+13175550601", "subject": "Callback", "correlationId": "spin-idle-1"}))
+        .await;
+    assert_eq!((status, &body["status"]), (200, &json!("PENDING")), "{body}");
+    switch.set(Mode::Forward);
+
+    let origin = origin_support::OriginStack::start().await;
+    let _worker =
+        origin.worker(&[("FAILSOFT_EDGE_URL", t.edge.as_str()), ("FAILSOFT_EDGE_OUTBOX_DRAIN_SECS", "1")]).await;
+    let messages = wait_until("the origin's drain call sent the kept write", Duration::from_secs(20), || async {
+        let all = moto.receive_all(&queue_url, 10).await;
+        (!all.is_empty()).then_some(all)
+    })
+    .await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].body.contains("spin-idle-1"), "{messages:?}");
 }
