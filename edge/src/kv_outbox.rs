@@ -69,8 +69,9 @@ pub struct KvOutbox<K, C> {
     pub max_entries: u64,
     pub max_bytes: u64,
     pub list_keys: Option<ListKeys>,
-    /// The index as last read or written, for [`OutboxStore::backlog`].
-    last: std::sync::Mutex<Index>,
+    /// The index as last read or written, for [`OutboxStore::backlog`]
+    /// (`None` until this instance reads it).
+    last: std::sync::Mutex<Option<Index>>,
 }
 
 impl<K: Kv, C: Clock> KvOutbox<K, C> {
@@ -89,12 +90,12 @@ impl<K: Kv, C: Clock> KvOutbox<K, C> {
 
     async fn index(&self) -> Result<Index, PortError> {
         let index: Index = self.read(INDEX).await?.unwrap_or_default();
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = index.clone();
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(index.clone());
         Ok(index)
     }
 
     async fn save_index(&self, index: &Index) -> Result<(), PortError> {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = index.clone();
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(index.clone());
         self.write(INDEX, index).await
     }
 
@@ -156,9 +157,9 @@ impl<K: Kv, C: Clock> OutboxStore for KvOutbox<K, C> {
         self.save_index(&index).await
     }
 
-    fn backlog(&self) -> Backlog {
+    fn backlog(&self) -> Option<Backlog> {
         let index = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        Backlog { entries: index.entries, bytes: index.bytes, oldest_at_ms: index.oldest }
+        index.as_ref().map(|i| Backlog { entries: i.entries, bytes: i.bytes, oldest_at_ms: i.oldest })
     }
 
     async fn drain<F: Forwarder>(&self, queue: &F, max: usize, full: bool) -> Option<Result<Drained, PortError>> {
@@ -297,7 +298,7 @@ mod tests {
             block_on(outbox.append(&message(group, dedup))).unwrap();
         }
         assert!(block_on(outbox.holds("a")) && !block_on(outbox.holds("c")));
-        assert_eq!(outbox.backlog().entries, 3);
+        assert_eq!(outbox.backlog().map(|b| b.entries), Some(3));
 
         let down = Queue::default();
         down.answers.borrow_mut().push_back(Err(PortError("SQS unreachable: Connect".into())));

@@ -70,12 +70,9 @@ pub trait OutboxStore {
     /// Stores `message`; returns once the storage acknowledged it. May go
     /// past the caps: room was granted before the queue attempt.
     async fn append(&self, message: &QueueMessage) -> Result<(), PortError>;
-    /// What it holds now.
-    fn backlog(&self) -> Backlog;
-    /// Whether there is an outbox at all.
-    fn enabled(&self) -> bool {
-        true
-    }
+    /// What it holds now, when it knows (`None`: no outbox, or a store
+    /// this instance has not read).
+    fn backlog(&self) -> Option<Backlog>;
     /// Sends on up to `max` entries to `queue`, for a store that requests
     /// drain (`crate::kv_outbox`); `None` for one that drains itself.
     async fn drain<F: Forwarder>(&self, _queue: &F, _max: usize, _full: bool) -> Option<Result<Drained, PortError>> {
@@ -107,12 +104,8 @@ impl<S: OutboxStore> OutboxStore for Option<S> {
         }
     }
 
-    fn backlog(&self) -> Backlog {
-        self.as_ref().map(S::backlog).unwrap_or_default()
-    }
-
-    fn enabled(&self) -> bool {
-        self.is_some()
+    fn backlog(&self) -> Option<Backlog> {
+        self.as_ref()?.backlog()
     }
 
     async fn drain<F: Forwarder>(&self, queue: &F, max: usize, full: bool) -> Option<Result<Drained, PortError>> {
@@ -153,7 +146,7 @@ impl<F: Forwarder, S: OutboxStore> Forwarder for WithOutbox<F, S> {
     }
 
     fn backlog(&self) -> Option<Backlog> {
-        self.store.enabled().then(|| self.store.backlog())
+        self.store.backlog()
     }
 
     async fn drain_outbox(&self, max: usize, full: bool) -> Option<Result<Drained, PortError>> {
@@ -240,8 +233,8 @@ mod tests {
             self.entries.borrow_mut().push(message.clone());
             Ok(())
         }
-        fn backlog(&self) -> Backlog {
-            Backlog { entries: self.entries.borrow().len() as u64, ..Backlog::default() }
+        fn backlog(&self) -> Option<Backlog> {
+            Some(Backlog { entries: self.entries.borrow().len() as u64, ..Backlog::default() })
         }
     }
 

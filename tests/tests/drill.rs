@@ -9,9 +9,10 @@
 //! backlog passes a thousand messages. A drill whose CRM comes back
 //! refusing creates must exit non-zero, naming the dead letters and the
 //! lost writes. `failsoft-lab up` and `failsoft-lab down` must leave no
-//! process behind. Two compressed drills also cut the edge's path to SQS
-//! (`--queue-outage`) for half the CRM's outage: the native edge's journal
-//! and the Worker's Durable Object outbox must keep those writes.
+//! process behind. Three compressed drills also cut the edge's path to SQS
+//! (`--queue-outage`) for half the CRM's outage: the native edge's journal,
+//! the Worker's Durable Object and the Spin component's key-value outbox
+//! must keep those writes.
 //!
 //! Each drill starts its own stack (moto, crm-sim, the worker, an edge);
 //! they run one at a time. Needs `cargo build --workspace --bins` and, for
@@ -337,6 +338,16 @@ fn drill_native_hang_at_the_default_rates_drains_a_backlog_of_a_thousand() {
 #[test]
 fn drill_worker_down_keeps_every_promise() {
     let d = drill("worker", "down", "30s", &["--queue-outage", "15s"]);
+    assert_outbox_kept_writes(&d);
+    assert_kept_compressed(&d, "down");
+}
+
+/// The Spin component under `wasmtime serve`, its path to SQS refused for
+/// the first half of the CRM's outage: its key-value outbox keeps those
+/// writes, and later responses and the origin's drain call send them on.
+#[test]
+fn drill_spin_down_keeps_every_promise() {
+    let d = drill("spin", "down", "30s", &["--queue-outage", "15s", "--queue-outage-mode", "refuse"]);
     assert_outbox_kept_writes(&d);
     assert_kept_compressed(&d, "down");
 }

@@ -217,7 +217,7 @@ impl NativeOutbox {
     }
 
     fn publish(&self) {
-        let backlog = self.backlog();
+        let backlog = OutboxStore::backlog(self).unwrap_or_default();
         metrics::gauge!("failsoft_edge_outbox_entries").set(backlog.entries as f64);
         metrics::gauge!("failsoft_edge_outbox_bytes").set(backlog.bytes as f64);
         let oldest = backlog.oldest_at_ms.map_or(0.0, |at| SystemClock.now_ms().saturating_sub(at) as f64 / 1000.0);
@@ -312,13 +312,13 @@ impl OutboxStore for NativeOutbox {
             .map_err(|e| PortError(format!("outbox journal task: {e}")))?
     }
 
-    fn backlog(&self) -> Backlog {
+    fn backlog(&self) -> Option<Backlog> {
         let state = self.lock();
-        Backlog {
+        Some(Backlog {
             entries: state.entries.len() as u64,
             bytes: state.bytes,
             oldest_at_ms: state.entries.front().map(|e| e.at_ms),
-        }
+        })
     }
 }
 
@@ -441,13 +441,13 @@ mod tests {
         outbox.append(&message("g", "1")).await.unwrap();
         outbox.append(&message("g", "2")).await.unwrap();
         assert!(!outbox.has_room(1).await, "two entries is the cap");
-        let backlog = outbox.backlog();
+        let backlog = outbox.backlog().unwrap();
         assert_eq!((backlog.entries, backlog.bytes), (2, 18));
         assert!(backlog.oldest_at_ms.is_some());
         for _ in 0..2 {
             outbox.done(outbox.front().unwrap().seq).await;
         }
-        assert_eq!(outbox.backlog(), Backlog::default());
+        assert_eq!(outbox.backlog(), Some(Backlog::default()));
         assert_eq!(std::fs::metadata(dir.join(JOURNAL)).unwrap().len(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -264,12 +264,12 @@ impl OutboxStore for ShardStore {
         Ok(())
     }
 
-    fn backlog(&self) -> Backlog {
-        self.with_index(|i| Backlog {
+    fn backlog(&self) -> Option<Backlog> {
+        Some(self.with_index(|i| Backlog {
             entries: i.entries.len() as u64,
             bytes: i.bytes,
             oldest_at_ms: i.entries.front().map(|e| e.3),
-        })
+        }))
     }
 }
 
@@ -424,7 +424,7 @@ impl DurableObject for WriteOutbox {
 
 impl ShardStore {
     fn backlog_json(&self) -> serde_json::Value {
-        let b = self.backlog();
+        let b = self.backlog().unwrap_or_default();
         serde_json::json!({"entries": b.entries, "bytes": b.bytes, "oldestAtMs": b.oldest_at_ms})
     }
 }
