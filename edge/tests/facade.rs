@@ -289,6 +289,26 @@ async fn the_origin_push_is_signed_and_never_replaces_a_newer_record() {
     assert_eq!(f.handle(lookup("+442071234567")).await.response.json_body()["tier"], "vip");
     let bad_key = Request::new("PUT", "/v1/internal/cache/not-hex");
     assert_eq!(f.handle(bad_key).await.response.status, 401, "signature first, then the key");
+    // Upper case is the same digest spelt as a KV key no lookup reads.
+    let upper =
+        signed("PUT", &format!("/v1/internal/cache/{}", entity.to_ascii_uppercase()), &newer, INTERNAL, 1_800_000_000);
+    assert_eq!(refusal(&f, upper).await, (400, "INVALID_ENTITY_KEY".to_owned()));
+}
+
+/// A signed change whose `phone` is there but not text is an invalid phone,
+/// not a missing one (bad-input corpus: `signature/webhook-body-phone-number`).
+#[tokio::test]
+async fn a_webhook_phone_that_is_not_text_is_invalid_not_missing() {
+    let (kv, clock, crm) = (SharedKv::default(), TestClock::at(1_800_000_000_000), Scripted::default());
+    let f = facade(&kv, &crm, &clock, &[]);
+    let hook = |phone: Value| {
+        let change = json!({"phone": phone, "fieldChanged": "tier"});
+        signed("POST", "/v1/webhooks/crm-update", &change, "webhook-secret-for-tests-0123", 1_800_000_000)
+    };
+    for phone in [json!(442071234567u64), json!(["+442071234567"]), json!({"n": 1}), json!(true)] {
+        assert_eq!(refusal(&f, hook(phone.clone())).await, (400, "INVALID_PHONE".to_owned()), "{phone}");
+    }
+    assert_eq!(refusal(&f, hook(Value::Null)).await, (400, "MISSING_PHONE".to_owned()));
 }
 
 /// A request signed as the origin signs one, with a nonce never used before.
@@ -425,6 +445,7 @@ async fn a_bulk_push_that_is_malformed_or_too_big_is_refused_whole() {
     let cases = [
         (json!({"entries": too_many}), "TOO_MANY_ENTRIES"),
         (json!({"entries": [entry("not-hex".into())]}), "INVALID_ENTRY"),
+        (json!({"entries": [entry("B".repeat(64))]}), "INVALID_ENTRY"),
         (json!({"entries": [{"key": "a".repeat(64)}]}), "INVALID_ENTRY"),
         (json!({"entries": [entry("b".repeat(64))], "extra": true}), "INVALID_BODY"),
         (json!([1, 2]), "INVALID_BODY"),

@@ -78,6 +78,13 @@ pub fn entity_key(secret: &[u8], phone: &Phone) -> String {
     hex::encode(&mac.finalize().into_bytes())
 }
 
+/// Whether `text` is an entity key as [`entity_key`] writes it: 64
+/// lower-case hex characters. Another spelling of the same digest (upper
+/// case) would be stored under a KV key no lookup ever reads.
+pub fn is_entity_key(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The KV key of a customer record for an entity key.
 pub fn customer_kv_key(entity_key: &str) -> String {
     let mut key = String::with_capacity(CUSTOMER_KEY_PREFIX.len() + entity_key.len());
@@ -90,6 +97,16 @@ pub fn customer_kv_key(entity_key: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_entity_key_is_64_lower_case_hex_characters() {
+        let key = entity_key(b"secret", &normalize_phone("+442079460001").unwrap());
+        assert!(is_entity_key(&key), "{key}");
+        assert!(!is_entity_key(&key.to_ascii_uppercase()), "upper case is another KV key");
+        assert!(!is_entity_key(&key[1..]));
+        assert!(!is_entity_key(&alloc::format!("{key}0")));
+        assert!(!is_entity_key(&"g".repeat(64)));
+    }
 
     #[test]
     fn normalises_genesys_and_human_forms() {

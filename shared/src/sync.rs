@@ -132,7 +132,7 @@ pub enum BadEntry {
 impl BulkEntry {
     /// Checks the entry's key and shape.
     pub fn validate(&self) -> Result<(), BadEntry> {
-        if self.key.len() != 64 || !self.key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !crate::keys::is_entity_key(&self.key) {
             return Err(BadEntry::Key);
         }
         match (&self.entry, self.removed_at_ms) {
@@ -220,6 +220,8 @@ mod tests {
         assert_eq!(ok.validate(), Ok(()));
         let short = BulkEntry { key: "0f".into(), ..ok.clone() };
         assert_eq!(short.validate(), Err(BadEntry::Key));
+        let upper = BulkEntry { key: "0F".repeat(32), ..ok.clone() };
+        assert_eq!(upper.validate(), Err(BadEntry::Key), "no lookup reads an upper-case key");
         let both = BulkEntry { removed_at_ms: Some(1), ..ok.clone() };
         assert_eq!(both.validate(), Err(BadEntry::Shape));
         let neither = BulkEntry { entry: None, ..ok };

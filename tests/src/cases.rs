@@ -22,9 +22,21 @@ use crate::moto::{Moto, Received};
 use crate::{WEBHOOK_SECRET, assert_error, wait_until};
 use serde_json::{Value, json};
 
+/// Which edge host a [`Target`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    Native,
+    /// The Worker under `wrangler dev` (workerd and wrangler's local proxy).
+    Worker,
+    /// The Spin component under `wasmtime serve`.
+    Spin,
+}
+
 /// A running facade in front of a CRM simulator.
 #[derive(Clone)]
 pub struct Target {
+    /// The host it runs on.
+    pub host: Host,
     /// The facade's base URL, e.g. `http://127.0.0.1:8787`.
     pub edge: String,
     /// The bearer token the facade accepts.
@@ -105,6 +117,7 @@ pub const ALL: &[Case] = &[
     WEBHOOK_INVALIDATES,
     SYNC_BULK_PUSH,
     SIGNED_REQUESTS_ARE_NOT_REPLAYED,
+    BAD_INPUT_CORPUS,
 ];
 
 /// Fictional numbers (Ofcom's drama range), E.164 as the simulator stores them.
@@ -258,7 +271,7 @@ impl Target {
         self.admin(self.http.post(url).json(&body), "/admin/customers/tier").await
     }
 
-    async fn with_customers(&self) {
+    pub(crate) async fn with_customers(&self) {
         self.load_customers(json!([
             {"phone": VIP, "customerId": "C-1001", "tier": "vip", "vipFlag": true},
             {"phone": GOLD, "customerId": "C-1002", "tier": "gold"},
@@ -391,12 +404,28 @@ fn chunked_post(auth: &str, body: &[u8]) -> Vec<u8> {
 /// length it does not keep, nor (without its `stream` feature) a chunked
 /// body. Bounded: a host that waits for bytes never sent fails the test.
 async fn raw_exchange(what: &str, base: &str, request: &[u8]) -> (u16, Value) {
+    raw_exchange_within(base, request, false, Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// [`raw_exchange`] within `limit`, saying what went wrong instead of
+/// panicking (the bad-input corpus collects its failures); with
+/// `half_close`, the client then shuts its sending side, as one that sent a
+/// length it never meant to fill and now waits for the answer.
+pub(crate) async fn raw_exchange_within(
+    base: &str,
+    request: &[u8],
+    half_close: bool,
+    limit: Duration,
+) -> Result<(u16, Value), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.trim_start_matches("http://").trim_end_matches('/');
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("the host accepts a connection");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("no connection: {e}"))?;
         // A host may answer and close before taking the whole body.
         stream.write_all(request).await.ok();
+        if half_close {
+            stream.shutdown().await.ok();
+        }
         let mut response = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
@@ -405,15 +434,14 @@ async fn raw_exchange(what: &str, base: &str, request: &[u8]) -> (u16, Value) {
                 Ok(n) => response.extend_from_slice(&buf[..n]),
             }
             if let Some(complete) = complete_response(&response) {
-                return complete;
+                return Ok(complete);
             }
         }
         complete_response(&response)
-            .unwrap_or_else(|| panic!("{what}: no whole response: {}", String::from_utf8_lossy(&response)))
+            .or_else(|| closed_response(&response))
+            .ok_or_else(|| format!("no whole response: {:?}", String::from_utf8_lossy(&response)))
     };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: the host did not answer within 10 s"))
+    tokio::time::timeout(limit, exchange).await.unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
 }
 
 /// The status and JSON body once `response` holds the head and as much
@@ -438,6 +466,15 @@ fn complete_response(response: &[u8]) -> Option<(u16, Value)> {
     Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
+/// The status and JSON body of a response the host ended by closing the
+/// connection (no length, not chunked).
+fn closed_response(response: &[u8]) -> Option<(u16, Value)> {
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, serde_json::from_slice(&response[head_end..]).unwrap_or(Value::Null)))
+}
+
 /// A whole chunked body, or `None` while its last chunk has not arrived.
 fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     let mut body = Vec::new();
@@ -455,6 +492,57 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
         body.extend_from_slice(&rest[..size]);
         rest = &rest[size + 2..];
     }
+}
+
+pub const BAD_INPUT_CORPUS: Case = Case {
+    name: "bad_input_corpus",
+    settings: &[
+        ("FAILSOFT_INTERNAL_SECRET", SYNC_SECRET),
+        ("FAILSOFT_BASIC_USER", crate::corpus::BASIC_USER),
+        ("FAILSOFT_BASIC_PASSWORD", crate::corpus::BASIC_PASSWORD),
+    ],
+    run: |t| Box::pin(bad_input_corpus(t)),
+};
+
+/// The bad-input corpus (`tests/corpus/bad_input.jsonl`, issue #14) on this
+/// host: every case answered as the corpus says (a 4xx with its error code,
+/// or its documented 2xx), none a 5xx, none slower than 2 s; then the CRM
+/// saw no call, nothing was queued, and a valid lookup is still served.
+///
+/// "Nothing queued" is read after a sentinel: once the corpus is done, a
+/// lookup with the CRM down is answered `default` and its refresh queued
+/// after the response; anything a case had queued was queued before it, so
+/// once the sentinel's refresh is in, the queue must hold nothing else.
+async fn bad_input_corpus(t: &Target) {
+    t.with_customers().await;
+    let failures = crate::corpus::run_all(t).await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} corpus cases failed:\n{}",
+        failures.len(),
+        crate::corpus::cases().len(),
+        failures.join("\n")
+    );
+    assert_eq!(t.sim_count("requests").await, 0, "bad input never reaches the CRM");
+
+    let (status, body) = t.lookup(VIP).await;
+    assert_eq!(status, 200, "a valid lookup after the corpus: {body}");
+    assert_record("a valid lookup after the corpus", &body, "live", "C-1001", "vip");
+
+    let Some(queue) = &t.queue else { return };
+    t.crm("down").await;
+    let (status, sentinel) = t.post("/v1/customer-lookup", &json!({"ani": NEVER_SEEN})).await;
+    assert_eq!((status, &sentinel["source"]), (200, &json!("default")), "{sentinel}");
+    let sentinel_group = entity_of(NEVER_SEEN);
+    let mut received: Vec<Received> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !received.iter().any(|m| m.group_id == sentinel_group) {
+        assert!(Instant::now() < deadline, "the sentinel's refresh did not reach SQS within 15 s");
+        received.extend(queue.moto.receive_all(&queue.url, 50).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let others: Vec<&Received> = received.iter().filter(|m| m.group_id != sentinel_group).collect();
+    assert!(others.is_empty(), "bad input queued {} message(s): {others:?}", others.len());
 }
 
 pub const FRESH_HIT: Case = Case { name: "fresh_hit", settings: &[], run: |t| Box::pin(fresh_hit(t)) };

@@ -4,6 +4,7 @@
 //! [`harness::Stack`], and drive them over HTTP.
 
 pub mod cases;
+pub mod corpus;
 pub mod edge_traffic;
 pub mod harness;
 pub mod moto;

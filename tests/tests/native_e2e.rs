@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use failsoft_lab::process::Service;
 use failsoft_tests::AUTH_TOKEN;
-use failsoft_tests::cases::{self, Case, Queue, Target};
+use failsoft_tests::cases::{self, Case, Host, Queue, Target};
 use failsoft_tests::harness::{base_edge_env, program};
 
 /// The simulator and the native facade (dropped in this order).
@@ -35,6 +35,7 @@ impl NativeStack {
         .expect("the stack starts");
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().expect("a client");
         let target = Target {
+            host: Host::Native,
             edge: edge.url("url").to_owned(),
             token: AUTH_TOKEN.to_owned(),
             admin: sim.url("admin").to_owned(),
@@ -84,6 +85,7 @@ native_cases! {
     native_webhook_invalidates => WEBHOOK_INVALIDATES,
     native_sync_bulk_push_prewarms_and_keeps_the_newer => SYNC_BULK_PUSH,
     native_signed_requests_are_not_replayed => SIGNED_REQUESTS_ARE_NOT_REPLAYED,
+    native_bad_input_corpus => BAD_INPUT_CORPUS,
 }
 
 #[tokio::test(flavor = "multi_thread")]

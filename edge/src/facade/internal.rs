@@ -3,7 +3,7 @@
 
 use failsoft_shared::cache::CacheEntry;
 use failsoft_shared::edge_stats::{self, OutboxLevel};
-use failsoft_shared::keys::{customer_kv_key, entity_key, normalize_phone};
+use failsoft_shared::keys::{customer_kv_key, entity_key, is_entity_key, normalize_phone};
 use failsoft_shared::signature::{self, Presented, SignatureError, Signed, Verified};
 use failsoft_shared::sync::{BULK_MAX_ENTRIES, BulkAction, BulkPush};
 use serde_json::{Value, json};
@@ -165,8 +165,8 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     }
 
     async fn store_pushed(&self, req: &Request, entity: &str) -> Checked<Response> {
-        if entity.len() != 64 || !entity.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Refusal::new(400, "INVALID_ENTITY_KEY", "the key must be 64 hex characters"));
+        if !is_entity_key(entity) {
+            return Err(Refusal::new(400, "INVALID_ENTITY_KEY", "the key must be 64 lower-case hex characters"));
         }
         let pushed: CacheEntry = serde_json::from_slice(&req.body)
             .map_err(|_| Refusal::new(400, "INVALID_BODY", "the body must be a cache entry"))?;
@@ -296,7 +296,8 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let phone = match change.phone {
             Some(Value::String(raw)) => normalize_phone(&raw)
                 .map_err(|e| Refusal::new(400, "INVALID_PHONE", &format!("`phone` is invalid: {e}")))?,
-            _ => return Err(Refusal::new(400, "MISSING_PHONE", "`phone` is required")),
+            None | Some(Value::Null) => return Err(Refusal::new(400, "MISSING_PHONE", "`phone` is required")),
+            Some(_) => return Err(Refusal::new(400, "INVALID_PHONE", "`phone` must be a string")),
         };
         let Some(field) = change.field_changed else {
             return Err(Refusal::new(400, "MISSING_FIELD_CHANGED", "`fieldChanged` is required"));

@@ -23,7 +23,7 @@ use failsoft_tests::moto::{Moto, hung_queue};
 use failsoft_tests::{AUTH_TOKEN, assert_error, wait_until};
 use serde_json::{Value, json};
 
-use failsoft_tests::cases::{self, Case, DEADLINE, DEADLINE_SLACK, Queue, SYNC_SECRET, Target};
+use failsoft_tests::cases::{self, Case, DEADLINE, DEADLINE_SLACK, Host, Queue, SYNC_SECRET, Target};
 use wasmtime::WasmtimeServe;
 
 /// The simulator and the component in front of it (dropped in this order;
@@ -53,6 +53,7 @@ impl SpinStack {
         let serve = tokio::task::spawn_blocking(move || WasmtimeServe::start(&env)).await.expect("wasmtime starts");
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().expect("a client");
         let target = Target {
+            host: Host::Spin,
             edge: serve.url.clone(),
             token: AUTH_TOKEN.to_owned(),
             admin: sim.url("admin").to_owned(),
@@ -108,6 +109,7 @@ spin_cases! {
     spin_webhook_invalidates => WEBHOOK_INVALIDATES,
     spin_sync_bulk_push_prewarms_and_keeps_the_newer => SYNC_BULK_PUSH,
     spin_signed_requests_are_not_replayed => SIGNED_REQUESTS_ARE_NOT_REPLAYED,
+    spin_bad_input_corpus => BAD_INPUT_CORPUS,
 }
 
 // ── what only the Spin host has to prove ─────────────────────────────────

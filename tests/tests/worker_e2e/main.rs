@@ -20,7 +20,7 @@ use failsoft_tests::moto::{Moto, hung_queue};
 use failsoft_tests::{AUTH_TOKEN, wait_until};
 use serde_json::{Value, json};
 
-use failsoft_tests::cases::{self, Case, DEADLINE, DEADLINE_SLACK, Queue, Target};
+use failsoft_tests::cases::{self, Case, DEADLINE, DEADLINE_SLACK, Host, Queue, Target};
 use failsoft_tests::edge_traffic::{Edge, assert_counts, reporting_settings, wait_for_counts};
 use origin_support::{INTERNAL_SECRET, OriginStack};
 use wrangler::WranglerDev;
@@ -51,6 +51,7 @@ impl WorkerStack {
         let worker = WranglerDev::start(&vars, state).await;
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().expect("a client");
         let target = Target {
+            host: Host::Worker,
             edge: worker.url.clone(),
             token: AUTH_TOKEN.to_owned(),
             admin: sim.url("admin").to_owned(),
@@ -117,6 +118,7 @@ worker_cases! {
     worker_webhook_invalidates => WEBHOOK_INVALIDATES,
     worker_sync_bulk_push_prewarms_and_keeps_the_newer => SYNC_BULK_PUSH,
     worker_signed_requests_are_not_replayed => SIGNED_REQUESTS_ARE_NOT_REPLAYED,
+    worker_bad_input_corpus => BAD_INPUT_CORPUS,
 }
 
 const VIP: &str = "+442079460001";
