@@ -186,7 +186,13 @@ fn shown_part(health: &Value) -> Value {
             (name.to_string(), json!([s["value"], s["level"], s["warning"], s["critical"]]))
         })
         .collect();
-    json!({"signals": signals, "level": health["level"], "breaker": health["breaker"]})
+    let outbox = &health["edgeOutbox"];
+    json!({
+        "signals": signals,
+        "level": health["level"],
+        "breaker": health["breaker"],
+        "edgeOutbox": [outbox["entries"], outbox["level"]],
+    })
 }
 
 /// Asserts the rendered DOM shows `health`.
@@ -220,6 +226,10 @@ fn check_signals(dom: &str, health: &Value) {
     }
     assert_eq!(attr(&only(dom, "id", "overall"), "data-level"), health["level"].as_str().unwrap(), "overall level");
     assert_eq!(attr(&only(dom, "id", "breaker"), "data-state"), health["breaker"].as_str().unwrap(), "breaker");
+    let outbox = only(dom, "id", "edge-outbox");
+    let entries = health["edgeOutbox"]["entries"].as_u64().map(|n| n.to_string()).unwrap_or_default();
+    assert_eq!(attr(&outbox, "data-entries"), entries, "the edges' outbox entries");
+    assert_eq!(attr(&outbox, "data-level"), health["edgeOutbox"]["level"].as_str().unwrap_or(""), "outbox level");
 }
 
 // ── the test ─────────────────────────────────────────────────────────────

@@ -126,6 +126,16 @@
     const breaker = $("breaker");
     breaker.dataset.state = health.breaker || "";
     breaker.textContent = health.breaker || "n/a";
+    // The edges' write outboxes: writes kept while SQS was out of their reach.
+    const outbox = $("edge-outbox");
+    const o = health.edgeOutbox;
+    outbox.dataset.level = o ? o.level : "";
+    outbox.dataset.entries = o ? String(o.entries) : "";
+    outbox.textContent = !o
+      ? "none reported"
+      : o.entries === 0
+        ? "empty"
+        : o.entries + " waiting · oldest " + fmt(o.oldestAgeSeconds) + " s";
   }
 
   // ── depth chart ───────────────────────────────────────────────────────
