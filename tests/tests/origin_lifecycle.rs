@@ -242,7 +242,9 @@ async fn origin_refreshes_update_last_known_and_push_signed_entries_to_the_edge(
     let stack = OriginStack::start().await;
     stack.admin("/admin/customers", json!([{"phone": "+442079460301", "customerId": "C-301", "tier": "gold"}])).await;
     let edge = AlertReceiver::start(200).await;
-    let worker = stack.worker(&[("FAILSOFT_EDGE_URL", edge.url.as_str())]).await;
+    // This edge records every request: no scheduled outbox drain calls.
+    let worker =
+        stack.worker(&[("FAILSOFT_EDGE_URL", edge.url.as_str()), ("FAILSOFT_EDGE_OUTBOX_DRAIN_SECS", "0")]).await;
     stack.enqueue(&refresh_envelope("refresh-known", "+44 20 7946 0301")).await;
     stack.enqueue(&refresh_envelope("refresh-unknown", "+44 20 7946 0399")).await;
 

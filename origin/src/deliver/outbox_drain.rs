@@ -30,7 +30,8 @@ pub async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut edges: Vec<String> = edges.iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
-    let mut tick = tokio::time::interval(every);
+    // The first call one interval after start, not at once.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !edges.is_empty() {
         tokio::select! {

@@ -346,3 +346,45 @@ async fn worker_traffic_reaches_the_origins_health_and_metrics() {
     let (doc, text) = wait_for_counts(&origin.http, origin_worker.operator_url(), &t.edge, &tally).await;
     assert_counts(&doc, &text, &tally);
 }
+
+/// A write the Durable Object outbox keeps, which SQS then refuses for
+/// itself (over the queue's maximum message size): removed from the outbox
+/// with its reason, and `FAILED` for whoever polls it, not sent forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_outbox_hands_a_write_sqs_refuses_for_itself_back_as_failed() {
+    let moto = Moto::start().await;
+    let queue_url = moto.fifo_queue("failsoft-worker-refused").await;
+    let switch = Switch::start(moto.endpoint.trim_start_matches("http://").parse().expect("moto's address"))
+        .await
+        .expect("the proxy starts");
+    let through = switch.url_through(&queue_url);
+    let settings = [
+        ("FAILSOFT_QUEUE_URL", through.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test-only-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "test-only-secret-access-key"),
+    ];
+    let stack = WorkerStack::start(&settings).await;
+    let t = &stack.target;
+    t.crm("down").await;
+    switch.set(Mode::Refuse);
+    let long = "x".repeat(2_000);
+    let body =
+        json!({"ani": "+13175550701", "subject": "Callback", "description": long, "correlationId": "worker-big-1"});
+    let (status, answer) = t.post("/v1/cases", &body).await;
+    assert_eq!((status, &answer["status"]), (200, &json!("PENDING")), "{answer}");
+    moto.sqs
+        .set_queue_attributes()
+        .queue_url(&queue_url)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize, "1024")
+        .send()
+        .await
+        .expect("set the queue's maximum message size");
+    switch.set(Mode::Forward);
+    let failed = wait_until("the refused write is FAILED", Duration::from_secs(30), || async {
+        let (_, polled) = t.send(t.http.get(t.url("/v1/results/worker-big-1")).bearer_auth(&t.token)).await;
+        (polled["status"] == "FAILED").then_some(polled)
+    })
+    .await;
+    assert_eq!(failed["reason"], "QUEUE_REFUSED_InvalidParameterValue", "{failed}");
+    assert!(moto.receive_all(&queue_url, 10).await.is_empty(), "nothing reached SQS");
+}
