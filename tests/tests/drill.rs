@@ -10,9 +10,10 @@
 //! refusing creates must exit non-zero, naming the dead letters and the
 //! lost writes. `failsoft-lab up` and `failsoft-lab down` must leave no
 //! process behind. Three compressed drills also cut the edge's path to SQS
-//! (`--queue-outage`) for half the CRM's outage: the native edge's journal,
-//! the Worker's Durable Object and the Spin component's key-value outbox
-//! must keep those writes.
+//! (`--queue-outage`) for half the CRM's outage (on the native host, from
+//! 10 s before it, on its own while the CRM is up): the native edge's
+//! journal, the Worker's Durable Object and the Spin component's key-value
+//! outbox must keep those writes.
 //!
 //! Each drill starts its own stack (moto, crm-sim, the worker, an edge);
 //! they run one at a time. Needs `cargo build --workspace --bins` and, for
@@ -300,15 +301,33 @@ fn assert_outbox_kept_writes(drill: &Drill) {
     assert_eq!(judged.map(|c| &c["kept"]), Some(&json!(true)), "{o}");
 }
 
+/// A CRM with only the two documented calls; the edge's path to SQS refused
+/// from the start of the traffic for 25 s: 10 s on its own (the CRM up, its
+/// writes created at once), then the first 15 s of the CRM's outage.
 #[test]
 fn drill_native_down_keeps_every_promise_with_a_two_call_crm() {
     let d = drill(
         "native",
         "down",
         "30s",
-        &["--crm-contract", "two-call", "--queue-outage", "15s", "--queue-outage-mode", "refuse"],
+        &[
+            "--crm-contract",
+            "two-call",
+            "--before",
+            "10s",
+            "--queue-outage",
+            "25s",
+            "--queue-outage-from",
+            "before",
+            "--queue-outage-mode",
+            "refuse",
+        ],
     );
     assert_outbox_kept_writes(&d);
+    let o = &d.report["outbox"];
+    let alone = o["writtenInQueueOutageCrmUp"].as_u64().unwrap_or(0);
+    assert!(alone >= 3, "writes while SQS alone was out of reach: {o}");
+    assert_eq!(o["completeInQueueOutageCrmUp"].as_u64(), Some(alone), "the CRM took each at once: {o}");
     assert_kept_compressed(&d, "down");
     let traced = &d.report["traced"];
     assert_eq!(traced["caseSearches"], 0, "no GET /cases to a CRM without it: {traced}");

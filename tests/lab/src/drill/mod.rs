@@ -188,6 +188,11 @@ pub struct DrillArgs {
     /// `refuse` (closed at once).
     #[arg(long, value_enum, default_value_t = QueueOutageMode::Hang)]
     pub queue_outage_mode: QueueOutageMode,
+    /// When the path to SQS is cut: with the CRM's outage (`outage`), or
+    /// from the start of the traffic (`before`), on its own while the CRM
+    /// is up and, when longer than `--before`, on into the CRM's outage.
+    #[arg(long, value_enum, default_value_t = QueueOutageFrom::Outage)]
+    pub queue_outage_from: QueueOutageFrom,
     /// Exit non-zero when a latency or refresh target is missed too.
     #[arg(long)]
     pub enforce_targets: bool,
@@ -200,6 +205,15 @@ pub struct DrillArgs {
 pub enum QueueOutageMode {
     Hang,
     Refuse,
+}
+
+/// Where in the drill the edge's path to SQS is cut (`--queue-outage-from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueOutageFrom {
+    /// From the start of the traffic, while the CRM is still up.
+    Before,
+    /// From the start of the CRM's outage.
+    Outage,
 }
 
 impl QueueOutageMode {
@@ -304,8 +318,19 @@ impl DrillArgs {
                     "--queue-outage needs the drill's own stack (its proxy sits between the edge and SQS), not --stack-env"
                 );
             }
-            if cut.is_zero() || cut > self.outage + self.after() {
-                bail!("--queue-outage must be longer than zero and end with the traffic (at most --outage + --after)");
+            let room = match self.queue_outage_from {
+                QueueOutageFrom::Before => self.before() + self.outage + self.after(),
+                QueueOutageFrom::Outage => self.outage + self.after(),
+            };
+            if cut.is_zero() || cut > room {
+                bail!(
+                    "--queue-outage must be longer than zero and end with the traffic (at most {} from {})",
+                    report::duration_text(room.as_secs_f64()),
+                    match self.queue_outage_from {
+                        QueueOutageFrom::Before => "the start of the traffic: --before + --outage + --after",
+                        QueueOutageFrom::Outage => "the CRM's outage: --outage + --after",
+                    }
+                );
             }
         }
         Ok(())
@@ -548,6 +573,12 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     bar.set_prefix("before");
     let traffic_start_ms = clock.now_ms();
     say(&bar, "before: the CRM is up");
+    // The edge's path to SQS is cut by a task of its own, which restores
+    // it: the cut may outlast a phase.
+    let mut queue_cut = None;
+    if args.queue_outage_from == QueueOutageFrom::Before {
+        queue_cut = cut_queue(&args, _stack.as_ref(), &bar, clock);
+    }
     let streams = driver.start(rates, seed, traffic);
     tokio::time::sleep(before).await;
 
@@ -560,33 +591,9 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     shared.set_phase(Phase::Outage);
     bar.set_prefix("outage");
     crm.set_mode(outage_mode).await.with_context(|| format!("taking the CRM {outage_mode}"))?;
-    // The edge's path to SQS, cut with the CRM and restored by a task of
-    // its own (it may outlast the CRM's outage).
-    let queue_cut = match (args.queue_outage, _stack.as_ref().and_then(|s| s.queue_switch.as_ref())) {
-        (Some(cut), Some(switch)) => {
-            let control = switch.control();
-            control.set(args.queue_outage_mode.switch_mode());
-            let start_ms = clock.now_ms();
-            say(
-                &bar,
-                &format!(
-                    "outage: the edge's path to SQS {} for {}",
-                    match args.queue_outage_mode {
-                        QueueOutageMode::Hang => "hangs",
-                        QueueOutageMode::Refuse => "is refused",
-                    },
-                    report::duration_text(cut.as_secs_f64())
-                ),
-            );
-            let back = tokio::spawn(async move {
-                tokio::time::sleep(cut).await;
-                control.set(SwitchMode::Forward);
-                clock.now_ms()
-            });
-            Some((start_ms, back))
-        }
-        _ => None,
-    };
+    if args.queue_outage_from == QueueOutageFrom::Outage {
+        queue_cut = cut_queue(&args, _stack.as_ref(), &bar, clock);
+    }
     let how = match args.mode {
         OutageMode::Down => "is down (its port closed)",
         OutageMode::Hang => "hangs (takes requests, never answers)",
@@ -764,6 +771,42 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
 /// `--from-file` of `export`, for a CRM without the list), as its worker
 /// (the worker's role and settings); tried again while the worker's own
 /// scheduled pass holds the lease.
+/// Cuts the edge's path to SQS (`--queue-outage`) through the stack's
+/// proxy, and spawns the task that restores it: when it was cut, and the
+/// task that answers when it came back.
+fn cut_queue(
+    args: &DrillArgs,
+    stack: Option<&LocalStack>,
+    bar: &ProgressBar,
+    clock: Clock,
+) -> Option<(f64, tokio::task::JoinHandle<f64>)> {
+    let (cut, switch) = (args.queue_outage?, stack?.queue_switch.as_ref()?);
+    let control = switch.control();
+    control.set(args.queue_outage_mode.switch_mode());
+    let start_ms = clock.now_ms();
+    say(
+        bar,
+        &format!(
+            "{}: the edge's path to SQS {} for {}",
+            match args.queue_outage_from {
+                QueueOutageFrom::Before => "before",
+                QueueOutageFrom::Outage => "outage",
+            },
+            match args.queue_outage_mode {
+                QueueOutageMode::Hang => "hangs",
+                QueueOutageMode::Refuse => "is refused",
+            },
+            report::duration_text(cut.as_secs_f64())
+        ),
+    );
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(cut).await;
+        control.set(SwitchMode::Forward);
+        clock.now_ms()
+    });
+    Some((start_ms, back))
+}
+
 async fn sync_once(env: &crate::local_stack::StackEnv, export: Option<&Path>) -> anyhow::Result<report::Synced> {
     let program = crate::local_stack::program("failsoft")?;
     let vars: Vec<(String, String)> = [
@@ -945,5 +988,30 @@ mod tests {
             (ci.before(), ci.after(), ci.freshness()),
             (Duration::from_secs(10), Duration::from_secs(5), Duration::from_secs(15))
         );
+    }
+
+    #[test]
+    fn a_queue_outage_must_end_with_the_traffic_from_where_it_starts() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            drill: DrillArgs,
+        }
+        let check = |line: &str| {
+            Cli::parse_from(std::iter::once("drill").chain(line.split_whitespace()))
+                .drill
+                .check()
+                .map_err(|e| e.to_string())
+        };
+        // 10 s before, 30 s of outage, 10 s after.
+        let base = "--outage 30s --before 10s --after 10s";
+        assert!(check(&format!("{base} --queue-outage 40s")).is_ok());
+        let past = check(&format!("{base} --queue-outage 41s")).expect_err("past the traffic");
+        assert!(past.contains("--outage + --after"), "{past}");
+        assert!(check(&format!("{base} --queue-outage 50s --queue-outage-from before")).is_ok());
+        let past = check(&format!("{base} --queue-outage 51s --queue-outage-from before")).expect_err("past it");
+        assert!(past.contains("--before + --outage + --after"), "{past}");
+        assert!(check(&format!("{base} --queue-outage 0s")).is_err());
     }
 }

@@ -113,6 +113,12 @@ pub struct Outbox {
     pub kept_in_queue_outage: u64,
     /// Writes answered `NOT_ACCEPTED` while the path to SQS was cut.
     pub not_accepted_in_queue_outage: u64,
+    /// Writes made while the path to SQS was cut and answered before the
+    /// CRM's outage began (`--queue-outage-from before`): the queue out of
+    /// reach on its own.
+    pub written_in_queue_outage_crm_up: u64,
+    /// Of them, those the CRM created at once (`COMPLETE`).
+    pub complete_in_queue_outage_crm_up: u64,
     /// The last kept write's delivery to the CRM, after both SQS and the
     /// CRM were back (`None`: none kept, or none delivered).
     pub last_kept_delivery_after_back_secs: Option<f64>,
@@ -311,9 +317,18 @@ fn outbox_of(cases: &[&Record], created: &HashMap<&str, Vec<u64>>, clock: Clock,
     let cut = timeline.queue_outage.as_ref().map(|q| (q.start_ms, q.back_ms));
     let in_cut = |r: &Record| cut.is_some_and(|(from, to)| r.start_ms >= from && r.start_ms < to);
     let back_ms = cut.map_or(timeline.recovery_ms, |(_, back)| back.max(timeline.recovery_ms));
+    // Answered before the CRM's outage began (after it, the breaker may
+    // still be open for a moment).
+    let crm_up = |r: &Record| r.start_ms + r.latency_ms < timeline.outage_start_ms;
     for r in cases {
         if in_cut(r) && r.answer.as_deref() == Some("NOT_ACCEPTED") {
             outbox.not_accepted_in_queue_outage += 1;
+        }
+        if in_cut(r) && crm_up(r) {
+            outbox.written_in_queue_outage_crm_up += 1;
+            if r.answer.as_deref() == Some("COMPLETE") {
+                outbox.complete_in_queue_outage_crm_up += 1;
+            }
         }
         if !r.outboxed {
             continue;
@@ -801,16 +816,24 @@ impl Report {
             },
             limit: "0 (the queue or the edge's outbox takes every write the CRM does not)".into(),
         });
-        if timeline.queue_outage.is_some() {
+        if let Some(cut) = &timeline.queue_outage {
+            let cut_overlaps_outage = cut.start_ms < timeline.recovery_ms && cut.back_ms > timeline.outage_start_ms;
             let drained = outbox.last_kept_delivery_after_back_secs;
             promises.push(Check {
                 name: "the edge's outbox drains once SQS and the CRM are back".into(),
-                kept: Some(outbox.kept_in_queue_outage > 0 && drained.is_none_or(|d| d <= OUTBOX_DRAIN_SECS)),
+                // A cut that overlaps the CRM's outage must have kept
+                // writes; one on its own (the CRM up throughout) keeps none.
+                kept: Some(
+                    (outbox.kept_in_queue_outage > 0 || !cut_overlaps_outage)
+                        && drained.is_none_or(|d| d <= OUTBOX_DRAIN_SECS),
+                ),
                 measured: match drained {
                     Some(d) => format!("{} writes kept; the last delivered {} after", outbox.kept, secs(d * 1000.0)),
                     None => format!("{} writes kept; none delivered", outbox.kept),
                 },
-                limit: format!("≥ 1 kept, the last delivered ≤ {OUTBOX_DRAIN_SECS:.0} s after"),
+                limit: format!(
+                    "≥ 1 kept (a cut that meets the CRM's outage), the last delivered ≤ {OUTBOX_DRAIN_SECS:.0} s after"
+                ),
             });
         }
         let hang = settings.mode == "hang";
@@ -983,6 +1006,13 @@ impl Report {
                     .map(|d| format!("; the last delivered {} after SQS and the CRM were back", secs(d * 1000.0)))
                     .unwrap_or_default()
             );
+            if o.written_in_queue_outage_crm_up > 0 {
+                let _ = writeln!(
+                    out,
+                    "  with the CRM up and SQS out of reach: {} writes, {} created at once",
+                    o.written_in_queue_outage_crm_up, o.complete_in_queue_outage_crm_up
+                );
+            }
         }
         let w = &self.writes;
         let answered: Vec<String> = w.answered.iter().map(|(a, n)| format!("{a} {n}")).collect();
