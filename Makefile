@@ -125,6 +125,19 @@ bench-drain: setup
 	$(CARGO) run --profile drill -p failsoft-lab --example bench_drain -- \
 		--messages $(or $(MESSAGES),2500) --limit $(or $(LIMIT),100)
 
+# The hot path against its limit (README, "Performance"): a cache hit on
+# the native host beside a bare hyper server (edge/examples/bare_hyper.rs)
+# and on the Worker beside a minimal JS Worker (edge/bench/js-worker),
+# both measured with wrk in one run; CPU per lookup and RSS at 100k cached
+# callers. BENCH_ARGS: --secs N --rounds N --keys N --no-worker.
+.PHONY: bench-http
+bench-http: setup
+	bash scripts/setup.sh wrk
+	$(CARGO) build --profile drill -p failsoft-edge -p failsoft-tests --bin failsoft-edge --bin crm-sim
+	$(CARGO) build --profile drill -p failsoft-edge --example bare_hyper --features native
+	$(MAKE) --no-print-directory worker
+	$(CARGO) run --profile drill -p failsoft-lab --example bench_http -- $(BENCH_ARGS)
+
 # The native KV's memory bound with the issue's 2,000,000 distinct keys
 # (`make test` runs 200,000): prints the bytes charged, the entries held and
 # the process's growth (edge/tests/kv_memory.rs; ~25 s).

@@ -3,10 +3,11 @@
 # repo: Rust targets and components, .venv/ (requirements-dev.txt),
 # node_modules/ (package-lock.json) and the Worker's build tools
 # (worker-build, and the wasm-bindgen CLI matching Cargo.lock), and Debian's
-# chromium for the dashboard's headless-browser test.
+# chromium for the dashboard's headless-browser test; wrk for `make
+# bench-http` (asked for by name only).
 #
-#   scripts/setup.sh                                        all steps
-#   scripts/setup.sh rust|python|node|wasm_bindgen|chromium one or more steps
+#   scripts/setup.sh                                        all steps but wrk
+#   scripts/setup.sh rust|python|node|wasm_bindgen|chromium|wrk one or more
 #
 # Every step is idempotent and returns at once when done already. The Python
 # and Node steps keep a hash of their inputs in .local/stamps/ and re-install
@@ -188,27 +189,39 @@ setup_wasm_bindgen() {
     fi
 }
 
+# A command from Debian's package of the same name, installed with apt-get
+# when it is missing (which takes root). $2: the make target to run again.
+debian_package() {
+    local name="$1" again="$2"
+    if command -v "$name" >/dev/null 2>&1; then
+        say "$name: already set up"
+        return
+    fi
+    if [[ "$(id -u)" != 0 ]]; then
+        die "$name is not on PATH and installing it needs root: run 'sudo apt-get install -y --no-install-recommends $name' (Debian), then '$again' again"
+    fi
+    need apt-get "$name is not on PATH and this is not a Debian-like system: install it so that '$name' is on PATH"
+    say "$name: apt-get install $name"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y --no-install-recommends "$name"; then
+        say "$name: apt-get update, then install again"
+        apt-get update || die "apt-get update failed"
+        apt-get install -y --no-install-recommends "$name" || die "apt-get install $name failed"
+    fi
+    command -v "$name" >/dev/null 2>&1 || die "$name is installed but not on PATH"
+    say "$name: ready"
+}
+
 # The dashboard's test (tests/tests/dashboard.rs) drives the page in headless
 # Chromium: Debian's package, since a browser build of its own cannot be
 # downloaded here.
 setup_chromium() {
-    if command -v chromium >/dev/null 2>&1; then
-        say "chromium: already set up ($(chromium --version 2>/dev/null || echo chromium))"
-        return
-    fi
-    if [[ "$(id -u)" != 0 ]]; then
-        die "chromium is not on PATH and installing it needs root: run 'sudo apt-get install -y --no-install-recommends chromium' (Debian), then 'make setup' again"
-    fi
-    need apt-get "chromium is not on PATH and this is not a Debian-like system: install Chromium so that 'chromium' is on PATH"
-    say "chromium: apt-get install chromium"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y --no-install-recommends chromium; then
-        say "chromium: apt-get update, then install again"
-        apt-get update || die "apt-get update failed"
-        apt-get install -y --no-install-recommends chromium || die "apt-get install chromium failed"
-    fi
-    command -v chromium >/dev/null 2>&1 || die "chromium is installed but not on PATH"
-    say "chromium: ready ($(chromium --version 2>/dev/null || echo chromium))"
+    debian_package chromium "make setup"
+}
+
+# wrk, for `make bench-http` only (not make test).
+setup_wrk() {
+    debian_package wrk "make bench-http"
 }
 
 main() {
@@ -216,8 +229,8 @@ main() {
     ((${#steps[@]})) || steps=(rust python node wasm_bindgen chromium)
     for s in "${steps[@]}"; do
         case "$s" in
-        rust | python | node | wasm_bindgen | chromium) ;;
-        *) die "unknown step '$s' (usage: scripts/setup.sh [rust] [python] [node] [wasm_bindgen] [chromium])" ;;
+        rust | python | node | wasm_bindgen | chromium | wrk) ;;
+        *) die "unknown step '$s' (usage: scripts/setup.sh [rust] [python] [node] [wasm_bindgen] [chromium] [wrk])" ;;
         esac
     done
 
