@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use failsoft_lab::local_stack::{worker_config, workspace_root, wrangler_dev};
+use failsoft_lab::local_stack::{clean_command as command, worker_config, workspace_root, wrangler_dev};
 use failsoft_lab::process::{Ready, Service, bin_dir};
 use serde_json::{Value, json};
 
@@ -325,18 +325,6 @@ fn edge_settings(crm_url: &str) -> Vec<(&'static str, String)> {
         // refresh-ahead during the run, a hit is a hit.
         ("FAILSOFT_FRESHNESS_SECS", "86400".to_owned()),
     ]
-}
-
-/// A command with none of this machine's failsoft settings and no proxy.
-fn command(program: &Path) -> Command {
-    let mut command = Command::new(program);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("FAILSOFT_") || key.starts_with("CRM_SIM_") {
-            command.env_remove(key);
-        }
-    }
-    command.env("NO_PROXY", "127.0.0.1,localhost").env("no_proxy", "127.0.0.1,localhost");
-    command
 }
 
 async fn lookup(http: &reqwest::Client, url: &str, ani: &str) -> anyhow::Result<Value> {

@@ -510,7 +510,7 @@ impl Secrets {
 
 /// A command with none of the machine's `FAILSOFT_*`, AWS or simulator
 /// settings, and no proxy for loopback.
-pub(crate) fn clean_command(program: &Path) -> Command {
+pub fn clean_command(program: &Path) -> Command {
     let mut command = Command::new(program);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
