@@ -767,10 +767,6 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     Ok(report.kept)
 }
 
-/// Runs one pass of `failsoft sync --once` against the stack (or
-/// `--from-file` of `export`, for a CRM without the list), as its worker
-/// (the worker's role and settings); tried again while the worker's own
-/// scheduled pass holds the lease.
 /// Cuts the edge's path to SQS (`--queue-outage`) through the stack's
 /// proxy, and spawns the task that restores it: when it was cut, and the
 /// task that answers when it came back.
@@ -807,6 +803,10 @@ fn cut_queue(
     Some((start_ms, back))
 }
 
+/// Runs one pass of `failsoft sync --once` against the stack (or
+/// `--from-file` of `export`, for a CRM without the list), as its worker
+/// (the worker's role and settings); tried again while the worker's own
+/// scheduled pass holds the lease.
 async fn sync_once(env: &crate::local_stack::StackEnv, export: Option<&Path>) -> anyhow::Result<report::Synced> {
     let program = crate::local_stack::program("failsoft")?;
     let vars: Vec<(String, String)> = [

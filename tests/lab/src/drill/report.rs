@@ -836,6 +836,15 @@ impl Report {
                 ),
             });
         }
+        if outbox.written_in_queue_outage_crm_up > 0 {
+            let (made, created) = (outbox.written_in_queue_outage_crm_up, outbox.complete_in_queue_outage_crm_up);
+            promises.push(Check {
+                name: "with only SQS out of reach, writes are created at once".into(),
+                kept: Some(created == made),
+                measured: format!("{created} of {made}"),
+                limit: "all (the CRM is up: nothing needs the queue)".into(),
+            });
+        }
         let hang = settings.mode == "hang";
         let targets = vec![
             Check {
