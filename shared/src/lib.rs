@@ -25,6 +25,7 @@ pub mod health;
 pub mod hex;
 pub mod keys;
 pub mod ladder;
+pub mod mapping;
 pub mod queue_fit;
 pub mod rate_limit;
 pub mod replay;
