@@ -31,6 +31,10 @@ pub struct EdgeConfig {
     pub policy: Policy,
     /// `FAILSOFT_CRM_URL`: base URL of the downstream REST API.
     pub crm_url: String,
+    /// `FAILSOFT_CRM_MAPPING` (the document itself) or `FAILSOFT_CRM_PROFILE`
+    /// (a shipped profile, default `generic`): how the CRM is spoken to, its
+    /// secrets bound (`deploy/crm/`).
+    pub crm_mapping: std::sync::Arc<failsoft_shared::mapping::Mapping>,
     /// `FAILSOFT_CACHE_KEY_SECRET`: HMAC key of cache keys and queue groups.
     pub cache_key_secret: Vec<u8>,
     /// `FAILSOFT_WEBHOOK_SECRET`: HMAC key of the CRM's change webhook.
@@ -53,6 +57,7 @@ impl std::fmt::Debug for EdgeConfig {
         f.debug_struct("EdgeConfig")
             .field("policy", &self.policy)
             .field("crm_url", &self.crm_url)
+            .field("crm_mapping", &self.crm_mapping.name())
             .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
@@ -86,6 +91,28 @@ fn credential(lookup: &impl Fn(&str) -> Option<String>, setting: &'static str) -
             format!("must be at least {MIN_CREDENTIAL_BYTES} bytes (whitespace around it is trimmed)"),
         )),
     }
+}
+
+/// The CRM's mapping from `FAILSOFT_CRM_MAPPING`, `FAILSOFT_CRM_PROFILE` and
+/// `FAILSOFT_CRM_CAN_FIND_CASES` (the search is the worker's; the edge only
+/// checks the setting agrees with the mapping), the secrets it names read
+/// through `lookup`.
+fn crm_mapping(lookup: &impl Fn(&str) -> Option<String>) -> Result<failsoft_shared::mapping::Mapping, ConfigError> {
+    let can_find_cases = match lookup("FAILSOFT_CRM_CAN_FIND_CASES").map(|v| v.trim().to_ascii_lowercase()) {
+        None => None,
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Some(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Some(false),
+        Some(_) => return Err(ConfigError::new("FAILSOFT_CRM_CAN_FIND_CASES", "must be true or false")),
+    };
+    let document = lookup("FAILSOFT_CRM_MAPPING");
+    let profile = lookup("FAILSOFT_CRM_PROFILE").map(|p| p.trim().to_owned());
+    let from = failsoft_shared::mapping::Settings {
+        profile: profile.as_deref(),
+        document: document.as_deref(),
+        can_find_cases,
+    };
+    failsoft_shared::mapping::load_text(from, lookup)
+        .map_err(|e| ConfigError::new("FAILSOFT_CRM_MAPPING", e.to_string()))
 }
 
 impl EdgeConfig {
@@ -127,9 +154,11 @@ impl EdgeConfig {
                 "set it, or FAILSOFT_BASIC_USER and FAILSOFT_BASIC_PASSWORD: the facade never runs open",
             ));
         }
+        let crm_mapping = crm_mapping(&lookup)?;
         Ok(Self {
             policy,
             crm_url: crm_url.trim_end_matches('/').to_owned(),
+            crm_mapping: std::sync::Arc::new(crm_mapping),
             cache_key_secret: secret(&lookup, "FAILSOFT_CACHE_KEY_SECRET")?,
             webhook_secret: secret(&lookup, "FAILSOFT_WEBHOOK_SECRET")?,
             credentials,

@@ -25,9 +25,9 @@ pub trait Kv {
 /// An outbound HTTP request to the downstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundRequest {
-    pub method: &'static str,
+    pub method: String,
     pub url: String,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(String, String)>,
     pub body: Option<Vec<u8>>,
 }
 

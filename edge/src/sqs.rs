@@ -108,7 +108,8 @@ impl<D: Downstream, C: Clock> SqsForwarder<D, C> {
         ];
         let signed = sign_v4(&self.settings, &self.endpoint, &headers, &body, self.clock.now_ms())?;
         headers.extend(signed);
-        Ok(OutboundRequest { method: "POST", url: self.endpoint.clone(), headers, body: Some(body) })
+        let headers = headers.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+        Ok(OutboundRequest { method: "POST".to_owned(), url: self.endpoint.clone(), headers, body: Some(body) })
     }
 }
 

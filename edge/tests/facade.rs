@@ -607,7 +607,7 @@ async fn answers_are_counted_and_reported_signed_after_the_interval() {
     http.push(Err(TransportError::Timeout));
     f.report_stats().await;
     let first = http.asked.borrow().last().cloned().unwrap();
-    assert_eq!((first.method, first.url.as_str()), ("POST", "http://origin.invalid/v1/internal/edge-stats"));
+    assert_eq!((first.method.as_str(), first.url.as_str()), ("POST", "http://origin.invalid/v1/internal/edge-stats"));
     let body = first.body.clone().unwrap();
     let header = |name: &str| first.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
     let ts: u64 = header("x-failsoft-timestamp").unwrap().parse().unwrap();

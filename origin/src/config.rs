@@ -143,12 +143,16 @@ pub struct WorkerConfig {
     /// edge's abandoned first attempt has finished at the CRM before the
     /// worker looks for it.
     pub write_settle_ms: u64,
-    /// `FAILSOFT_CRM_CAN_FIND_CASES`: the CRM offers the optional
-    /// `GET /cases?externalRef=` (a declared capability, default false), so
-    /// the worker looks for a case before creating it: write-once even when
-    /// the CRM ignores `Idempotency-Key`. Without it, the two required calls
-    /// are all the worker uses, and `Idempotency-Key` is the guard.
+    /// Whether the CRM's mapping declares a case search by external
+    /// reference (for the generic profile: `FAILSOFT_CRM_CAN_FIND_CASES`,
+    /// the optional `GET /cases?externalRef=`, default false), so the worker
+    /// looks for a case before creating it: write-once even when the CRM
+    /// ignores or lacks an idempotency key. Without it, the create's key is
+    /// the guard.
     pub can_find_cases: bool,
+    /// `FAILSOFT_CRM_PROFILE` (default `generic`) or `FAILSOFT_CRM_MAPPING`
+    /// (a file): how the CRM is spoken to (`deploy/crm/`), its secrets bound.
+    pub crm_mapping: std::sync::Arc<failsoft_shared::mapping::Mapping>,
     /// `FAILSOFT_EMF` (default off): print a CloudWatch Embedded Metric
     /// Format line on stdout every `FAILSOFT_EMF_INTERVAL_SECS` (default 60).
     pub emf_every: Option<Duration>,
@@ -229,16 +233,41 @@ fn flag(lookup: Lookup<'_>, name: &'static str, default: bool) -> Result<bool, C
     }
 }
 
-/// `FAILSOFT_CRM_CAN_FIND_CASES`; the setting it replaced is refused with
-/// its new name, so an upgrade cannot silently turn the look off.
-fn can_find_cases(lookup: Lookup<'_>) -> Result<bool, ConfigError> {
+/// `FAILSOFT_CRM_CAN_FIND_CASES`, when set; the setting it replaced is
+/// refused with its new name, so an upgrade cannot silently turn the look off.
+fn can_find_cases(lookup: Lookup<'_>) -> Result<Option<bool>, ConfigError> {
     if lookup("FAILSOFT_CRM_LOOKUP_BEFORE_CREATE").is_some() {
         return Err(ConfigError::new(
             "FAILSOFT_CRM_LOOKUP_BEFORE_CREATE",
             "is now FAILSOFT_CRM_CAN_FIND_CASES (true when the CRM offers GET /cases?externalRef=)",
         ));
     }
-    flag(lookup, "FAILSOFT_CRM_CAN_FIND_CASES", false)
+    match text(lookup, "FAILSOFT_CRM_CAN_FIND_CASES") {
+        None => Ok(None),
+        Some(_) => flag(lookup, "FAILSOFT_CRM_CAN_FIND_CASES", false).map(Some),
+    }
+}
+
+/// The CRM's mapping: `FAILSOFT_CRM_MAPPING_FILE` (a TOML or JSON file) or
+/// `FAILSOFT_CRM_MAPPING` (the document itself), else the shipped profile
+/// `FAILSOFT_CRM_PROFILE` (default `generic`); the secrets it names are read
+/// from the environment.
+pub(crate) fn crm_mapping(lookup: Lookup<'_>) -> Result<failsoft_shared::mapping::Mapping, ConfigError> {
+    let document = match text(lookup, "FAILSOFT_CRM_MAPPING_FILE") {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new("FAILSOFT_CRM_MAPPING_FILE", format!("cannot read {path}: {e}")))?,
+        ),
+        None => text(lookup, "FAILSOFT_CRM_MAPPING"),
+    };
+    let profile = text(lookup, "FAILSOFT_CRM_PROFILE");
+    let from = failsoft_shared::mapping::Settings {
+        profile: profile.as_deref(),
+        document: document.as_deref(),
+        can_find_cases: can_find_cases(lookup)?,
+    };
+    failsoft_shared::mapping::load_text(from, lookup)
+        .map_err(|e| ConfigError::new("FAILSOFT_CRM_MAPPING", e.to_string()))
 }
 
 /// `FAILSOFT_EDGE_URL`: one URL or several, comma-separated.
@@ -386,6 +415,7 @@ impl WorkerConfig {
             ));
         }
         let outbox_drain_every = (drain_secs > 0).then(|| Duration::from_secs(drain_secs));
+        let crm_mapping = crm_mapping(lookup)?;
         Ok(Self {
             breaker: BreakerPolicy { cool_down_ms: probe_every_ms, ..policy.breaker },
             tables: tables(lookup)?,
@@ -404,7 +434,8 @@ impl WorkerConfig {
             receive_wait_secs,
             shutdown_grace: Duration::from_secs(grace_secs),
             write_settle_ms,
-            can_find_cases: can_find_cases(lookup)?,
+            can_find_cases: crm_mapping.can_find_cases(),
+            crm_mapping: std::sync::Arc::new(crm_mapping),
             emf_every,
             events: events(lookup)?,
             outbox_drain_every,

@@ -19,6 +19,7 @@ pub mod access;
 pub mod aws;
 pub mod clock;
 pub mod config;
+pub mod crm_check;
 pub mod dead_letter;
 pub mod deliver;
 pub mod emf;

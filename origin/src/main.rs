@@ -52,6 +52,14 @@ enum Command {
         #[arg(long, value_name = "PATH", conflicts_with_all = ["once", "full"])]
         from_file: Option<PathBuf>,
     },
+    /// Test the CRM mapping: run each of its operations once against the
+    /// CRM (FAILSOFT_CRM_URL, FAILSOFT_CRM_PROFILE or FAILSOFT_CRM_MAPPING[_FILE]
+    /// and the secrets it names) and print what failsoft read. Exits 1 when
+    /// an operation did not answer as the mapping expects.
+    Crm {
+        #[command(subcommand)]
+        command: CrmArgs,
+    },
     /// Inspect and replay the dead-letter queue.
     Dlq {
         /// How long the tool holds what it receives (hidden from others),
@@ -61,6 +69,21 @@ enum Command {
         hold_secs: Option<u32>,
         #[command(subcommand)]
         command: DlqArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum CrmArgs {
+    /// The probe, a lookup of a number no one has, a lookup of --phone, a
+    /// case search for a new reference; with --create-case, a case too.
+    Check {
+        /// A customer's number the CRM has, to see a found lookup.
+        #[arg(long)]
+        phone: Option<String>,
+        /// Also create a real case (its subject says it is a test), then
+        /// find it by its reference.
+        #[arg(long)]
+        create_case: bool,
     },
 }
 
@@ -163,6 +186,18 @@ fn main() -> ExitCode {
                 (None, false) => SyncCommand::Serve,
             };
             runtime.block_on(sync::command::run(config, command))
+        }
+        Command::Crm { command: CrmArgs::Check { phone, create_case } } => {
+            let config = match failsoft_origin::crm_check::CheckConfig::from_lookup(&env) {
+                Ok(c) => c,
+                Err(e) => return config_error(e),
+            };
+            let args = failsoft_origin::crm_check::CheckArgs { phone, create_case };
+            match runtime.block_on(failsoft_origin::crm_check::run(config, args)) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
         }
         Command::Dlq { hold_secs, command } => {
             let lookup = |name: &str| match (name, hold_secs) {

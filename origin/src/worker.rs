@@ -70,7 +70,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     // limit (http/serve.rs), so a cache push never races the server's close.
     let http = reqwest::Client::builder().no_proxy().pool_idle_timeout(Duration::from_secs(4)).build()?;
 
-    let crm = Crm::new(http.clone(), &config.crm_url);
+    let crm = Crm::new(http.clone(), &config.crm_url, std::sync::Arc::clone(&config.crm_mapping));
     let edge = EdgePush::new(http.clone(), &config.edge_urls, config.internal_secret.clone());
     let (alerts, alert_task) = match &config.alert {
         Some(target) => {

@@ -113,6 +113,21 @@ fn spin_toml_declares_every_setting_the_core_reads() {
         })
     };
     EdgeConfig::from_lookup(lookup).expect("a complete configuration");
+    // Each shipped CRM profile, so the secrets their mappings name are asked.
+    for (profile, _) in failsoft_shared::mapping::profiles::PROFILES {
+        let with_profile = |name: &str| match name {
+            "FAILSOFT_CRM_PROFILE" => {
+                asked.lock().unwrap().insert(name.to_owned());
+                Some((*profile).to_owned())
+            }
+            "FAILSOFT_CRM_CLIENT_ID" | "FAILSOFT_CRM_USERNAME" => {
+                asked.lock().unwrap().insert(name.to_owned());
+                Some("x".to_owned())
+            }
+            _ => lookup(name),
+        };
+        EdgeConfig::from_lookup(with_profile).unwrap_or_else(|e| panic!("the {profile} profile: {e}"));
+    }
     SqsSettings::from_lookup(lookup).expect("complete SQS settings").expect("SQS configured");
     // The write outbox's caps, read with a queue configured.
     failsoft_edge::outbox::caps(lookup).expect("the outbox's caps");

@@ -17,7 +17,7 @@ pub struct SpinHttp;
 
 impl Downstream for SpinHttp {
     async fn send(&self, request: OutboundRequest, deadline_ms: u64) -> Result<OutboundResponse, TransportError> {
-        let method = match request.method {
+        let method = match request.method.as_str() {
             "GET" => Method::Get,
             "POST" => Method::Post,
             "PUT" => Method::Put,

@@ -52,6 +52,10 @@ struct Args {
     #[arg(long, env = "FAILSOFT_OUTBOX_MAX_BYTES", default_value_t = outbox::DEFAULT_MAX_BYTES,
           value_parser = clap::value_parser!(u64).range(1024..))]
     outbox_max_bytes: u64,
+    /// The CRM mapping as a file (TOML, or JSON): read at start and taken
+    /// as `FAILSOFT_CRM_MAPPING`, the document itself (`deploy/crm/`).
+    #[arg(long, env = "FAILSOFT_CRM_MAPPING_FILE")]
+    crm_mapping_file: Option<PathBuf>,
 }
 
 /// `FAILSOFT_KV_MAX_BYTES`: a whole number of bytes, at least
@@ -74,7 +78,17 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FAILSOFT_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    let env = |name: &str| std::env::var(name).ok();
+    let mapping = match args.crm_mapping_file.as_deref().map(std::fs::read_to_string).transpose() {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("failsoft-edge: invalid configuration: FAILSOFT_CRM_MAPPING_FILE: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let env = |name: &str| match (name, &mapping) {
+        ("FAILSOFT_CRM_MAPPING", Some(text)) => Some(text.clone()),
+        _ => std::env::var(name).ok(),
+    };
     let (config, sqs) = match EdgeConfig::from_lookup(env).and_then(|c| Ok((c, SqsSettings::from_lookup(env)?))) {
         Ok(read) => read,
         Err(e) => {

@@ -4,10 +4,25 @@
 use failsoft_shared::breaker::{Breaker, BreakerSharing, Permit};
 use failsoft_shared::edge_stats::QueueSend;
 use failsoft_shared::envelope::Kind;
-use failsoft_shared::error_class::{Attempt, Operation, Verdict, classify};
+use failsoft_shared::error_class::{Attempt, ErrorClass, Verdict};
+use failsoft_shared::mapping::template::RenderError;
+use failsoft_shared::mapping::{CrmRequest, Mapping, Op, Token};
 
 use super::Facade;
 use crate::ports::{Clock, Downstream, Forwarder, Kept, Kv, OutboundRequest, QueueMessage, TransportError};
+
+/// KV key of the CRM's OAuth token, by mapping name (never a secret in a key).
+fn token_key(mapping: &str) -> String {
+    format!("crm-token:v1:{mapping}")
+}
+
+fn read_kept_token(text: &str) -> Option<Token> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some(Token {
+        access_token: value.get("accessToken")?.as_str()?.to_owned(),
+        expires_at_s: value.get("expiresAtS")?.as_u64()?,
+    })
+}
 
 /// KV key of the breaker state shared between instances.
 pub const BREAKER_KEY: &str = "breaker:v1";
@@ -101,20 +116,50 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         }
     }
 
-    /// One attempt with the deadline; returns the verdict and a 2xx body.
-    pub(super) async fn call(&self, request: OutboundRequest, op: Operation) -> (Verdict, Option<Vec<u8>>) {
+    /// One call of `op` through the CRM's mapping within the CRM deadline
+    /// (a token fetch included: it shares the deadline); returns the
+    /// verdict and the answer's body. A token the CRM refuses is fetched
+    /// anew once.
+    pub(super) async fn call(
+        &self,
+        op: Op,
+        build: impl Fn(&Mapping, &str, Option<&str>) -> Result<CrmRequest, RenderError>,
+    ) -> (Verdict, Option<Vec<u8>>) {
         let started = self.clock.now_ms();
-        let outcome = self.downstream.send(request, self.config.policy.crm_deadline_ms).await;
+        let deadline = self.config.policy.crm_deadline_ms;
+        let mapping = &self.config.crm_mapping;
+        let mut renewed = false;
+        let (verdict, body) = loop {
+            let left = deadline.saturating_sub(self.clock.now_ms().saturating_sub(started));
+            let token = match mapping.uses_token() {
+                true => match self.crm_token(renewed, left).await {
+                    Some(token) => Some(token),
+                    None => break (Verdict::Failed(ErrorClass::Transient), None),
+                },
+                false => None,
+            };
+            let request = match build(mapping, &self.config.crm_url, token.as_deref()) {
+                Ok(request) => request,
+                Err(e) => {
+                    tracing::error!(operation = op.as_str(), error = %e, "the CRM mapping cannot express this call");
+                    // Nothing was sent: says nothing of the CRM's health.
+                    return (Verdict::Failed(ErrorClass::Permanent { status: 400 }), None);
+                }
+            };
+            let left = deadline.saturating_sub(self.clock.now_ms().saturating_sub(started));
+            let outcome = self.downstream.send(outbound(request), left).await;
+            match &outcome {
+                Ok(resp) if !renewed && mapping.token_refused(resp.status) => renewed = true,
+                Ok(resp) => {
+                    let attempt = Attempt::Status { code: resp.status, retry_after: resp.retry_after.as_deref() };
+                    break (mapping.classify(op, attempt, &resp.body), Some(resp.body.clone()));
+                }
+                Err(TransportError::Timeout) => break (mapping.classify(op, Attempt::Timeout, b""), None),
+                Err(TransportError::Connect) => break (mapping.classify(op, Attempt::Connect, b""), None),
+            }
+        };
         let finished = self.clock.now_ms();
         metrics::histogram!("failsoft_edge_crm_latency_seconds").record((finished - started) as f64 / 1000.0);
-        let (verdict, body) = match &outcome {
-            Ok(resp) => {
-                let attempt = Attempt::Status { code: resp.status, retry_after: resp.retry_after.as_deref() };
-                (classify(op, attempt), Some(resp.body.clone()))
-            }
-            Err(TransportError::Timeout) => (classify(op, Attempt::Timeout), None),
-            Err(TransportError::Connect) => (classify(op, Attempt::Connect), None),
-        };
         let label = match verdict {
             Verdict::Success | Verdict::NotFound => "success",
             Verdict::Failed(class) => class.as_str(),
@@ -122,6 +167,48 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         metrics::counter!("failsoft_edge_crm_calls_total", "outcome" => label).increment(1);
         self.record(verdict.is_healthy(), finished).await;
         (verdict, body)
+    }
+
+    /// The CRM's OAuth token: this instance's, else the one peers keep in
+    /// KV, else a new one from the token endpoint (kept in KV until a
+    /// minute before it expires). `None` when none could be had in time.
+    async fn crm_token(&self, renew: bool, deadline_ms: u64) -> Option<String> {
+        let now_s = self.clock.now_ms() / 1000;
+        let key = token_key(self.config.crm_mapping.name());
+        if !renew {
+            if let Some(token) = self.lock_token().clone().filter(|t| !t.is_due(now_s)) {
+                return Some(token.access_token);
+            }
+            let kept = self.kv.get(&key).await.ok().flatten().and_then(|text| read_kept_token(&text));
+            if let Some(token) = kept.filter(|t| !t.is_due(now_s)) {
+                *self.lock_token() = Some(token.clone());
+                return Some(token.access_token);
+            }
+        }
+        let request = self.config.crm_mapping.token_request(&self.config.crm_url)?;
+        let fetched = match self.downstream.send(outbound(request), deadline_ms).await {
+            Ok(resp) if (200..300).contains(&resp.status) => self.config.crm_mapping.read_token(&resp.body, now_s),
+            Ok(resp) => {
+                tracing::error!(status = resp.status, "the CRM's token endpoint refused the client credentials");
+                None
+            }
+            Err(_) => None,
+        };
+        let Some(token) = fetched else {
+            metrics::counter!("failsoft_edge_crm_token_failures_total").increment(1);
+            return None;
+        };
+        let ttl = token.expires_at_s.saturating_sub(now_s + 60).max(60);
+        let text = serde_json::json!({"accessToken": token.access_token, "expiresAtS": token.expires_at_s}).to_string();
+        if let Err(e) = self.kv.put(&key, &text, ttl).await {
+            tracing::warn!(error = %e, "keeping the CRM token failed");
+        }
+        *self.lock_token() = Some(token.clone());
+        Some(token.access_token)
+    }
+
+    fn lock_token(&self) -> std::sync::MutexGuard<'_, Option<Token>> {
+        self.crm_token.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forwards one message to the queue within `deadline_ms`, its share
@@ -151,6 +238,11 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         }
         sent
     }
+}
+
+/// A mapped call as the host's HTTP port takes it.
+fn outbound(request: CrmRequest) -> OutboundRequest {
+    OutboundRequest { method: request.method, url: request.url, headers: request.headers, body: request.body }
 }
 
 /// How one `SendMessage` went.

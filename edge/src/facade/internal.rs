@@ -43,8 +43,8 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let body = serde_json::to_vec(&report).unwrap_or_default();
         let url = format!("{origin}{}", edge_stats::REPORT_PATH);
         let mut headers = self.signed_headers(secret, "POST", &url, &body);
-        headers.push(("content-type", "application/json".to_owned()));
-        let request = OutboundRequest { method: "POST", url, headers, body: Some(body) };
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        let request = OutboundRequest { method: "POST".to_owned(), url, headers, body: Some(body) };
         let seq = report.seq;
         let outcome = match self.downstream.send(request, edge_stats::SEND_DEADLINE_MS).await {
             Ok(resp) if (200..300).contains(&resp.status) => {
@@ -69,19 +69,14 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
     /// The internal signature headers of a `method` request to `url` with
     /// `body`, signed now with a fresh nonce.
-    pub(super) fn signed_headers(
-        &self,
-        secret: &[u8],
-        method: &str,
-        url: &str,
-        body: &[u8],
-    ) -> Vec<(&'static str, String)> {
+    pub(super) fn signed_headers(&self, secret: &[u8], method: &str, url: &str, body: &[u8]) -> Vec<(String, String)> {
         let ts = self.clock.now_ms() / 1000;
         let mut random = [0u8; signature::NONCE_BYTES];
         random[..8].copy_from_slice(&self.clock.random_u64().to_le_bytes());
         random[8..].copy_from_slice(&self.clock.random_u64().to_le_bytes());
         let signed = Signed::new(method, signature::target_of(url), body);
-        signature::headers(secret, &signed, ts, random).into()
+        let headers: Vec<(&'static str, String)> = signature::headers(secret, &signed, ts, random).into();
+        headers.into_iter().map(|(name, value)| (name.to_owned(), value)).collect()
     }
 
     /// Accepts a signed request once: its MAC over the method, the target,

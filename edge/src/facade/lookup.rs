@@ -5,9 +5,10 @@
 use failsoft_shared::cache::{CacheEntry, CustomerRecord};
 use failsoft_shared::edge_stats::Answer;
 use failsoft_shared::envelope::{Envelope, Kind};
-use failsoft_shared::error_class::{Operation, Verdict};
+use failsoft_shared::error_class::Verdict;
 use failsoft_shared::keys::{Phone, customer_kv_key, entity_key};
 use failsoft_shared::ladder::{Fallback, FirstStep, Source, fall_back, first_step};
+use failsoft_shared::mapping::{LookupAnswer as Read, Op};
 use serde_json::{Value, json};
 
 use super::{After, Checked, Facade, Handled, checks};
@@ -174,11 +175,17 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
     /// The CRM's record within the deadline, or `None` when it could not
     /// give one (the ladder then falls back).
     async fn call_crm_lookup(&self, phone: &Phone, correlation_id: &str) -> Option<CustomerRecord> {
-        let request = crm::lookup_request(&self.config.crm_url, phone, correlation_id);
-        let (verdict, body) = self.call(request, Operation::Lookup).await;
+        let phone = phone.as_str();
+        let (verdict, body) =
+            self.call(Op::Lookup, |m, base, token| m.lookup(base, phone, correlation_id, token)).await;
+        let not_found = || crm::not_found_record(&self.config.policy.default_tier);
         match verdict {
-            Verdict::Success => body.as_deref().and_then(crm::parse_customer),
-            Verdict::NotFound => Some(crm::not_found_record(&self.config.policy.default_tier)),
+            Verdict::Success => match self.config.crm_mapping.read_customer(&body?, &self.config.policy.default_tier) {
+                Read::Found(record) => Some(record),
+                Read::NotFound => Some(not_found()),
+                Read::Unreadable => None,
+            },
+            Verdict::NotFound => Some(not_found()),
             Verdict::Failed(_) => None,
         }
     }

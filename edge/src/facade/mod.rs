@@ -115,6 +115,8 @@ pub struct Facade<K, D, F, C> {
     refreshes: Asked,
     /// Where the nonces of signed requests are remembered.
     nonces: NonceStore,
+    /// The CRM's OAuth token as this instance last had it.
+    crm_token: Mutex<Option<failsoft_shared::mapping::Token>>,
 }
 
 /// Where the facade remembers the nonces of the signed requests it accepted
@@ -148,7 +150,21 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let refreshes = Asked::default();
         let sharing = BreakerSharing::Off;
         let nonces = NonceStore::memory();
-        Self { config, kv, downstream, forwarder, clock, breaker, sharing, stats, inflight, refreshes, nonces }
+        let crm_token = Mutex::new(None);
+        Self {
+            config,
+            kv,
+            downstream,
+            forwarder,
+            clock,
+            breaker,
+            sharing,
+            stats,
+            inflight,
+            refreshes,
+            nonces,
+            crm_token,
+        }
     }
 
     /// Sets where the nonces of signed requests are remembered (Spin: KV).

@@ -4,13 +4,13 @@
 use failsoft_shared::case::CaseSummary;
 use failsoft_shared::edge_stats::{Answer, WriteOutcome};
 use failsoft_shared::envelope::{Envelope, Kind, MAX_CORRELATION_ID, is_valid_correlation_id};
-use failsoft_shared::error_class::{ErrorClass, Operation, Verdict};
+use failsoft_shared::error_class::{ErrorClass, Verdict};
 use failsoft_shared::keys::entity_key;
+use failsoft_shared::mapping::Op;
 use serde_json::json;
 
 use super::checks::{self, text_field};
 use super::{Checked, Facade, Handled, Refusal};
-use crate::crm;
 use crate::http::{Request, Response};
 use crate::ports::{Clock, Downstream, Forwarder, Kv, OutboundRequest, QueueMessage};
 use crate::wire::{ResultBody, StoredResult, WARNING_NOT_ACCEPTED, WARNING_WRITE_QUEUED, WriteAnswer, WriteStatus};
@@ -40,11 +40,12 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
 
         let permit = self.permit().await;
         if permit.may_call() {
-            let request = crm::create_case_request(&self.config.crm_url, &correlation_id, &case);
-            let (verdict, resp_body) = self.call(request, Operation::Write).await;
+            let (verdict, resp_body) =
+                self.call(Op::CreateCase, |m, base, token| m.create_case(base, &correlation_id, &case, token)).await;
             match verdict {
                 Verdict::Success | Verdict::NotFound => {
-                    if let Some(result) = resp_body.as_deref().and_then(crm::parse_case) {
+                    let mapping = &self.config.crm_mapping;
+                    if let Some(result) = resp_body.as_deref().and_then(|body| mapping.read_created_case(body)) {
                         return Ok(self
                             .write_answer(&correlation_id, WriteStatus::Complete, Some(result), None, None)
                             .await);
@@ -164,7 +165,7 @@ impl<K: Kv, D: Downstream, F: Forwarder, C: Clock> Facade<K, D, F, C> {
         let (origin, secret) = (self.config.origin_url.as_deref()?, self.config.internal_secret.as_deref()?);
         let url = format!("{origin}/v1/results/{id}");
         let headers = self.signed_headers(secret, "GET", &url, b"");
-        let request = OutboundRequest { method: "GET", url, headers, body: None };
+        let request = OutboundRequest { method: "GET".to_owned(), url, headers, body: None };
         match self.downstream.send(request, self.config.policy.deadline_margin_ms).await {
             Ok(resp) if resp.status == 200 => {
                 // Read into the contract's type, so only a case's summary

@@ -34,7 +34,7 @@ impl Downstream for ReqwestDownstream {
         let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| TransportError::Connect)?;
         let mut builder = self.client.request(method, &request.url);
         for (name, value) in &request.headers {
-            builder = builder.header(*name, value);
+            builder = builder.header(name.as_str(), value);
         }
         if let Some(body) = request.body {
             builder = builder.body(body);

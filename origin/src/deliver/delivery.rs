@@ -25,6 +25,7 @@ use crate::genesys_events::{self, GenesysEvent};
 use crate::queue::failures::Failures;
 use crate::queue::received::Received;
 use crate::store::results::{RefreshRecord, StoreError};
+use failsoft_shared::mapping::LookupAnswer;
 
 /// What the consumer does with a message after a delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -382,9 +383,12 @@ impl Delivery {
         let reply = self.crm.lookup(phone, &envelope.correlation_id, Self::remaining(deadline)).await;
         self.observe(&reply);
         let record = match reply.verdict {
-            Verdict::Success => match crm::parse_customer(&reply.body) {
-                Some(record) => record,
-                None => return Attempted::Crm { class: ErrorClass::Transient, status: reply.status },
+            Verdict::Success => match self.crm.read_customer(&reply.body, &self.config.policy.default_tier) {
+                LookupAnswer::Found(record) => record,
+                LookupAnswer::NotFound => crm::not_found_record(&self.config.policy.default_tier),
+                LookupAnswer::Unreadable => {
+                    return Attempted::Crm { class: ErrorClass::Transient, status: reply.status };
+                }
             },
             Verdict::NotFound => crm::not_found_record(&self.config.policy.default_tier),
             Verdict::Failed(class) => return Attempted::Crm { class, status: reply.status },

@@ -17,7 +17,10 @@ use failsoft_shared::cache::CacheEntry;
 use serde_json::Value;
 
 use crate::clock;
-use crate::deliver::crm::{Crm, Reply};
+use failsoft_shared::case::CaseSummary;
+use failsoft_shared::mapping::{LookupAnswer, NotACaseList};
+
+use crate::deliver::crm::{self, Crm, Reply};
 use crate::store::results::{Claim, RefreshRecord, Store, StoreError};
 
 /// A boxed future a port returns.
@@ -33,6 +36,19 @@ pub trait CrmCalls: Send + Sync {
     fn create_case<'a>(&'a self, correlation_id: &'a str, case: &'a Value, deadline: Duration) -> BoxFuture<'a, Reply>;
     /// The breaker's probe.
     fn probe(&self, deadline: Duration) -> BoxFuture<'_, Reply>;
+    /// What a lookup's 2xx answer says (the generic contract's reading,
+    /// unless the CRM's mapping says otherwise).
+    fn read_customer(&self, body: &[u8], default_tier: &str) -> LookupAnswer {
+        crm::generic().read_customer(body, default_tier)
+    }
+    /// What is kept of a created case.
+    fn read_created_case(&self, body: &[u8]) -> Option<CaseSummary> {
+        crm::generic().read_created_case(body)
+    }
+    /// The first case a search answer lists.
+    fn read_found_case(&self, body: &[u8]) -> Result<Option<CaseSummary>, NotACaseList> {
+        crm::generic().read_found_case(body)
+    }
 }
 
 /// The results table as a delivery uses it: write-once claims, their
@@ -106,6 +122,18 @@ impl CrmCalls for Crm {
 
     fn probe(&self, deadline: Duration) -> BoxFuture<'_, Reply> {
         Box::pin(Crm::probe(self, deadline))
+    }
+
+    fn read_customer(&self, body: &[u8], default_tier: &str) -> LookupAnswer {
+        self.mapping().read_customer(body, default_tier)
+    }
+
+    fn read_created_case(&self, body: &[u8]) -> Option<CaseSummary> {
+        self.mapping().read_created_case(body)
+    }
+
+    fn read_found_case(&self, body: &[u8]) -> Result<Option<CaseSummary>, NotACaseList> {
+        self.mapping().read_found_case(body)
     }
 }
 

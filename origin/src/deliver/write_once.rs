@@ -30,7 +30,7 @@ use failsoft_shared::envelope::Envelope;
 use failsoft_shared::error_class::{ErrorClass, Verdict, route_is_missing};
 use serde_json::Value;
 
-use crate::deliver::crm::{self, Reply};
+use crate::deliver::crm::Reply;
 use crate::deliver::delivery::{Attempted, Delivery};
 use crate::store::results::Claim;
 use crate::telemetry;
@@ -53,7 +53,7 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
     if d.config.can_find_cases {
         let found = d.crm.find_cases(correlation_id, Delivery::remaining(deadline)).await;
         match found.verdict {
-            Verdict::Success => match crm::parse_found_case(&found.body) {
+            Verdict::Success => match d.crm.read_found_case(&found.body) {
                 Ok(Some(case)) => {
                     d.observe(&found);
                     tracing::info!(correlation_id, "case found by externalRef; not creating another");
@@ -65,10 +65,12 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
                     return give_back(d, correlation_id, ErrorClass::Transient, found.status).await;
                 }
             },
-            // The route the settings declare is not there: the operator's
-            // fault, not this write's. Create with the key, as a CRM
-            // without the capability is served.
-            _ if route_is_missing(found.status) => search_route_missing(found.status),
+            // The search the mapping declares is not there, or the CRM
+            // refuses it (a custom field that does not exist): the
+            // operator's fault, not this write's. Create as a CRM without
+            // the capability is served.
+            Verdict::Failed(ErrorClass::Permanent { .. }) => search_refused(found.status),
+            _ if route_is_missing(found.status) => search_refused(found.status),
             Verdict::NotFound => d.observe(&found),
             Verdict::Failed(class) => {
                 d.observe(&found);
@@ -80,7 +82,7 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
     let created = d.crm.create_case(correlation_id, case, Delivery::remaining(deadline)).await;
     d.observe(&created);
     let class = match created.verdict {
-        Verdict::Success | Verdict::NotFound => match crm::parse_case(&created.body) {
+        Verdict::Success | Verdict::NotFound => match d.crm.read_created_case(&created.body) {
             Some(case) => return record_case(d, correlation_id, &case).await,
             // A 2xx without a case id may still have created one; the next
             // attempt's look settles it.
@@ -91,13 +93,16 @@ pub async fn deliver(d: &Delivery, envelope: &Envelope<Value>, deadline: Instant
     failed(d, correlation_id, class, &created).await
 }
 
-/// `FAILSOFT_CRM_CAN_FIND_CASES` is on but the CRM has no such route:
-/// logged once, `/v1/health` critical until the setting is fixed.
-fn search_route_missing(status: Option<u16>) {
+/// The mapping declares a case search (`find_case`; for the generic
+/// profile `FAILSOFT_CRM_CAN_FIND_CASES=true`) but the CRM has no such
+/// route or refuses the search: logged once, `/v1/health` critical until
+/// the mapping is fixed.
+fn search_refused(status: Option<u16>) {
     let status = status.unwrap_or_default();
     let detail = format!(
-        "FAILSOFT_CRM_CAN_FIND_CASES is true but GET /cases?externalRef= answers {status}: \
-         set it to false, or give the CRM the route; writes go on with Idempotency-Key alone"
+        "the CRM mapping declares a case search (find_case; FAILSOFT_CRM_CAN_FIND_CASES for the generic \
+         contract's GET /cases?externalRef=) but the CRM answers it {status}: fix the search or remove it; \
+         writes go on without the look, guarded by the create's idempotency key where the CRM has one"
     );
     if telemetry::config_fault("crm.find_cases", detail.clone()) {
         tracing::error!(status, "{detail}");
