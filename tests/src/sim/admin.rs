@@ -36,6 +36,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .route("/admin/events", get(events))
         .route("/admin/stats", get(stats))
         .route("/admin/correlations", get(correlations))
+        .route("/admin/tokens/revoke", post(revoke_tokens))
         .route("/admin/reset", post(reset))
         .with_state(control)
 }
@@ -258,6 +259,15 @@ async fn set_rate_limit(State(control): State<Arc<Control>>, body: Bytes) -> Rep
     control.sim.limiter.set(limit);
     info!(?limit, "rate limit");
     Ok(rate_limit(State(control)).await)
+}
+
+/// Revokes every bearer token a dialect issued: the next API call with one
+/// is refused 401 until the client fetches a new token.
+/// `{"revoked": <tokens that were still valid>}`.
+async fn revoke_tokens(State(control): State<Arc<Control>>) -> Response {
+    let revoked = control.sim.tokens.revoke_all(std::time::Instant::now());
+    info!(revoked, "bearer tokens revoked");
+    Json(json!({"revoked": revoked})).into_response()
 }
 
 async fn stats(State(control): State<Arc<Control>>) -> Response {

@@ -20,9 +20,9 @@ use tracing::debug;
 use super::clock;
 use super::config::Contract;
 use super::correlations;
+use super::dialect::{self, Dialect};
 use super::mode::{Failure, FailureMode, ModeState, Verdict};
 use super::reply::ErrorReply;
-use super::route::Route;
 use super::state::Sim;
 use super::store::{CaseCreation, EventReceipt, LedgerFull, ListPosition};
 
@@ -37,33 +37,51 @@ pub fn router(sim: Arc<Sim>, contract: Contract) -> Router {
         // with 405 and `Allow: POST`.
         Contract::TwoCall => (get(lookup_only), post(create_case)),
     };
-    Router::new()
-        .route("/customers", customers)
-        .route("/cases", cases)
-        .route("/events", post(receive_event))
-        .layer(middleware::from_fn_with_state(Arc::clone(&sim), apply_mode))
-        .with_state(sim)
+    let router =
+        Router::new().route("/customers", customers).route("/cases", cases).route("/events", post(receive_event));
+    guarded(router, Arc::clone(&sim), Dialect::Generic).with_state(sim)
+}
+
+/// What the failure-mode middleware needs: the simulator, and the dialect
+/// whose requests it classifies and whose rate-limit answers it gives.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub sim: Arc<Sim>,
+    pub dialect: Dialect,
+}
+
+/// Puts every route of `router` (and its fallback) behind [`apply_mode`].
+pub fn guarded<S: Clone + Send + Sync + 'static>(router: Router<S>, sim: Arc<Sim>, dialect: Dialect) -> Router<S> {
+    router.layer(middleware::from_fn_with_state(Guard { sim, dialect }, apply_mode))
 }
 
 /// Counts the request and lets the current mode decide its fate.
-async fn apply_mode(State(sim): State<Arc<Sim>>, request: Request, next: Next) -> Response {
-    let route = Route::of(request.method(), request.uri().path(), request.uri().query());
+async fn apply_mode(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let sim = &guard.sim;
+    let route = dialect::classify(guard.dialect, request.method(), request.uri());
     sim.stats.request(route);
     if let Some(id) = request.headers().get(correlations::HEADER).and_then(|v| v.to_str().ok()) {
-        sim.correlations.record(request.method().as_str(), request.uri().path(), id);
+        sim.correlations.record(request.method().as_str(), request.uri().path(), route, id);
     }
     let mut mode = sim.watch_mode();
     let verdict = mode.borrow_and_update().verdict(route, Instant::now());
     debug!(method = %request.method(), path = %request.uri().path(), ?verdict, "API request");
     match verdict {
-        Verdict::Pass => limited(&sim, request, next).await,
+        Verdict::Pass => limited(&guard, request, next).await,
         Verdict::Delay(latency) => {
-            delay(&sim, latency).await;
-            limited(&sim, request, next).await
+            delay(sim, latency).await;
+            limited(&guard, request, next).await
+        }
+        Verdict::Late(latency) => {
+            // Carried out first: a caller that gives up during the hold
+            // drops only the answer.
+            let response = limited(&guard, request, next).await;
+            delay(sim, latency).await;
+            response
         }
         Verdict::Hang => {
             sim.stats.failed();
-            hang(&sim, mode).await;
+            hang(sim, mode).await;
             ErrorReply::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable").into_response()
         }
         Verdict::Refuse => {
@@ -81,7 +99,12 @@ async fn apply_mode(State(sim): State<Arc<Sim>>, request: Request, next: Next) -
 
 /// Serves a request the mode lets through, within the rate limit: over it,
 /// 429 with `Retry-After`; every answer states the quota (`sim::limit`).
-async fn limited(sim: &Sim, request: Request, next: Next) -> Response {
+/// A dialect answers as its vendor does ([`dialect::limited`]).
+async fn limited(guard: &Guard, request: Request, next: Next) -> Response {
+    if guard.dialect != Dialect::Generic {
+        return dialect::limited(&guard.sim, guard.dialect, request, next).await;
+    }
+    let sim = &guard.sim;
     let Some(admission) = sim.limiter.admit(Instant::now()) else {
         return next.run(request).await;
     };

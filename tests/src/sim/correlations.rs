@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use super::route::Route;
+
 /// The header failsoft sends on every downstream call.
 pub const HEADER: &str = "x-correlation-id";
 /// The most requests remembered (the oldest are forgotten first).
@@ -17,6 +19,9 @@ const KEEP: usize = 100_000;
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// What the request was, in any dialect: `lookup`, `createCase`,
+    /// `findCases`, … (the vendor's path is in `path`).
+    pub route: &'static str,
     pub correlation_id: String,
 }
 
@@ -24,7 +29,7 @@ pub struct Seen {
 pub struct Correlations(Mutex<VecDeque<Seen>>);
 
 impl Correlations {
-    pub fn record(&self, method: &str, path: &str, correlation_id: &str) {
+    pub fn record(&self, method: &str, path: &str, route: Route, correlation_id: &str) {
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() == KEEP {
             seen.pop_front();
@@ -32,6 +37,7 @@ impl Correlations {
         seen.push_back(Seen {
             method: method.to_owned(),
             path: path.to_owned(),
+            route: route.as_str(),
             correlation_id: correlation_id.to_owned(),
         });
     }
@@ -53,7 +59,7 @@ mod tests {
     fn remembers_in_order_and_forgets_the_oldest() {
         let c = Correlations::default();
         for i in 0..KEEP + 2 {
-            c.record("GET", "/customers", &format!("c-{i}"));
+            c.record("GET", "/customers", Route::Lookup, &format!("c-{i}"));
         }
         let all = c.all();
         assert_eq!(all.len(), KEEP);

@@ -65,6 +65,21 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// The limit this call was counted against.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// Calls left in the window after this one.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Whole seconds until the window resets.
+    pub fn reset_secs(&self) -> u64 {
+        self.reset_secs
+    }
+
     /// The quota headers of `limit.headers`' family, and `Retry-After` on a
     /// refusal.
     pub fn write_headers(&self, headers: &mut HeaderMap) {

@@ -4,7 +4,8 @@
 //! the current failure mode; [`api`] answers the downstream contract through a
 //! middleware that applies that mode; [`control::Control`] owns the API
 //! listener so that `down` can really close the socket; [`admin`] is the
-//! test-facing control surface.
+//! test-facing control surface. [`dialect`] serves the same records in a
+//! vendor's API shapes instead (`--dialect salesforce|zendesk|hubspot|servicenow`).
 
 pub mod admin;
 pub mod api;
@@ -12,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod correlations;
+pub mod dialect;
 pub mod limit;
 pub mod listener;
 pub mod mode;
@@ -20,6 +22,7 @@ pub mod route;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod tokens;
 pub mod webhook;
 
 use std::io::{self, Write};
@@ -43,7 +46,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(args: Args) -> io::Result<()> {
     let sim = Arc::new(Sim::new());
     sim.limiter.set(args.rate_limit().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
-    let api = ApiListener::bind(args.listen, api::router(Arc::clone(&sim), args.contract))?;
+    let settings = args.dialect_settings().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let router = dialect::router(Arc::clone(&sim), args.dialect, args.contract, settings);
+    let api = ApiListener::bind(args.listen, router)?;
     let admin_listener = TcpListener::bind(args.admin_listen).await?;
     let api_addr = api.local_addr();
     let admin_addr = admin_listener.local_addr()?;

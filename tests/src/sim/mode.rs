@@ -23,6 +23,9 @@ pub const MAX_PERIOD_MS: u64 = 3_600_000;
 const DEFAULT_ERROR_STATUS: u16 = 500;
 const DEFAULT_REJECT_STATUS: u16 = 422;
 const DEFAULT_LATENCY_MS: u64 = 1_000;
+/// `late`'s default hold: longer than any client deadline failsoft uses,
+/// so every caller gives up before the answer comes.
+const DEFAULT_LATE_MS: u64 = 15_000;
 const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
 const DEFAULT_PERIOD_MS: u64 = 1_000;
 
@@ -41,6 +44,10 @@ pub enum FailureMode {
     Error { status: u16 },
     /// Every request is answered normally after `latency_ms`.
     Slow { latency_ms: u64 },
+    /// Every request is carried out at once (a case is created) and its
+    /// answer held for `latency_ms`: a CRM that acts and then answers too
+    /// late, so a caller that gave up cannot know the create happened.
+    Late { latency_ms: u64 },
     /// Every request gets 429 with `Retry-After: retry_after_secs`.
     Throttle { retry_after_secs: u64 },
     /// Alternates normal service and 500 every `period_ms`, starting with
@@ -93,7 +100,7 @@ impl fmt::Display for ModeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unknown(name) => {
-                write!(f, "unknown mode {name:?}; expected up, down, hang, error, slow, throttle, flap or reject")
+                write!(f, "unknown mode {name:?}; expected up, down, hang, error, slow, late, throttle, flap or reject")
             }
             Self::OutOfRange { field, value, min, max } => write!(f, "{field} is {value}, expected {min}..={max}"),
         }
@@ -124,6 +131,9 @@ impl TryFrom<ModeRequest> for FailureMode {
             "slow" => Self::Slow {
                 latency_ms: bounded("latencyMs", request.latency_ms, DEFAULT_LATENCY_MS, 0, MAX_LATENCY_MS)?,
             },
+            "late" => {
+                Self::Late { latency_ms: bounded("latencyMs", request.latency_ms, DEFAULT_LATE_MS, 0, MAX_LATENCY_MS)? }
+            }
             "throttle" => Self::Throttle {
                 retry_after_secs: bounded(
                     "retryAfterSecs",
@@ -159,6 +169,8 @@ pub enum Verdict {
     Pass,
     /// Handle it normally after waiting.
     Delay(Duration),
+    /// Handle it now, and hold the answer this long.
+    Late(Duration),
     /// Wait until the mode changes, then answer 503.
     Hang,
     /// The listener is closed but this request came over a connection that
@@ -189,6 +201,7 @@ impl ModeState {
                 Verdict::Fail(Failure { status, error: "internal", retry_after_secs: None })
             }
             FailureMode::Slow { latency_ms } => Verdict::Delay(Duration::from_millis(latency_ms)),
+            FailureMode::Late { latency_ms } => Verdict::Late(Duration::from_millis(latency_ms)),
             FailureMode::Throttle { retry_after_secs } => {
                 Verdict::Fail(Failure { status: 429, error: "throttled", retry_after_secs: Some(retry_after_secs) })
             }

@@ -21,6 +21,18 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route's name in the admin API (`/admin/correlations`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lookup => "lookup",
+            Self::ListCustomers => "listCustomers",
+            Self::CreateCase => "createCase",
+            Self::FindCases => "findCases",
+            Self::PostEvent => "postEvent",
+            Self::Other => "other",
+        }
+    }
+
     /// Classifies a request by method, path and query.
     pub fn of(method: &Method, path: &str, query: Option<&str>) -> Self {
         let has_phone = query.is_some_and(|q| q.split('&').any(|pair| pair.starts_with("phone=")));

@@ -10,6 +10,7 @@ use super::limit::Limiter;
 use super::mode::{FailureMode, ModeState};
 use super::stats::Stats;
 use super::store::Store;
+use super::tokens::Tokens;
 
 /// Everything the API serves from. Mode changes go through a `watch`
 /// channel so that hanging requests wake up the moment the mode moves on.
@@ -21,6 +22,8 @@ pub struct Sim {
     pub correlations: Correlations,
     /// The rate limit (`--rate-limit`, `POST /admin/rate-limit`).
     pub limiter: Limiter,
+    /// Bearer tokens issued by a dialect's token endpoint.
+    pub tokens: Tokens,
     mode: watch::Sender<ModeState>,
     shutdown: watch::Sender<bool>,
 }
@@ -38,6 +41,7 @@ impl Sim {
             stats: Stats::default(),
             correlations: Correlations::default(),
             limiter: Limiter::new(None),
+            tokens: Tokens::default(),
             mode: watch::Sender::new(Self::state_of(FailureMode::Up)),
             shutdown: watch::Sender::new(false),
         }

@@ -21,6 +21,7 @@ pub struct Stats {
     events: AtomicU64,
     events_delivered: AtomicU64,
     throttled: AtomicU64,
+    tokens_issued: AtomicU64,
 }
 
 /// A copy of the counters as JSON shows them.
@@ -47,8 +48,11 @@ pub struct StatsSnapshot {
     pub events: u64,
     /// `POST /events` requests that added a delivery to the events ledger.
     pub events_delivered: u64,
-    /// Requests refused 429 by the rate limit (`--rate-limit`).
+    /// Requests refused by the rate limit (`--rate-limit`): 429, or
+    /// Salesforce's 403 `REQUEST_LIMIT_EXCEEDED`.
     pub throttled: u64,
+    /// Bearer tokens a dialect's token endpoint issued (`--dialect`).
+    pub tokens_issued: u64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -89,6 +93,11 @@ impl Stats {
         bump(&self.throttled);
     }
 
+    /// Counts a bearer token issued.
+    pub fn token_issued(&self) {
+        bump(&self.tokens_issued);
+    }
+
     /// Counts an event added to the events ledger.
     pub fn event_delivered(&self) {
         bump(&self.events_delivered);
@@ -108,6 +117,7 @@ impl Stats {
             events: read(&self.events),
             events_delivered: read(&self.events_delivered),
             throttled: read(&self.throttled),
+            tokens_issued: read(&self.tokens_issued),
         }
     }
 
@@ -124,6 +134,7 @@ impl Stats {
             &self.events,
             &self.events_delivered,
             &self.throttled,
+            &self.tokens_issued,
         ] {
             counter.store(0, Ordering::Relaxed);
         }

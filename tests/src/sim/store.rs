@@ -215,6 +215,11 @@ impl Store {
         self.customers.get(phone)
     }
 
+    /// Every customer, in the paged list's order (by last change).
+    pub fn customers(&self) -> impl Iterator<Item = &Customer> {
+        self.changes.iter().filter_map(|ListPosition(_, phone)| self.customers.get(phone))
+    }
+
     /// Sets a customer's tier; `None` for an unknown phone.
     pub fn set_tier(&mut self, phone: &str, tier: &str) -> Option<TierChange> {
         let customer = self.customers.get(phone)?.clone();
@@ -240,14 +245,40 @@ impl Store {
         body: Map<String, Value>,
         now_ms: u64,
     ) -> Result<CaseCreation, LedgerFull> {
-        let earlier = key
-            .as_ref()
-            .filter(|_| self.idempotency == IdempotencyPolicy::Honour)
-            .and_then(|k| self.by_key.get(k))
-            .and_then(|&i| self.cases.get(i));
-        if let Some(earlier) = earlier {
+        if let Some(earlier) = key.as_deref().and_then(|k| self.case_for_key(k)) {
             return Ok(CaseCreation::Replayed(earlier.clone()));
         }
+        let external_ref = body.get("externalRef").and_then(Value::as_str).map(str::to_owned);
+        self.append_case(key, body, external_ref, |index| format!("CASE-{:06}", index + 1), now_ms)
+            .map(CaseCreation::Created)
+    }
+
+    /// The first case created under `key` while keys are honoured (none
+    /// while they are ignored).
+    pub fn case_for_key(&self, key: &str) -> Option<&Case> {
+        if self.idempotency != IdempotencyPolicy::Honour {
+            return None;
+        }
+        self.by_key.get(key).and_then(|&i| self.cases.get(i))
+    }
+
+    /// Forgets which case `key` created (a CRM whose keys expire), so the
+    /// next case created under it is the one the key names.
+    pub fn forget_key(&mut self, key: &str) {
+        self.by_key.remove(key);
+    }
+
+    /// Appends a case whatever its key: `external_ref` is what
+    /// [`Self::cases_with_ref`] finds it by, and `id_of` names it from its
+    /// ledger index (0 for the first). A key not seen before names it.
+    pub fn append_case(
+        &mut self,
+        key: Option<String>,
+        body: Map<String, Value>,
+        external_ref: Option<String>,
+        id_of: impl FnOnce(usize) -> String,
+        now_ms: u64,
+    ) -> Result<Case, LedgerFull> {
         if self.cases.len() >= MAX_CASES {
             return Err(LedgerFull);
         }
@@ -255,15 +286,9 @@ impl Store {
         if let Some(key) = &key {
             self.by_key.entry(key.clone()).or_insert(index);
         }
-        let case = Case {
-            case_id: format!("CASE-{:06}", index + 1),
-            idempotency_key: key,
-            external_ref: body.get("externalRef").and_then(Value::as_str).map(str::to_owned),
-            body,
-            created_at: now_ms,
-        };
+        let case = Case { case_id: id_of(index), idempotency_key: key, external_ref, body, created_at: now_ms };
         self.cases.push(case.clone());
-        Ok(CaseCreation::Created(case))
+        Ok(case)
     }
 
     /// Takes an event, or recognises its key while keys are honoured. The
