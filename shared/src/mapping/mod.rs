@@ -768,13 +768,16 @@ pub fn load_text(from: Settings<'_>, secret: &dyn Fn(&str) -> Option<String>) ->
     load(from, &parse_document, &parse_document, secret)
 }
 
-/// A document's text as TOML, or as JSON when it starts with `{`.
+/// A document's text: JSON when it starts with `{`, else TOML (where the
+/// host reads TOML: the `toml` feature; the wasm hosts take JSON).
 pub fn parse_document<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| alloc::string::ToString::to_string(&e))
-    } else {
-        toml::from_str(text).map_err(|e| alloc::string::ToString::to_string(&e))
+        return serde_json::from_str(text).map_err(|e| alloc::string::ToString::to_string(&e));
     }
+    #[cfg(feature = "toml")]
+    return toml::from_str(text).map_err(|e| alloc::string::ToString::to_string(&e));
+    #[cfg(not(feature = "toml"))]
+    Err("this host reads a mapping document as JSON (an object starting with '{'); convert the TOML".into())
 }
 
 fn summary(answer: &Answer, root: &Value) -> Option<CaseSummary> {

@@ -6,7 +6,10 @@ use serde_json::json;
 use super::*;
 
 fn doc(text: &str) -> MappingDoc {
-    toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    match text.trim_start().starts_with('{') {
+        true => serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}")),
+        false => toml::from_str(text).unwrap_or_else(|e| panic!("{e}")),
+    }
 }
 
 fn secrets(name: &str) -> Option<String> {
@@ -43,7 +46,7 @@ fn every_shipped_profile_binds() {
         let mapping = Mapping::bind(&doc(text), &secrets).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(mapping.name(), *name);
     }
-    let find: OperationDoc = toml::from_str(profiles::GENERIC_FIND_CASE).unwrap();
+    let find: OperationDoc = serde_json::from_str(profiles::GENERIC_FIND_CASE).unwrap();
     let mut generic = doc(profiles::GENERIC);
     generic.find_case = Some(find);
     assert!(Mapping::bind(&generic, &secrets).unwrap().can_find_cases());
