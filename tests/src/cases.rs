@@ -835,6 +835,33 @@ async fn signed_requests_are_not_replayed(t: &Target) {
 /// answered `live` from it (a request that came after the call would be a
 /// `cache` answer, so all `live` shows they waited on the one call). Spin
 /// runs an instance per request, so there each request is its own call.
+/// A shipped CRM profile through this host, against the simulator speaking
+/// that vendor's API (`crm-sim --dialect`): a known number found and an
+/// unknown one not found, both live; a case created at once under the
+/// write's reference; with OAuth, one token for every call (kept in the
+/// host's KV, so a Worker's isolates share it).
+pub async fn speaks_the_vendor_profile(t: &Target, oauth: bool) {
+    t.load_customers(json!([{"phone": GOLD, "customerId": "C-2002", "tier": "gold"}])).await;
+    let (status, answer) = t.lookup(GOLD).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["source"].as_str(), answer["found"].as_bool()), (Some("live"), Some(true)), "{answer}");
+    assert_eq!((answer["customerId"].as_str(), answer["tier"].as_str()), (Some("C-2002"), Some("gold")), "{answer}");
+    let (status, answer) = t.lookup(NEVER_SEEN).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["source"].as_str(), answer["found"].as_bool()), (Some("live"), Some(false)), "{answer}");
+
+    let (status, answer) = t.post("/v1/cases", &json!({"ani": GOLD, "subject": "Callback"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "COMPLETE", "{answer}");
+    let ledger = t.admin(t.http.get(format!("{}/admin/ledger", t.admin)), "/admin/ledger").await;
+    let cases = ledger.as_array().cloned().unwrap_or_default();
+    assert_eq!(cases.len(), 1, "{ledger}");
+    assert_eq!(cases[0]["caseId"], answer["caseId"], "{ledger}");
+    assert_eq!(cases[0]["externalRef"], answer["correlationId"], "{ledger}");
+    let tokens = t.sim_count("tokensIssued").await;
+    assert_eq!(tokens, u64::from(oauth), "one token serves every call");
+}
+
 pub async fn concurrent_misses_make_one_crm_call(t: &Target) {
     t.with_customers().await;
     let url = format!("{}/admin/mode", t.admin);

@@ -77,10 +77,18 @@ impl Stack {
     /// A stack whose edge gets `settings` on top of [`base_edge_env`]
     /// (a later entry wins; an empty value unsets a setting).
     pub async fn start_with(settings: &[(&str, &str)]) -> Self {
+        Self::start_with_sim(&[], settings).await
+    }
+
+    /// A stack whose simulator gets `sim_args` (a vendor `--dialect`, say)
+    /// and whose edge gets `settings` as [`Self::start_with`] gives them.
+    pub async fn start_with_sim(sim_args: &[&str], settings: &[(&str, &str)]) -> Self {
         let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let sim_args: Vec<String> = sim_args.iter().map(|a| a.to_string()).collect();
         tokio::task::spawn_blocking(move || {
             let mut sim_cmd = program("crm-sim");
             sim_cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "warn");
+            sim_cmd.args(&sim_args);
             let sim = Service::start_command("crm-sim", &mut sim_cmd).expect("crm-sim starts");
             let mut edge_cmd = program("failsoft-edge");
             edge_cmd.args(["--listen", "127.0.0.1:0"]);
@@ -158,6 +166,11 @@ impl Stack {
         let reply = self.send(request).await;
         assert_eq!(reply.status, 200, "simulator {path}: {}", reply.body);
         reply.body
+    }
+
+    /// A `POST` to the simulator's admin API; its JSON answer (200 asserted).
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Value {
+        self.admin(Method::POST, path, Some(body)).await
     }
 
     /// Sets the simulator's failure mode, e.g. `json!({"mode": "down"})`;

@@ -183,7 +183,7 @@ fn assert_kept(drill: &Drill, mode: &str) {
         // Kept, or not judged in this drill (the breaker-open promise is
         // for `hang` only).
         let hang_only = promise["name"].as_str().is_some_and(|n| n.contains("once the breaker was open"));
-        let judged = mode == "hang" || !hang_only;
+        let judged = mode == "hang" || mode == "late" || !hang_only;
         assert_eq!(promise["kept"], if judged { json!(true) } else { Value::Null }, "promise {promise}\n{ctx}");
     }
     for phase in ["before", "outage", "after"] {
@@ -364,16 +364,52 @@ fn drill_worker_down_keeps_every_promise() {
 /// The Spin component under `wasmtime serve`, its path to SQS refused for
 /// the first half of the CRM's outage: its key-value outbox keeps those
 /// writes, and later responses and the origin's drain call send them on.
+/// The CRM is Zendesk's API (its simulator), spoken through the `zendesk`
+/// profile: `Idempotency-Key` and the search by `external_id` keep writes once.
 #[test]
-fn drill_spin_down_keeps_every_promise() {
-    let d = drill("spin", "down", "30s", &["--queue-outage", "15s", "--queue-outage-mode", "refuse"]);
+fn drill_spin_down_keeps_every_promise_with_zendesk() {
+    let d = drill(
+        "spin",
+        "down",
+        "30s",
+        &["--crm-contract", "zendesk", "--queue-outage", "15s", "--queue-outage-mode", "refuse"],
+    );
     assert_outbox_kept_writes(&d);
     assert_kept_compressed(&d, "down");
 }
 
+/// How many writes the worker found by their reference instead of creating
+/// them again (its log's count).
+fn found_before_create(drill: &Drill) -> usize {
+    let log = std::fs::read_to_string(drill.dir.join("stack/logs/worker.log")).unwrap_or_default();
+    log.matches("case found by externalRef; not creating another").count()
+}
+
+/// Salesforce (no idempotency key) answering late: every create the edge
+/// gave up on was made, and the worker finds each by its reference before
+/// it would create it again. The Worker host, with its token in KV.
 #[test]
-fn drill_worker_hang_keeps_every_promise() {
-    assert_kept_compressed(&drill("worker", "hang", "30s", &[]), "hang");
+fn drill_worker_late_finds_abandoned_writes_with_salesforce() {
+    let d = drill("worker", "late", "30s", &["--crm-contract", "salesforce"]);
+    let found = found_before_create(&d);
+    assert_kept_compressed(&d, "late");
+    assert!(found >= 1, "the worker found the edge's abandoned creates by their reference: {found}");
+}
+
+/// HubSpot (no idempotency key; a unique ticket property) answering late,
+/// on the native host.
+#[test]
+fn drill_native_late_finds_abandoned_writes_with_hubspot() {
+    let d = drill("native", "late", "30s", &["--crm-contract", "hubspot"]);
+    let found = found_before_create(&d);
+    assert_kept_compressed(&d, "late");
+    assert!(found >= 1, "the worker found the edge's abandoned creates by their reference: {found}");
+}
+
+/// ServiceNow's Table API with OAuth, down for the outage, on the native host.
+#[test]
+fn drill_native_down_keeps_every_promise_with_servicenow() {
+    assert_kept_compressed(&drill("native", "down", "30s", &["--crm-contract", "servicenow"]), "down");
 }
 
 /// The CRM comes back refusing every case creation (422): the queued writes

@@ -168,14 +168,93 @@ pub enum CrmContract {
     /// Only `GET /customers?phone=` and `POST /cases` with
     /// `Idempotency-Key`: what every CRM must offer, and nothing more.
     TwoCall,
+    /// Salesforce's REST API as the simulator serves it (`crm-sim --dialect
+    /// salesforce`): the edge and the worker use the `salesforce` profile.
+    Salesforce,
+    /// Zendesk's Search and Tickets APIs (`crm-sim --dialect zendesk`),
+    /// spoken through the `zendesk` profile.
+    Zendesk,
+    /// HubSpot's CRM API v3 (`crm-sim --dialect hubspot`), through the
+    /// `hubspot` profile.
+    Hubspot,
+    /// ServiceNow's Table API (`crm-sim --dialect servicenow`), through the
+    /// `servicenow` profile.
+    Servicenow,
 }
+
+/// The simulator's made-up credentials for the vendor dialects; tests only,
+/// they protect nothing.
+pub const SIM_CLIENT_ID: &str = "failsoft-test-client";
+pub const SIM_CLIENT_SECRET: &str = "failsoft-test-secret";
+pub const SIM_ZENDESK_EMAIL: &str = "agent@example.com";
+pub const SIM_ZENDESK_TOKEN: &str = "failsoft-test-token";
+pub const SIM_HUBSPOT_TOKEN: &str = "failsoft-test-hubspot-token";
 
 impl CrmContract {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Full => "full",
             Self::TwoCall => "two-call",
+            Self::Salesforce => "salesforce",
+            Self::Zendesk => "zendesk",
+            Self::Hubspot => "hubspot",
+            Self::Servicenow => "servicenow",
         }
+    }
+
+    /// The vendor contracts: a simulated vendor API and its shipped profile.
+    pub const VENDORS: [Self; 4] = [Self::Salesforce, Self::Zendesk, Self::Hubspot, Self::Servicenow];
+
+    /// `crm-sim`'s arguments for this contract.
+    pub fn sim_args(self) -> Vec<&'static str> {
+        match self {
+            Self::Full | Self::TwoCall => vec!["--contract", self.as_str()],
+            Self::Salesforce | Self::Zendesk | Self::Hubspot | Self::Servicenow => vec![
+                "--dialect",
+                self.as_str(),
+                "--client-id",
+                SIM_CLIENT_ID,
+                "--client-secret",
+                SIM_CLIENT_SECRET,
+                "--zendesk-email",
+                SIM_ZENDESK_EMAIL,
+                "--zendesk-token",
+                SIM_ZENDESK_TOKEN,
+                "--hubspot-token",
+                SIM_HUBSPOT_TOKEN,
+            ],
+        }
+    }
+
+    /// The settings the edge and the worker need to speak to the simulator:
+    /// the vendor's profile and the simulator's credentials.
+    pub fn profile_settings(self) -> Vec<(String, String)> {
+        let pairs: &[(&str, &str)] = match self {
+            Self::Full | Self::TwoCall => &[],
+            Self::Salesforce => &[
+                ("FAILSOFT_CRM_PROFILE", "salesforce"),
+                ("FAILSOFT_CRM_CLIENT_ID", SIM_CLIENT_ID),
+                ("FAILSOFT_CRM_CLIENT_SECRET", SIM_CLIENT_SECRET),
+            ],
+            Self::Zendesk => &[
+                ("FAILSOFT_CRM_PROFILE", "zendesk"),
+                ("FAILSOFT_CRM_USERNAME", SIM_ZENDESK_EMAIL),
+                ("FAILSOFT_CRM_API_TOKEN", SIM_ZENDESK_TOKEN),
+            ],
+            Self::Hubspot => &[("FAILSOFT_CRM_PROFILE", "hubspot"), ("FAILSOFT_CRM_API_TOKEN", SIM_HUBSPOT_TOKEN)],
+            Self::Servicenow => &[
+                ("FAILSOFT_CRM_PROFILE", "servicenow"),
+                ("FAILSOFT_CRM_CLIENT_ID", SIM_CLIENT_ID),
+                ("FAILSOFT_CRM_CLIENT_SECRET", SIM_CLIENT_SECRET),
+            ],
+        };
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Whether the simulator has the generic contract's customer list (the
+    /// pre-warm sync's source); without it, an export file is.
+    pub fn has_list(self) -> bool {
+        self == Self::Full
     }
 }
 
@@ -598,6 +677,9 @@ impl LocalStack {
         fs::create_dir_all(&logs).map_err(io_error(format!("creating {}", logs.display())))?;
         let mut settings: Vec<(String, String)> =
             STACK_DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if spec.crm_url.is_none() {
+            settings.extend(spec.crm_contract.profile_settings());
+        }
         for (key, value) in &spec.settings {
             settings.retain(|(k, _)| k != key);
             settings.push((key.clone(), value.clone()));
@@ -659,7 +741,7 @@ impl LocalStack {
             None => {
                 let mut sim = clean_command(&program("crm-sim")?);
                 sim.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "info");
-                sim.args(["--contract", spec.crm_contract.as_str()]);
+                sim.args(spec.crm_contract.sim_args());
                 stack.spawn("crm-sim", sim)?;
                 let urls = parse_listening_line(&stack.wait_line("crm-sim", PROGRAM_READY, "crm-sim listening").await?);
                 let api = urls.get("api").cloned().unwrap_or_default();

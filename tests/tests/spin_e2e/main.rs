@@ -16,6 +16,7 @@ mod wasmtime;
 
 use std::time::{Duration, Instant};
 
+use failsoft_lab::local_stack::CrmContract;
 use failsoft_lab::process::Service;
 use failsoft_lab::switch::{Mode, Switch};
 use failsoft_tests::harness::{base_edge_env, program};
@@ -40,9 +41,16 @@ impl SpinStack {
     }
 
     async fn start_with(settings: &[(&str, &str)], queue: Option<Queue>) -> Self {
-        let sim = tokio::task::spawn_blocking(|| {
+        Self::start_with_sim(&[], settings, queue).await
+    }
+
+    /// A stack whose simulator gets `sim_args` (a vendor `--dialect`).
+    async fn start_with_sim(sim_args: &[&str], settings: &[(&str, &str)], queue: Option<Queue>) -> Self {
+        let sim_args: Vec<String> = sim_args.iter().map(|a| a.to_string()).collect();
+        let sim = tokio::task::spawn_blocking(move || {
             let mut command = program("crm-sim");
             command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "warn");
+            command.args(&sim_args);
             Service::start_command("crm-sim", &mut command).expect("crm-sim starts")
         })
         .await
@@ -437,4 +445,18 @@ async fn spin_outbox_is_drained_by_the_origins_schedule_while_the_edge_is_idle()
     .await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert!(messages[0].body.contains("spin-idle-1"), "{messages:?}");
+}
+
+/// Each shipped CRM profile in the Spin component, against the simulator
+/// speaking that vendor's API: its lookups and a case, the OAuth token
+/// fetched once and kept in the key-value store (one instance per request).
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_speaks_each_shipped_crm_profile() {
+    for contract in CrmContract::VENDORS {
+        let settings = contract.profile_settings();
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let stack = SpinStack::start_with_sim(&contract.sim_args(), &settings, None).await;
+        let oauth = matches!(contract, CrmContract::Salesforce | CrmContract::Servicenow);
+        cases::speaks_the_vendor_profile(&stack.target, oauth).await;
+    }
 }

@@ -12,6 +12,7 @@ mod wrangler;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use failsoft_lab::local_stack::CrmContract;
 use failsoft_lab::process::Service;
 use failsoft_lab::switch::{Mode, Switch};
 use failsoft_shared::keys::{entity_key, normalize_phone};
@@ -122,6 +123,39 @@ worker_cases! {
 }
 
 const VIP: &str = "+442079460001";
+
+/// Each shipped CRM profile on the Worker, against the simulator speaking
+/// that vendor's API: its lookups and a case through the Worker, the OAuth
+/// token fetched once and kept in KV.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_speaks_each_shipped_crm_profile() {
+    for contract in CrmContract::VENDORS {
+        let sim = tokio::task::spawn_blocking(move || {
+            let mut command = program("crm-sim");
+            command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "warn");
+            command.args(contract.sim_args());
+            Service::start_command("crm-sim", &mut command).expect("crm-sim starts")
+        })
+        .await
+        .expect("crm-sim starts");
+        let mut vars = worker_vars(&sim, &[]);
+        vars.extend(contract.profile_settings());
+        let worker = WranglerDev::start(&vars, None).await;
+        let target = Target {
+            host: Host::Worker,
+            edge: worker.url.clone(),
+            token: AUTH_TOKEN.to_owned(),
+            admin: sim.url("admin").to_owned(),
+            http: reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().expect("a client"),
+            queue: None,
+            seen: Default::default(),
+        };
+        let oauth = matches!(contract, CrmContract::Salesforce | CrmContract::Servicenow);
+        cases::speaks_the_vendor_profile(&target, oauth).await;
+        drop(worker);
+        drop(sim);
+    }
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_concurrent_misses_in_one_isolate_make_one_crm_call() {

@@ -53,7 +53,11 @@ impl Plot {
     fn phases(&mut self, report: &Report) {
         let t = &report.timeline;
         let (x0, x1) = (self.x(t.outage_start_ms / 1000.0), self.x(t.recovery_ms / 1000.0));
-        let label = if report.settings.mode == "hang" { "CRM hung" } else { "CRM down" };
+        let label = match report.settings.mode.as_str() {
+            "hang" => "CRM hung",
+            "late" => "CRM late",
+            _ => "CRM down",
+        };
         let _ = write!(
             self.svg,
             r##"<rect x="{x0:.1}" y="{TOP}" width="{:.1}" height="{:.1}" fill="#ef4444" fill-opacity="0.12"/><text x="{:.1}" y="{:.1}" fill="#b91c1c" text-anchor="middle">{label}</text>"##,

@@ -62,6 +62,10 @@ pub enum OutageMode {
     Down,
     /// Requests are accepted and never answered (a wedged CRM).
     Hang,
+    /// Requests are carried out (cases created) and answered too late for
+    /// any caller: every write the edge gave up on was made, so the worker
+    /// must find it before it creates (a CRM under a long GC pause).
+    Late,
 }
 
 /// How the CRM comes back.
@@ -101,7 +105,8 @@ pub struct DrillArgs {
     pub sqs: SqsHost,
     /// The calls the CRM simulator offers: `two-call` is a CRM with only
     /// the two required calls (no case search: `Idempotency-Key` alone
-    /// keeps writes once).
+    /// keeps writes once); `salesforce` and `zendesk` serve that vendor's
+    /// API, spoken through its shipped profile (`deploy/crm/`).
     #[arg(long, value_enum, default_value_t = CrmContract::Full)]
     pub crm_contract: CrmContract,
     /// `ignore`: the CRM simulator creates a case for every request, as a
@@ -473,8 +478,8 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
         None
     } else {
         // A CRM with only the two calls has no list: its export is the source.
-        let export = match args.crm_contract {
-            CrmContract::TwoCall => {
+        let export = match args.crm_contract.has_list() {
+            false => {
                 let path = std::path::absolute(args.out.join("customers.jsonl"))?;
                 let lines: Vec<String> = population
                     .crm_records(usize::MAX)
@@ -487,7 +492,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
                     .with_context(|| format!("writing the export {}", path.display()))?;
                 Some(path)
             }
-            CrmContract::Full => None,
+            true => None,
         };
         let summary = sync_once(&env, export.as_deref()).await.context("the pre-warm sync (failsoft sync)")?;
         println!(
@@ -597,6 +602,7 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
     let how = match args.mode {
         OutageMode::Down => "is down (its port closed)",
         OutageMode::Hang => "hangs (takes requests, never answers)",
+        OutageMode::Late => "answers late (carries requests out, answers after every deadline)",
     };
     say(&bar, &format!("outage: the CRM {how} for {}", report::duration_text(args.outage.as_secs_f64())));
     tokio::time::sleep(
@@ -902,6 +908,7 @@ fn mode_name(mode: OutageMode) -> &'static str {
     match mode {
         OutageMode::Down => "down",
         OutageMode::Hang => "hang",
+        OutageMode::Late => "late",
     }
 }
 

@@ -360,6 +360,7 @@ impl Crm {
             .map(|c| super::trace::CrmCall {
                 method: text(c, "method"),
                 path: text(c, "path"),
+                route: text(c, "route"),
                 correlation_id: text(c, "correlationId"),
             })
             .collect())

@@ -54,6 +54,15 @@ pub struct Settings {
     pub machine: Machine,
 }
 
+impl Settings {
+    /// Whether the outage holds callers until their deadline (`hang`, and
+    /// `late`, whose answers come after it): the modes whose lookups the
+    /// breaker must stop waiting.
+    pub fn callers_wait(&self) -> bool {
+        matches!(self.mode.as_str(), "hang" | "late")
+    }
+}
+
 /// The machine the drill ran on.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -738,7 +747,7 @@ impl Report {
                     "no lookup waited the CRM deadline once the breaker was open (outage + {:.0} s → recovery, hang)",
                     settings.breaker_settle_secs
                 ),
-                kept: (settings.mode == "hang").then_some(outage_latency.breaker_open_waited_deadline == 0),
+                kept: settings.callers_wait().then_some(outage_latency.breaker_open_waited_deadline == 0),
                 measured: format!(
                     "{} of {}",
                     outage_latency.breaker_open_waited_deadline, outage_latency.breaker_open_lookups
@@ -845,7 +854,7 @@ impl Report {
                 limit: "all (the CRM is up: nothing needs the queue)".into(),
             });
         }
-        let hang = settings.mode == "hang";
+        let hang = settings.callers_wait();
         let targets = vec![
             Check {
                 name: "lookup p99 over the outage (hang)".into(),

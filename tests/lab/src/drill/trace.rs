@@ -16,6 +16,9 @@ use super::traffic::{Kind, Record};
 pub struct CrmCall {
     pub method: String,
     pub path: String,
+    /// What the call was in any dialect (`lookup`, `createCase`,
+    /// `findCases`, …), as the simulator classified it.
+    pub route: String,
     pub correlation_id: String,
 }
 
@@ -41,13 +44,14 @@ impl Traced {
     }
 }
 
-/// Matches queued writes (answered `PENDING`) to `POST /cases` and
-/// delivered refreshes (their correlationIds) to `GET /customers`.
+/// Matches queued writes (answered `PENDING`) to case creations (`POST
+/// /cases`, or the vendor's) and delivered refreshes (their
+/// correlationIds) to lookups.
 pub fn trace<'a>(records: &[Record], refreshes: impl IntoIterator<Item = &'a str>, calls: &[CrmCall]) -> Traced {
-    let seen = |method: &str, path: &str| -> HashSet<&str> {
-        calls.iter().filter(|c| c.method == method && c.path == path).map(|c| c.correlation_id.as_str()).collect()
+    let seen = |route: &str| -> HashSet<&str> {
+        calls.iter().filter(|c| c.route == route).map(|c| c.correlation_id.as_str()).collect()
     };
-    let (creates, lookups) = (seen("POST", "/cases"), seen("GET", "/customers"));
+    let (creates, lookups) = (seen("createCase"), seen("lookup"));
     let mut traced = Traced::default();
     let mut examples = Vec::new();
     for r in records.iter().filter(|r| r.kind == Kind::Case && r.answer.as_deref() == Some("PENDING")) {
@@ -67,7 +71,7 @@ pub fn trace<'a>(records: &[Record], refreshes: impl IntoIterator<Item = &'a str
         }
     }
     traced.untraced_examples = examples;
-    traced.case_searches = calls.iter().filter(|c| c.method == "GET" && c.path == "/cases").count() as u64;
+    traced.case_searches = calls.iter().filter(|c| c.route == "findCases").count() as u64;
     traced
 }
 
@@ -76,7 +80,13 @@ mod tests {
     use super::*;
 
     fn call(method: &str, path: &str, id: &str) -> CrmCall {
-        CrmCall { method: method.into(), path: path.into(), correlation_id: id.into() }
+        let route = match (method, path) {
+            ("POST", "/cases") => "createCase",
+            ("GET", "/customers") => "lookup",
+            ("GET", "/cases") => "findCases",
+            _ => "other",
+        };
+        CrmCall { method: method.into(), path: path.into(), route: route.into(), correlation_id: id.into() }
     }
 
     #[test]
