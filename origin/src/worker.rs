@@ -12,6 +12,9 @@ use crate::config::WorkerConfig;
 use crate::dead_letter::DeadLetters;
 use crate::dead_letter::alerts::Alerts;
 use crate::deliver::crm::Crm;
+
+/// The mapping whose CRM offers the generic contract's customer list.
+const GENERIC_PROFILE: &str = "generic";
 use crate::deliver::delivery::Delivery;
 use crate::deliver::edge_push::EdgePush;
 use crate::deliver::event_sink::EventSink;
@@ -135,8 +138,19 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         beat_stopped.clone(),
     ));
     let emf = config.emf_every.map(|every| tokio::spawn(emf::run(Arc::clone(&delivery), every, beat_stopped.clone())));
+    // The sync reads the generic contract's customer list; a vendor's
+    // mapping declares none, so its pre-warm comes from exports
+    // (`failsoft sync --from-file`), never from calls the CRM would refuse.
+    let has_list = config.crm_mapping.name() == GENERIC_PROFILE;
+    if config.sync.scheduled() && !has_list {
+        tracing::info!(
+            mapping = config.crm_mapping.name(),
+            "pre-warm sync from the CRM off: the mapping declares no customer list; pre-warm from an export \
+             with failsoft sync --from-file"
+        );
+    }
     let sync = match &config.sync.cache_key_secret {
-        Some(key_secret) if config.sync.scheduled() => {
+        Some(key_secret) if config.sync.scheduled() && has_list => {
             let sink = Sink::new(
                 dynamo,
                 config.tables.last_known.clone(),

@@ -143,10 +143,17 @@ impl Worker {
 
 impl OriginStack {
     pub async fn start() -> Self {
-        let (moto, sim) = tokio::task::spawn_blocking(|| {
+        Self::start_with_sim(&[]).await
+    }
+
+    /// A stack whose simulator gets `sim_args` (a vendor `--dialect`).
+    pub async fn start_with_sim(sim_args: &[&str]) -> Self {
+        let sim_args: Vec<String> = sim_args.iter().map(|a| a.to_string()).collect();
+        let (moto, sim) = tokio::task::spawn_blocking(move || {
             let moto = MotoServer::start_with(Auth::Iam).expect("moto_server starts (scripts/setup.sh installs it)");
             let mut sim_cmd = program("crm-sim");
             sim_cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]).env("RUST_LOG", "warn");
+            sim_cmd.args(&sim_args);
             let sim = Service::start_command("crm-sim", &mut sim_cmd).expect("crm-sim starts");
             (moto, sim)
         })
