@@ -12,9 +12,6 @@ use crate::config::WorkerConfig;
 use crate::dead_letter::DeadLetters;
 use crate::dead_letter::alerts::Alerts;
 use crate::deliver::crm::Crm;
-
-/// The mapping whose CRM offers the generic contract's customer list.
-const GENERIC_PROFILE: &str = "generic";
 use crate::deliver::delivery::Delivery;
 use crate::deliver::edge_push::EdgePush;
 use crate::deliver::event_sink::EventSink;
@@ -138,10 +135,10 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         beat_stopped.clone(),
     ));
     let emf = config.emf_every.map(|every| tokio::spawn(emf::run(Arc::clone(&delivery), every, beat_stopped.clone())));
-    // The sync reads the generic contract's customer list; a vendor's
-    // mapping declares none, so its pre-warm comes from exports
-    // (`failsoft sync --from-file`), never from calls the CRM would refuse.
-    let has_list = config.crm_mapping.name() == GENERIC_PROFILE;
+    // The sync reads the mapping's customer list; a mapping without one
+    // (ServiceNow's) is pre-warmed from exports (`failsoft sync
+    // --from-file`), never by calls the CRM would refuse.
+    let has_list = config.crm_mapping.has_list();
     if config.sync.scheduled() && !has_list {
         tracing::info!(
             mapping = config.crm_mapping.name(),
@@ -164,7 +161,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             let syncer =
                 Syncer::new(config.sync.clone(), key_secret.clone(), config.policy.default_tier.clone(), sink, state)
                     .with_breaker(Arc::clone(&delivery));
-            let crm = CrmList::new(http.clone(), &config.crm_url, config.sync.page_size);
+            let crm = Crm::new(http.clone(), &config.crm_url, Arc::clone(&config.crm_mapping));
+            let crm = CrmList::new(crm, config.sync.page_size);
             tracing::info!(interval_secs = config.sync.interval.as_secs(), rate = config.sync.rate, "pre-warm sync on");
             Some(tokio::spawn(Arc::new(syncer).serve(crm, beat_stopped.clone())))
         }

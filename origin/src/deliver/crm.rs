@@ -8,7 +8,7 @@ use std::time::Duration;
 use failsoft_shared::cache::CustomerRecord;
 use failsoft_shared::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
 use failsoft_shared::mapping::template::RenderError;
-use failsoft_shared::mapping::{self, CrmRequest, Mapping, Op, Token};
+use failsoft_shared::mapping::{self, CrmRequest, ListPage, Mapping, Op, Token};
 use failsoft_shared::rate_limit::{self, Quota};
 use serde_json::Value;
 
@@ -91,6 +91,26 @@ impl Crm {
     /// The breaker's probe: the mapping's, else a lookup of [`PROBE_PHONE`].
     pub async fn probe(&self, deadline: Duration) -> Reply {
         self.call(Op::Probe, deadline, |m, base, token| m.probe(base, token)).await
+    }
+
+    /// One page of the mapping's customer list (the pre-warm sync's).
+    pub async fn list_page(
+        &self,
+        since_ms: Option<u64>,
+        page_size: u32,
+        page: ListPage<'_>,
+        deadline: Duration,
+    ) -> Reply {
+        self.call(Op::ListCustomers, deadline, |m, base, token| {
+            m.list_customers(base, since_ms, page_size, page, token)
+                .unwrap_or(Err(RenderError::Missing("list_customers".to_owned())))
+        })
+        .await
+    }
+
+    /// The CRM's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// A new token from the token endpoint (`failsoft crm check`); the
@@ -184,7 +204,7 @@ impl Crm {
 
 fn op_class(op: Op) -> Operation {
     match op {
-        Op::Lookup | Op::Probe => Operation::Lookup,
+        Op::Lookup | Op::Probe | Op::ListCustomers => Operation::Lookup,
         Op::CreateCase | Op::FindCase => Operation::Write,
     }
 }

@@ -14,6 +14,7 @@ use super::source::CrmList;
 use super::state::StateStore;
 use super::{Outcome, PassMode, Report, SyncSettings, Syncer};
 use crate::config::{self, Secret, Tables};
+use crate::deliver::crm::Crm;
 use crate::{aws, clock};
 
 /// What `failsoft sync` needs.
@@ -25,6 +26,8 @@ pub struct SyncConfig {
     pub tables: Tables,
     /// `FAILSOFT_CRM_URL` (not needed with `--from-file`).
     pub crm_url: Option<String>,
+    /// The CRM's mapping (read with `FAILSOFT_CRM_URL`): its customer list.
+    pub crm_mapping: Option<std::sync::Arc<failsoft_shared::mapping::Mapping>>,
     /// `FAILSOFT_EDGE_URL`: the edges to fill (comma-separated).
     pub edge_urls: Vec<String>,
     /// `FAILSOFT_INTERNAL_SECRET`: signs the bulk pushes (needed with an edge).
@@ -43,6 +46,10 @@ impl SyncConfig {
             None if from_file => None,
             None => return Err(ConfigError::new("FAILSOFT_CRM_URL", "is required (or use --from-file)")),
         };
+        let crm_mapping = match &crm_url {
+            Some(_) => Some(std::sync::Arc::new(config::crm_mapping(lookup)?)),
+            None => None,
+        };
         let edge_urls = config::edge_urls(lookup)?;
         let internal_secret = match config::text(lookup, "FAILSOFT_INTERNAL_SECRET") {
             Some(_) => config::secret(lookup, "FAILSOFT_INTERNAL_SECRET")?,
@@ -57,6 +64,7 @@ impl SyncConfig {
             policy: Policy::from_lookup(|n| lookup(n))?,
             tables: config::tables(lookup)?,
             crm_url,
+            crm_mapping,
             edge_urls,
             internal_secret,
         })
@@ -95,7 +103,12 @@ pub async fn run(config: SyncConfig, command: SyncCommand) -> anyhow::Result<()>
         sink,
         state,
     );
-    let crm = config.crm_url.as_deref().map(|url| CrmList::new(http.clone(), url, config.settings.page_size));
+    let crm = match (&config.crm_url, &config.crm_mapping) {
+        (Some(url), Some(mapping)) => {
+            Some(CrmList::new(Crm::new(http.clone(), url, std::sync::Arc::clone(mapping)), config.settings.page_size))
+        }
+        _ => None,
+    };
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         crate::worker::stop_signal().await;

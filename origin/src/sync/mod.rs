@@ -334,11 +334,11 @@ impl Syncer {
         progress: &dyn Progress,
         stop: &watch::Receiver<bool>,
     ) -> Result<(), SyncError> {
-        let since = run.since_ms.map(|ms| UtcTime::from_unix_ms(ms).rfc3339());
+        let since = run.since_ms;
         let mut seen_cursors: HashSet<String> = run.cursor.iter().cloned().collect();
         let mut pacer = Pacer::new(self.settings.rate);
         let mut page = 1;
-        let mut fetched = self.fetch(crm, since.as_deref(), run.cursor.as_deref(), &mut pacer, stop, page).await?;
+        let mut fetched = self.fetch(crm, since, run.cursor.as_deref(), &mut pacer, stop, page).await?;
         loop {
             let (batch, read_at_ms) = fetched;
             let mut next_cursor = batch.next_cursor.clone();
@@ -352,9 +352,7 @@ impl Syncer {
             let write = self.apply(batch, read_at_ms, report, Place::Page(page));
             let prefetch = async {
                 match next_cursor.as_deref() {
-                    Some(cursor) => {
-                        Some(self.fetch(crm, since.as_deref(), Some(cursor), &mut pacer, stop, page + 1).await)
-                    }
+                    Some(cursor) => Some(self.fetch(crm, since, Some(cursor), &mut pacer, stop, page + 1).await),
                     None => None,
                 }
             };
@@ -383,7 +381,7 @@ impl Syncer {
     async fn fetch(
         &self,
         crm: &CrmList,
-        since: Option<&str>,
+        since: Option<u64>,
         cursor: Option<&str>,
         pacer: &mut Pacer,
         stop: &watch::Receiver<bool>,

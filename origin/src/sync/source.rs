@@ -5,17 +5,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use failsoft_shared::error_class::{Operation, Verdict};
+use failsoft_shared::error_class::Verdict;
 use failsoft_shared::sync::ListedCustomer;
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::deliver::crm::{CORRELATION_HEADER, Reply, send};
+use failsoft_shared::mapping::{ListPage, Mapping, NextPage, NotAList};
+
+use crate::deliver::crm::{Crm, Reply};
 
 /// Bound on one page's request, body included.
 pub const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 /// The correlationId the sync's calls carry, so a CRM's logs say what they were.
-pub const SYNC_ID: &str = "failsoft-sync";
+pub const SYNC_ID: &str = failsoft_shared::mapping::LIST_ID;
 
 /// One page of the list, or one chunk of a file.
 #[derive(Debug, Default)]
@@ -48,39 +49,38 @@ pub enum PageError {
     NotAList(&'static str),
 }
 
-/// The CRM's paged list.
+/// The CRM's paged list, through its mapping (`list_customers`).
 #[derive(Clone)]
 pub struct CrmList {
-    http: reqwest::Client,
-    base: String,
+    crm: Crm,
     page_size: u32,
 }
 
+/// How a stored cursor names the next page: the mapping's `next_page` URL
+/// or its `next_cursor` value (a cursor stored before either, bare, is a
+/// `next_cursor`).
+const URL_CURSOR: &str = "url:";
+const VALUE_CURSOR: &str = "cursor:";
+
 impl CrmList {
-    pub fn new(http: reqwest::Client, base: &str, page_size: u32) -> Self {
-        Self { http, base: base.trim_end_matches('/').to_owned(), page_size }
+    pub fn new(crm: Crm, page_size: u32) -> Self {
+        Self { crm, page_size }
     }
 
-    /// One page: everything changed at or after `since` (RFC 3339; all when
+    /// One page: everything changed at or after `since_ms` (all when
     /// `None`), from `cursor`. The reply is handed back too, so the worker's
     /// breaker hears of a CRM that is down.
-    pub async fn page(&self, since: Option<&str>, cursor: Option<&str>) -> (Result<Batch, PageError>, Reply) {
-        let mut query: Vec<(&str, String)> = vec![("limit", self.page_size.to_string())];
-        if let Some(since) = since {
-            query.push(("updatedSince", since.to_owned()));
-        }
-        if let Some(cursor) = cursor {
-            query.push(("cursor", cursor.to_owned()));
-        }
-        let request = self
-            .http
-            .get(format!("{}/customers", self.base))
-            .query(&query)
-            .header("accept", "application/json")
-            .header(CORRELATION_HEADER, SYNC_ID);
-        let reply = send(request, Operation::Lookup, PAGE_DEADLINE).await;
+    pub async fn page(&self, since_ms: Option<u64>, cursor: Option<&str>) -> (Result<Batch, PageError>, Reply) {
+        let page = match cursor {
+            None => ListPage::First,
+            Some(c) => match c.strip_prefix(URL_CURSOR) {
+                Some(url) => ListPage::Url(url),
+                None => ListPage::Cursor(c.strip_prefix(VALUE_CURSOR).unwrap_or(c)),
+            },
+        };
+        let reply = self.crm.list_page(since_ms, self.page_size, page, PAGE_DEADLINE).await;
         let outcome = match (reply.verdict, reply.status) {
-            (Verdict::Success, _) => parse_page(&reply.body),
+            (Verdict::Success, _) => read_page(self.crm.mapping(), self.crm.base(), &reply.body),
             (_, Some(status @ (404 | 405 | 501))) => Err(PageError::NoList(status)),
             (_, Some(status @ (400..=499))) if status != 408 && status != 429 => Err(PageError::Refused(status)),
             (_, status) => Err(PageError::Unavailable(status.map_or("no answer".to_owned(), |s| format!("HTTP {s}")))),
@@ -89,28 +89,18 @@ impl CrmList {
     }
 }
 
-/// A page's body: `{"customers": [...], "nextCursor": "…" | null}`. A
-/// customer that is not an object is unreadable; the rest go on.
-pub fn parse_page(body: &[u8]) -> Result<Batch, PageError> {
-    let Ok(Value::Object(mut page)) = serde_json::from_slice::<Value>(body) else {
-        return Err(PageError::NotAList("not a JSON object"));
-    };
-    let Some(Value::Array(customers)) = page.remove("customers") else {
-        return Err(PageError::NotAList("no `customers` array"));
-    };
-    let next_cursor = match page.remove("nextCursor") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) if !c.is_empty() => Some(c),
-        Some(_) => return Err(PageError::NotAList("`nextCursor` is neither a string nor null")),
-    };
-    let mut batch = Batch { next_cursor, ..Batch::default() };
-    for (index, customer) in customers.into_iter().enumerate() {
-        match serde_json::from_value::<ListedCustomer>(customer) {
-            Ok(listed) => batch.customers.push((index as u64, listed)),
-            Err(_) => batch.unreadable.push(index as u64),
-        }
-    }
-    Ok(batch)
+/// A page's body as the mapping reads it.
+pub fn read_page(mapping: &Mapping, base: &str, body: &[u8]) -> Result<Batch, PageError> {
+    let page = mapping.read_list(base, body).map_err(|e| match e {
+        NotAList::NotJson => PageError::NotAList("not JSON"),
+        NotAList::Shape => PageError::NotAList("not the mapping's list (list_customers.answer.items)"),
+        NotAList::ForeignNextPage => PageError::NotAList("its next page is on another origin than the CRM's"),
+    })?;
+    let next_cursor = page.next.map(|next| match next {
+        NextPage::Url(url) => format!("{URL_CURSOR}{url}"),
+        NextPage::Cursor(value) => format!("{VALUE_CURSOR}{value}"),
+    });
+    Ok(Batch { customers: page.customers, unreadable: page.unreadable, next_cursor, bytes_read: 0 })
 }
 
 /// A JSON Lines export: one customer per line, as the list gives them.
@@ -162,13 +152,17 @@ impl FileSource {
 mod tests {
     use super::*;
 
+    fn parse_page(body: &[u8]) -> Result<Batch, PageError> {
+        read_page(crate::deliver::crm::generic(), "http://crm", body)
+    }
+
     #[test]
     fn a_page_is_read_record_by_record() {
         let body = br#"{"customers":[{"phone":"+15550000001","customerId":"C-1","tier":"vip","updatedAt":"2026-01-01T00:00:00Z","deleted":false},7,{"phone":"+15550000002","deleted":true}],"nextCursor":"abc"}"#;
         let batch = parse_page(body).unwrap();
         assert_eq!(batch.customers.len(), 2);
         assert_eq!(batch.unreadable, [1]);
-        assert_eq!(batch.next_cursor.as_deref(), Some("abc"));
+        assert_eq!(batch.next_cursor.as_deref(), Some("cursor:abc"));
         assert!(batch.customers[1].1.deleted);
         let last = parse_page(br#"{"customers":[],"nextCursor":null}"#).unwrap();
         assert_eq!(last.next_cursor, None);
@@ -176,10 +170,13 @@ mod tests {
 
     #[test]
     fn a_page_that_is_not_the_list_is_refused_whole() {
-        assert_eq!(parse_page(b"<html>").unwrap_err(), PageError::NotAList("not a JSON object"));
-        assert_eq!(parse_page(b"[]").unwrap_err(), PageError::NotAList("not a JSON object"));
-        assert_eq!(parse_page(br#"{"items":[]}"#).unwrap_err(), PageError::NotAList("no `customers` array"));
-        assert!(parse_page(br#"{"customers":[],"nextCursor":5}"#).is_err());
+        assert_eq!(parse_page(b"<html>").unwrap_err(), PageError::NotAList("not JSON"));
+        let refused = PageError::NotAList("not the mapping's list (list_customers.answer.items)");
+        assert_eq!(parse_page(br#"{"customers":{}}"#).unwrap_err(), refused);
+        // A page with no list at all is an empty page (a vendor's last page
+        // may leave it out), and a number as a cursor reads as its text.
+        assert_eq!(parse_page(br#"{"items":[]}"#).unwrap().customers.len(), 0);
+        assert_eq!(parse_page(br#"{"customers":[],"nextCursor":5}"#).unwrap().next_cursor.as_deref(), Some("cursor:5"));
     }
 
     #[tokio::test]

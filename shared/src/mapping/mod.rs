@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use self::path::Path;
-use self::template::{Escaper, RenderError, Source, Template, Values, lone_value, percent_encode};
+use self::template::{Escaper, RenderError, Source, Template, Values, is_absent, lone_value, percent_encode};
 use crate::cache::CustomerRecord;
 use crate::case::CaseSummary;
 use crate::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
@@ -40,6 +40,8 @@ use crate::error_class::{Attempt, ErrorClass, Operation, Verdict, classify};
 pub const PROBE_PHONE: &str = "+10000000000";
 /// The correlationId the probe carries, so a CRM's logs show what it was.
 pub const PROBE_ID: &str = "failsoft-breaker-probe";
+/// The correlationId the customer list's calls carry (the pre-warm sync's).
+pub const LIST_ID: &str = "failsoft-sync";
 /// The header that carries the correlationId on every call.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
@@ -71,6 +73,9 @@ pub struct MappingDoc {
     pub find_case: Option<OperationDoc>,
     /// The breaker's probe; by default a lookup of [`PROBE_PHONE`].
     pub probe: Option<OperationDoc>,
+    /// The customers changed since a time, a page at a time: the pre-warm
+    /// sync's source, where the CRM has such a list.
+    pub list_customers: Option<OperationDoc>,
 }
 
 /// How calls are authenticated.
@@ -155,6 +160,22 @@ pub struct AnswerDoc {
     pub case_id: Option<String>,
     pub status: Option<String>,
     pub created_at: Option<String>,
+    /// List: the page's customers; `phone`, `customer_id`, `tier`,
+    /// `updated_at`, `deleted` (true: removed) or `active` (false: removed)
+    /// are read from each item (its root is `$`).
+    pub items: Option<String>,
+    pub phone: Option<String>,
+    pub updated_at: Option<String>,
+    pub deleted: Option<String>,
+    pub active: Option<String>,
+    /// List: the next page as a URL or path on the CRM's base URL
+    /// (Salesforce's `nextRecordsUrl`, Zendesk's `after_url`).
+    pub next_page: Option<String>,
+    /// List: the next page's `{{cursor}}` (HubSpot's `paging.next.after`).
+    pub next_cursor: Option<String>,
+    /// List: `true` here means this page is the last (Zendesk's
+    /// `end_of_stream`), whatever the next page says.
+    pub last_page: Option<String>,
 }
 
 /// A status (and optionally a text in the body) that means a class.
@@ -204,6 +225,7 @@ pub enum Op {
     CreateCase,
     FindCase,
     Probe,
+    ListCustomers,
 }
 
 impl Op {
@@ -213,12 +235,13 @@ impl Op {
             Self::CreateCase => "create_case",
             Self::FindCase => "find_case",
             Self::Probe => "probe",
+            Self::ListCustomers => "list_customers",
         }
     }
 
     fn class_op(self) -> Operation {
         match self {
-            Self::Lookup | Self::Probe => Operation::Lookup,
+            Self::Lookup | Self::Probe | Self::ListCustomers => Operation::Lookup,
             Self::CreateCase | Self::FindCase => Operation::Write,
         }
     }
@@ -234,6 +257,14 @@ struct Answer {
     case_id: Option<Path>,
     status: Option<Path>,
     created_at: Option<Path>,
+    items: Option<Path>,
+    phone: Option<Path>,
+    updated_at: Option<Path>,
+    deleted: Option<Path>,
+    active: Option<Path>,
+    next_page: Option<Path>,
+    next_cursor: Option<Path>,
+    last_page: Option<Path>,
 }
 
 #[derive(Debug, Clone)]
@@ -281,6 +312,7 @@ pub struct Mapping {
     create_case: Call,
     find_case: Option<Call>,
     probe: Option<Call>,
+    list_customers: Option<Call>,
     secrets: BTreeMap<String, String>,
 }
 
@@ -310,6 +342,44 @@ pub enum LookupAnswer {
     NotFound,
     /// Not the mapped shape: a failed call, never cached.
     Unreadable,
+}
+
+/// Which page of the customer list to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListPage<'a> {
+    First,
+    /// The last page's `next_cursor`.
+    Cursor(&'a str),
+    /// The last page's `next_page` (a URL on the CRM's origin, or a path).
+    Url(&'a str),
+}
+
+/// The page after this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextPage {
+    Cursor(String),
+    Url(String),
+}
+
+/// One page of the customer list, read: each item a customer or not
+/// readable (by its place), and the next page if there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPage {
+    pub customers: Vec<(u64, crate::sync::ListedCustomer)>,
+    pub unreadable: Vec<u64>,
+    pub next: Option<NextPage>,
+}
+
+/// Why a list page cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAList {
+    /// Not JSON (an error page, a proxy's HTML).
+    NotJson,
+    /// Not a list where `items` says.
+    Shape,
+    /// The next page is on another origin: never followed (the CRM's
+    /// credentials go with it).
+    ForeignNextPage,
 }
 
 /// A case search's answer that is not a list of cases.
@@ -370,6 +440,7 @@ impl Mapping {
             ("create_case", Some(&doc.create_case)),
             ("find_case", doc.find_case.as_ref()),
             ("probe", doc.probe.as_ref()),
+            ("list_customers", doc.list_customers.as_ref()),
         ];
         let mut built = Vec::new();
         for (name, op) in ops {
@@ -384,15 +455,32 @@ impl Mapping {
             }
             built.push(Some(operation));
         }
-        let [lookup, create_case, find_case, probe]: [Option<Call>; 4] =
-            built.try_into().map_err(|_| fault("mapping", "internal: four operations"))?;
+        let [lookup, create_case, find_case, probe, list_customers]: [Option<Call>; 5] =
+            built.try_into().map_err(|_| fault("mapping", "internal: five operations"))?;
         let (lookup, create_case) = match (lookup, create_case) {
             (Some(l), Some(c)) => (l, c),
             _ => return Err(fault("mapping", "lookup and create_case are required")),
         };
         check_answers(&lookup, &create_case, find_case.as_ref())?;
-        let mut mapping =
-            Self { name: doc.name.clone(), headers, auth: Auth::None, lookup, create_case, find_case, probe, secrets };
+        if let Some(list) = &list_customers {
+            if list.answer.items.is_none() {
+                return Err(fault("list_customers.answer.items", "required: where the page's customers are"));
+            }
+            if list.answer.phone.is_none() {
+                return Err(fault("list_customers.answer.phone", "required: where each customer's number is"));
+            }
+        }
+        let mut mapping = Self {
+            name: doc.name.clone(),
+            headers,
+            auth: Auth::None,
+            lookup,
+            create_case,
+            find_case,
+            probe,
+            list_customers,
+            secrets,
+        };
         mapping.auth = mapping.bind_auth(&doc.auth, &vars, secret)?;
         if doc.name.is_empty() {
             return Err(fault("name", "required"));
@@ -501,6 +589,102 @@ impl Mapping {
         self.find_case.is_some()
     }
 
+    /// Whether the CRM has a customer list (the pre-warm sync's source).
+    pub fn has_list(&self) -> bool {
+        self.list_customers.is_some()
+    }
+
+    /// One page of the customers changed at or after `since_ms` (all, for
+    /// a full pass), when the mapping has a list.
+    pub fn list_customers(
+        &self,
+        base: &str,
+        since_ms: Option<u64>,
+        page_size: u32,
+        page: ListPage<'_>,
+        token: Option<&str>,
+    ) -> Option<Result<CrmRequest, RenderError>> {
+        let op = self.list_customers.as_ref()?;
+        let values = Values {
+            correlation_id: Some(LIST_ID),
+            since_ms,
+            page_size: Some(page_size),
+            cursor: match page {
+                ListPage::Cursor(cursor) => Some(cursor),
+                _ => None,
+            },
+            ..Values::default()
+        };
+        Some(match page {
+            ListPage::Url(url) => {
+                let url = if url.starts_with('/') { format!("{base}{url}") } else { url.to_owned() };
+                if !same_origin(base, &url) {
+                    return Some(Err(RenderError::Unescapable {
+                        hole: "next_page".to_owned(),
+                        why: "a URL on another origin than the CRM's",
+                    }));
+                }
+                let mut request = CrmRequest { method: "GET".to_owned(), url, headers: Vec::new(), body: None };
+                self.add_headers(&mut request, &values, token).map(|()| request)
+            }
+            _ => self.request(op, base, &values, token),
+        })
+    }
+
+    /// A list page's customers and the page after it.
+    pub fn read_list(&self, base: &str, body: &[u8]) -> Result<ListedPage, NotAList> {
+        let op = self.list_customers.as_ref().ok_or(NotAList::Shape)?;
+        let answer = &op.answer;
+        let root: Value = serde_json::from_slice(body).map_err(|_| NotAList::NotJson)?;
+        let items = match answer.items.as_ref().and_then(|p| p.get(&root)) {
+            Some(Value::Array(items)) => items,
+            None => &Vec::new(),
+            Some(_) => return Err(NotAList::Shape),
+        };
+        let mut page = ListedPage { customers: Vec::new(), unreadable: Vec::new(), next: None };
+        let text = |path: &Option<Path>, item: &Value| path.as_ref().and_then(|p| p.text(item));
+        // A flag that is there but not a boolean makes the item unreadable.
+        let flag = |path: &Option<Path>, item: &Value| match path.as_ref().and_then(|p| p.get(item)) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(()),
+        };
+        for (index, item) in items.iter().enumerate() {
+            // What is missing is the sync's to name (MISSING_PHONE, …); what
+            // is not a record at all is unreadable.
+            let (Value::Object(_), Ok(deleted), Ok(active)) =
+                (item, flag(&answer.deleted, item), flag(&answer.active, item))
+            else {
+                page.unreadable.push(index as u64);
+                continue;
+            };
+            let deleted = deleted == Some(true) || active == Some(false);
+            page.customers.push((
+                index as u64,
+                crate::sync::ListedCustomer {
+                    phone: text(&answer.phone, item),
+                    customer_id: text(&answer.customer_id, item),
+                    tier: text(&answer.tier, item),
+                    updated_at: text(&answer.updated_at, item),
+                    deleted,
+                },
+            ));
+        }
+        let last = answer.last_page.as_ref().and_then(|p| p.get(&root)).and_then(Value::as_bool) == Some(true);
+        if !last {
+            if let Some(url) = answer.next_page.as_ref().and_then(|p| p.text(&root)) {
+                let full = if url.starts_with('/') { format!("{base}{url}") } else { url.clone() };
+                if !same_origin(base, &full) {
+                    return Err(NotAList::ForeignNextPage);
+                }
+                page.next = Some(NextPage::Url(url));
+            } else if let Some(cursor) = answer.next_cursor.as_ref().and_then(|p| p.text(&root)) {
+                page.next = Some(NextPage::Cursor(cursor));
+            }
+        }
+        Ok(page)
+    }
+
     /// Whether a response of this status means the token was refused, so
     /// the caller fetches a new one and tries once more.
     pub fn token_refused(&self, status: u16) -> bool {
@@ -549,7 +733,7 @@ impl Mapping {
         correlation_id: &str,
         token: Option<&str>,
     ) -> Result<CrmRequest, RenderError> {
-        let values = Values { phone: Some(phone), correlation_id: Some(correlation_id), case: None };
+        let values = Values { phone: Some(phone), correlation_id: Some(correlation_id), ..Values::default() };
         self.request(&self.lookup, base, &values, token)
     }
 
@@ -561,7 +745,7 @@ impl Mapping {
         case: &Value,
         token: Option<&str>,
     ) -> Result<CrmRequest, RenderError> {
-        let values = Values { phone: None, correlation_id: Some(correlation_id), case: Some(case) };
+        let values = Values { correlation_id: Some(correlation_id), case: Some(case), ..Values::default() };
         self.request(&self.create_case, base, &values, token)
     }
 
@@ -574,14 +758,14 @@ impl Mapping {
         token: Option<&str>,
     ) -> Option<Result<CrmRequest, RenderError>> {
         let op = self.find_case.as_ref()?;
-        let values = Values { phone: None, correlation_id: Some(correlation_id), case: None };
+        let values = Values { correlation_id: Some(correlation_id), ..Values::default() };
         Some(self.request(op, base, &values, token))
     }
 
     /// The breaker's probe: the declared one, else a lookup of a number no
     /// one has.
     pub fn probe(&self, base: &str, token: Option<&str>) -> Result<CrmRequest, RenderError> {
-        let values = Values { phone: Some(PROBE_PHONE), correlation_id: Some(PROBE_ID), case: None };
+        let values = Values { phone: Some(PROBE_PHONE), correlation_id: Some(PROBE_ID), ..Values::default() };
         self.request(self.probe.as_ref().unwrap_or(&self.lookup), base, &values, token)
     }
 
@@ -591,6 +775,7 @@ impl Mapping {
             Op::CreateCase => &self.create_case,
             Op::FindCase => self.find_case.as_ref().unwrap_or(&self.lookup),
             Op::Probe => self.probe.as_ref().unwrap_or(&self.lookup),
+            Op::ListCustomers => self.list_customers.as_ref().unwrap_or(&self.lookup),
         }
     }
 
@@ -670,13 +855,42 @@ impl Mapping {
         let secrets = |name: &str| self.secrets.get(name).cloned();
         let mut url = String::from(base);
         url.push_str(&op.path.render(values, &secrets, &|s| percent_encode(s))?);
-        for (i, (key, template)) in op.query.iter().enumerate() {
-            url.push(if i == 0 { '?' } else { '&' });
+        let mut first = true;
+        for (key, template) in &op.query {
+            // A lone hole with no value in this call (a first page's
+            // `cursor`) leaves its pair out.
+            if template.lone_hole().is_some_and(|hole| is_absent(hole, values)) {
+                continue;
+            }
+            url.push(if first { '?' } else { '&' });
+            first = false;
             url.push_str(&percent_encode(key));
             url.push('=');
             url.push_str(&percent_encode(&template.render(values, &secrets, &|s| s.to_owned())?));
         }
-        let mut headers: Vec<(String, String)> = alloc::vec![("accept".to_owned(), "application/json".to_owned())];
+        let body = match &op.body {
+            Some(template) => Some(serde_json::to_vec(&fill_body(template, values)?).unwrap_or_default()),
+            None => None,
+        };
+        let mut request = CrmRequest { method: op.method.clone(), url, headers: Vec::new(), body };
+        self.add_headers(&mut request, values, token)?;
+        for (name, template) in &op.headers {
+            let value = template.render(values, &secrets, &|s| s.to_owned())?;
+            set_header(&mut request.headers, name, value)?;
+        }
+        Ok(request)
+    }
+
+    /// The headers every call carries: `accept`, the correlationId, the
+    /// authentication, a body's type, and the document's own.
+    fn add_headers(
+        &self,
+        request: &mut CrmRequest,
+        values: &Values<'_>,
+        token: Option<&str>,
+    ) -> Result<(), RenderError> {
+        let headers = &mut request.headers;
+        headers.push(("accept".to_owned(), "application/json".to_owned()));
         if let Some(id) = values.correlation_id {
             headers.push((CORRELATION_HEADER.to_owned(), id.to_owned()));
         }
@@ -685,27 +899,38 @@ impl Mapping {
             (Auth::OAuth2(_), Some(token)) => headers.push(("authorization".to_owned(), format!("Bearer {token}"))),
             _ => {}
         }
-        let body = match &op.body {
-            Some(template) => {
-                headers.push(("content-type".to_owned(), "application/json".to_owned()));
-                let value = fill_body(template, values)?;
-                Some(serde_json::to_vec(&value).unwrap_or_default())
-            }
-            None => None,
-        };
-        for (name, template) in self.headers.iter().chain(&op.headers) {
-            let value = template.render(values, &secrets, &|s| s.to_owned())?;
-            if value.chars().any(char::is_control) {
-                return Err(RenderError::Unescapable {
-                    hole: name.clone(),
-                    why: "a control character, which no header may hold",
-                });
-            }
-            headers.retain(|(n, _)| n != name);
-            headers.push((name.clone(), value));
+        if request.body.is_some() {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
         }
-        Ok(CrmRequest { method: op.method.clone(), url, headers, body })
+        let secrets = |name: &str| self.secrets.get(name).cloned();
+        for (name, template) in &self.headers {
+            let value = template.render(values, &secrets, &|s| s.to_owned())?;
+            set_header(headers, name, value)?;
+        }
+        Ok(())
     }
+}
+
+fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: String) -> Result<(), RenderError> {
+    if value.chars().any(char::is_control) {
+        return Err(RenderError::Unescapable {
+            hole: name.to_owned(),
+            why: "a control character, which no header may hold",
+        });
+    }
+    headers.retain(|(n, _)| n != name);
+    headers.push((name.to_owned(), value));
+    Ok(())
+}
+
+/// Whether `url` is on `base`'s scheme, host and port.
+fn same_origin(base: &str, url: &str) -> bool {
+    let origin = |u: &str| -> Option<String> {
+        let (scheme, rest) = u.split_once("://")?;
+        let host = rest.split(['/', '?', '#']).next()?;
+        Some(format!("{}://{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
+    };
+    matches!((origin(base), origin(url)), (Some(a), Some(b)) if a == b)
 }
 
 /// Where a host's mapping comes from (its settings).
@@ -892,6 +1117,14 @@ fn operation(name: &str, doc: &OperationDoc, vars: &dyn Fn(&str) -> Option<Strin
         case_id: path_of("case_id", &a.case_id)?,
         status: path_of("status", &a.status)?,
         created_at: path_of("created_at", &a.created_at)?,
+        items: path_of("items", &a.items)?,
+        phone: path_of("phone", &a.phone)?,
+        updated_at: path_of("updated_at", &a.updated_at)?,
+        deleted: path_of("deleted", &a.deleted)?,
+        active: path_of("active", &a.active)?,
+        next_page: path_of("next_page", &a.next_page)?,
+        next_cursor: path_of("next_cursor", &a.next_cursor)?,
+        last_page: path_of("last_page", &a.last_page)?,
     };
     Ok(Call { method, path, query, headers, body, answer, statuses: doc.statuses.clone() })
 }

@@ -41,6 +41,26 @@ pub enum Source {
     /// A secret the host holds (`secret.NAME`), bound at start-up; allowed
     /// only in headers and the token request.
     Secret(String),
+    /// The customer list's lower bound: `since` (RFC 3339, UTC, whole
+    /// seconds), `since_epoch_s` or `since_epoch_ms`; a full pass asks for
+    /// everything changed since the epoch's start.
+    Since(TimeFormat),
+    /// The list's cursor for the next page (`cursor`), from the last answer.
+    Cursor,
+    /// The list's page size (`page_size`), from the sync's settings.
+    PageSize,
+}
+
+/// How a time is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// With milliseconds: `2026-12-07T10:00:00.123Z`.
+    Rfc3339,
+    /// Whole seconds, rounded down (for a language that takes no fraction,
+    /// SOQL): a list asked from a little earlier only reads a record again.
+    Rfc3339Seconds,
+    EpochSecs,
+    EpochMillis,
 }
 
 /// How a value is escaped inside a longer text.
@@ -62,6 +82,9 @@ pub enum Escaper {
     /// A value in a ServiceNow encoded query: `^` (the condition separator)
     /// has no escape and is refused, as are control characters.
     ServiceNow,
+    /// A date-time literal written bare (SOQL's `2026-12-07T10:00:00Z`):
+    /// digits and `-:T.Z+` only.
+    Datetime,
 }
 
 impl Escaper {
@@ -71,6 +94,7 @@ impl Escaper {
             "soql" => Self::Soql,
             "zendesk" => Self::Zendesk,
             "servicenow" => Self::ServiceNow,
+            "datetime" => Self::Datetime,
             _ => return None,
         })
     }
@@ -104,7 +128,10 @@ impl Escaper {
             Self::ServiceNow if value.contains('^') || value.chars().any(control) => {
                 Err("a '^' or control character, which a ServiceNow encoded query cannot hold")
             }
-            Self::Zendesk | Self::ServiceNow => Ok(value.to_owned()),
+            Self::Datetime if !value.bytes().all(|b| b.is_ascii_digit() || b"-:T.Z+".contains(&b)) => {
+                Err("a character a bare date-time cannot hold")
+            }
+            Self::Zendesk | Self::ServiceNow | Self::Datetime => Ok(value.to_owned()),
         }
     }
 }
@@ -134,6 +161,10 @@ pub struct Values<'a> {
     pub phone: Option<&'a str>,
     pub correlation_id: Option<&'a str>,
     pub case: Option<&'a Value>,
+    /// The list's lower bound, milliseconds since the epoch.
+    pub since_ms: Option<u64>,
+    pub cursor: Option<&'a str>,
+    pub page_size: Option<u32>,
 }
 
 /// Why a template could not be filled for one call.
@@ -161,6 +192,12 @@ fn source_name(source: &Source) -> String {
         Source::Case(field) if field.is_empty() => "case".to_owned(),
         Source::Case(field) => alloc::format!("case.{field}"),
         Source::Secret(name) => alloc::format!("secret.{name}"),
+        Source::Since(TimeFormat::Rfc3339) => "since".to_owned(),
+        Source::Since(TimeFormat::Rfc3339Seconds) => "since_s".to_owned(),
+        Source::Since(TimeFormat::EpochSecs) => "since_epoch_s".to_owned(),
+        Source::Since(TimeFormat::EpochMillis) => "since_epoch_ms".to_owned(),
+        Source::Cursor => "cursor".to_owned(),
+        Source::PageSize => "page_size".to_owned(),
     }
 }
 
@@ -191,6 +228,12 @@ impl Template {
                 "phone" => Source::Phone,
                 "correlation_id" => Source::CorrelationId,
                 "case" => Source::Case(String::new()),
+                "since" => Source::Since(TimeFormat::Rfc3339),
+                "since_s" => Source::Since(TimeFormat::Rfc3339Seconds),
+                "since_epoch_s" => Source::Since(TimeFormat::EpochSecs),
+                "since_epoch_ms" => Source::Since(TimeFormat::EpochMillis),
+                "cursor" => Source::Cursor,
+                "page_size" => Source::PageSize,
                 _ if name.starts_with("vars.") => {
                     let var = &name[5..];
                     let value = vars(var).ok_or_else(|| alloc::format!("{{{{{name}}}}}: no such entry in [vars]"))?;
@@ -201,7 +244,8 @@ impl Template {
                 _ if name.starts_with("secret.") && is_identifier(&name[7..]) => Source::Secret(name[7..].to_owned()),
                 _ => {
                     return Err(alloc::format!(
-                        "{{{{{name}}}}} is not a value a call has (phone, correlation_id, case, case.FIELD, secret.NAME, vars.NAME)"
+                        "{{{{{name}}}}} is not a value a call has (phone, correlation_id, case, case.FIELD, since, \
+                         since_s, since_epoch_s, since_epoch_ms, cursor, page_size, secret.NAME, vars.NAME)"
                     ));
                 }
             };
@@ -275,6 +319,9 @@ pub(crate) fn hole_value(
         Source::Phone => values.phone.map(str::to_owned).ok_or_else(missing),
         Source::CorrelationId => values.correlation_id.map(str::to_owned).ok_or_else(missing),
         Source::Secret(name) => secrets(name).ok_or_else(missing),
+        Source::Since(format) => Ok(write_time(values.since_ms.unwrap_or(0), *format)),
+        Source::Cursor => values.cursor.map(str::to_owned).ok_or_else(missing),
+        Source::PageSize => values.page_size.map(|n| alloc::format!("{n}")).ok_or_else(missing),
         Source::Case(field) if field.is_empty() => Err(missing()),
         Source::Case(field) => match values.case.and_then(|case| case.get(field)) {
             Some(Value::String(s)) => Ok(s.clone()),
@@ -293,7 +340,55 @@ pub(crate) fn lone_value(hole: &Hole, values: &Values<'_>) -> Option<Value> {
         Source::Phone => values.phone.map(Value::from),
         Source::CorrelationId => values.correlation_id.map(Value::from),
         Source::Secret(_) => None,
+        Source::Since(format) => Some(Value::from(write_time(values.since_ms.unwrap_or(0), *format))),
+        Source::Cursor => values.cursor.map(Value::from),
+        Source::PageSize => values.page_size.map(Value::from),
     }
+}
+
+/// Whether a lone hole has no value in this call (a query pair or a body
+/// field is then left out).
+pub(crate) fn is_absent(hole: &Hole, values: &Values<'_>) -> bool {
+    match hole.source {
+        Source::Cursor => values.cursor.is_none(),
+        Source::PageSize => values.page_size.is_none(),
+        _ => false,
+    }
+}
+
+/// `ms` as `format` writes it; RFC 3339 in UTC, whole seconds.
+pub fn write_time(ms: u64, format: TimeFormat) -> String {
+    match format {
+        TimeFormat::EpochMillis => alloc::format!("{ms}"),
+        TimeFormat::EpochSecs => alloc::format!("{}", ms / 1000),
+        TimeFormat::Rfc3339 | TimeFormat::Rfc3339Seconds => {
+            let secs = ms / 1000;
+            let (days, rem) = (secs / 86_400, secs % 86_400);
+            let (year, month, day) = civil_from_days(days as i64);
+            let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+            match format {
+                TimeFormat::Rfc3339 => {
+                    alloc::format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", ms % 1000)
+                }
+                _ => alloc::format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z"),
+            }
+        }
+    }
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -324,7 +419,7 @@ mod tests {
     }
 
     fn render(template: &str, phone: &str) -> Result<String, RenderError> {
-        let values = Values { phone: Some(phone), correlation_id: Some("c-1"), case: None };
+        let values = Values { phone: Some(phone), correlation_id: Some("c-1"), ..Values::default() };
         Template::parse(template, &no_vars).unwrap().render(&values, &|_| None, &|s| s.to_owned())
     }
 
@@ -362,6 +457,19 @@ mod tests {
         assert!(Template::parse("{{phone", &vars).is_err());
         let lone = Template::parse("{{ case.subject }}", &vars).unwrap();
         assert_eq!(lone.lone_hole().unwrap().source, Source::Case("subject".to_owned()));
+    }
+
+    #[test]
+    fn times_are_written_as_asked() {
+        assert_eq!(write_time(0, TimeFormat::Rfc3339), "1970-01-01T00:00:00.000Z");
+        // `date -u -d @1796601600` (2026-12-07) and a leap day.
+        assert_eq!(write_time(1_796_601_600_123, TimeFormat::Rfc3339), "2026-12-07T00:00:00.123Z");
+        assert_eq!(write_time(1_796_601_600_123, TimeFormat::Rfc3339Seconds), "2026-12-07T00:00:00Z");
+        assert_eq!(write_time(951_782_400_000, TimeFormat::Rfc3339Seconds), "2000-02-29T00:00:00Z");
+        assert_eq!(write_time(1_796_630_400_123, TimeFormat::EpochSecs), "1796630400");
+        assert_eq!(write_time(1_796_630_400_123, TimeFormat::EpochMillis), "1796630400123");
+        assert!(Escaper::Datetime.apply("2026-12-07T00:00:00Z").is_ok());
+        assert!(Escaper::Datetime.apply("2026-12-07 OR Id != null").is_err());
     }
 
     #[test]

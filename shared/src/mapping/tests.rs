@@ -280,3 +280,91 @@ fn servicenow_refuses_what_an_encoded_query_cannot_hold() {
         1_799
     );
 }
+
+fn listed(m: &Mapping, base: &str, body: &[u8]) -> ListedPage {
+    m.read_list(base, body).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+#[test]
+fn the_generic_list_pages_by_cursor() {
+    let m = profile("generic");
+    assert!(m.has_list());
+    let first = m.list_customers("http://crm", None, 500, ListPage::First, None).unwrap().unwrap();
+    assert_eq!(first.url, "http://crm/customers?limit=500&updatedSince=1970-01-01T00%3A00%3A00.000Z", "no cursor yet");
+    let next = m.list_customers("http://crm", Some(1_796_601_600_000), 500, ListPage::Cursor("ab+c"), None).unwrap();
+    assert_eq!(
+        next.unwrap().url,
+        "http://crm/customers?cursor=ab%2Bc&limit=500&updatedSince=2026-12-07T00%3A00%3A00.000Z"
+    );
+    let body = br#"{"customers":[{"phone":"+15550000001","customerId":"C-1","tier":"vip","updatedAt":"2026-01-01T00:00:00Z","deleted":false},7,{"phone":"+15550000002","deleted":true}],"nextCursor":"abc"}"#;
+    let page = listed(&m, "http://crm", body);
+    assert_eq!(page.unreadable, [1], "a record that is not an object");
+    assert_eq!(page.customers.len(), 2);
+    let odd = listed(&m, "http://crm", br#"{"customers":[{"customerId":"NO-PHONE"},{"phone":"+1","deleted":"yes"}]}"#);
+    assert_eq!(
+        (odd.customers.len(), odd.unreadable.clone()),
+        (1, alloc::vec![1]),
+        "a missing phone is the sync's to name"
+    );
+    assert_eq!(page.customers[0].1.customer_id.as_deref(), Some("C-1"));
+    assert!(page.customers[1].1.deleted);
+    assert_eq!(page.next, Some(NextPage::Cursor("abc".into())));
+    assert_eq!(listed(&m, "http://crm", br#"{"customers":[],"nextCursor":null}"#).next, None);
+    assert_eq!(m.read_list("http://crm", br#"{"customers":5}"#), Err(NotAList::Shape));
+}
+
+#[test]
+fn salesforce_lists_by_soql_and_follows_only_its_own_next_records_url() {
+    let m = profile("salesforce");
+    let base = "https://x.my.salesforce.com";
+    let first = m.list_customers(base, Some(1_796_601_600_000), 500, ListPage::First, Some("t")).unwrap().unwrap();
+    assert!(first.url.contains("LastModifiedDate%20%3E%3D%202026-12-07T00%3A00%3A00Z%20AND"), "{}", first.url);
+    let body = br#"{"totalSize":3,"done":false,"nextRecordsUrl":"/services/data/v60.0/query/01gD-2000","records":[{"attributes":{"type":"Contact"},"Id":"003A","Phone":"+13175550123","Tier__c":"gold","LastModifiedDate":"2026-12-07T10:00:00.000+0000"}]}"#;
+    let page = listed(&m, base, body);
+    assert_eq!(page.customers[0].1.phone.as_deref(), Some("+13175550123"));
+    assert_eq!(page.next, Some(NextPage::Url("/services/data/v60.0/query/01gD-2000".into())));
+    let next = m.list_customers(base, None, 500, ListPage::Url("/services/data/v60.0/query/01gD-2000"), Some("t"));
+    let next = next.unwrap().unwrap();
+    assert_eq!(next.url, "https://x.my.salesforce.com/services/data/v60.0/query/01gD-2000");
+    assert_eq!(header(&next, "authorization"), Some("Bearer t"));
+    let foreign = br#"{"done":false,"nextRecordsUrl":"https://evil.example/steal","records":[]}"#;
+    assert_eq!(m.read_list(base, foreign), Err(NotAList::ForeignNextPage), "credentials never leave the CRM");
+    assert!(m.list_customers(base, None, 500, ListPage::Url("https://evil.example/x"), Some("t")).unwrap().is_err());
+}
+
+#[test]
+fn zendesk_lists_the_incremental_export_until_the_end_of_the_stream() {
+    let m = profile("zendesk");
+    let base = "https://acme.zendesk.com";
+    let first = m.list_customers(base, Some(1_796_601_600_000), 100, ListPage::First, None).unwrap().unwrap();
+    assert_eq!(
+        first.url,
+        "https://acme.zendesk.com/api/v2/incremental/users/cursor.json?per_page=100&start_time=1796601600"
+    );
+    let more = br#"{"users":[{"id":1,"phone":"+13175550123","external_id":"C-1","user_fields":{"tier":"vip"},"active":true},{"id":2,"phone":"+13175550124","active":false}],"after_url":"https://acme.zendesk.com/api/v2/incremental/users/cursor.json?cursor=MTU3","end_of_stream":false}"#;
+    let page = listed(&m, base, more);
+    assert!(!page.customers[0].1.deleted && page.customers[1].1.deleted, "an inactive user is removed");
+    assert!(matches!(page.next, Some(NextPage::Url(ref u)) if u.ends_with("cursor=MTU3")));
+    let last = br#"{"users":[],"after_url":"https://acme.zendesk.com/api/v2/incremental/users/cursor.json?cursor=MTU4","end_of_stream":true}"#;
+    assert_eq!(listed(&m, base, last).next, None, "the end of the stream, whatever after_url says");
+}
+
+#[test]
+fn hubspot_lists_by_search_with_its_after_cursor() {
+    let m = profile("hubspot");
+    let first = m.list_customers("https://api.hubapi.com", None, 100, ListPage::First, None).unwrap().unwrap();
+    let body: Value = serde_json::from_slice(&first.body.unwrap()).unwrap();
+    assert_eq!(body["filterGroups"][0]["filters"][0]["value"], "0", "a full pass: everything since the epoch");
+    assert!(body.get("after").is_none(), "no cursor on the first page: {body}");
+    let next = m.list_customers("https://api.hubapi.com", Some(5), 100, ListPage::Cursor("200"), None).unwrap();
+    let body: Value = serde_json::from_slice(&next.unwrap().body.unwrap()).unwrap();
+    assert_eq!(
+        (body["after"].as_str(), body["filterGroups"][0]["filters"][0]["value"].as_str()),
+        (Some("200"), Some("5"))
+    );
+    let answer = br#"{"total":2,"results":[{"id":"51","properties":{"phone":"+13175550123","failsoft_tier":"gold"},"updatedAt":"2026-12-07T10:00:00Z"}],"paging":{"next":{"after":"200"}}}"#;
+    let page = listed(&m, "https://api.hubapi.com", answer);
+    assert_eq!(page.customers[0].1.tier.as_deref(), Some("gold"));
+    assert_eq!(page.next, Some(NextPage::Cursor("200".into())));
+    assert!(!profile("servicenow").has_list(), "the Table API pages by a Link header: export instead");
+}

@@ -251,10 +251,10 @@ impl CrmContract {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    /// Whether the simulator has the generic contract's customer list (the
+    /// Whether the simulator serves the profile's customer list (the
     /// pre-warm sync's source); without it, an export file is.
     pub fn has_list(self) -> bool {
-        self == Self::Full
+        !matches!(self, Self::TwoCall | Self::Servicenow)
     }
 }
 

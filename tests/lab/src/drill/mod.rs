@@ -494,7 +494,9 @@ async fn run(args: DrillArgs) -> anyhow::Result<bool> {
             }
             true => None,
         };
-        let summary = sync_once(&env, export.as_deref()).await.context("the pre-warm sync (failsoft sync)")?;
+        let summary = sync_once(&env, export.as_deref(), args.crm_contract.profile_settings())
+            .await
+            .context("the pre-warm sync (failsoft sync)")?;
         println!(
             "sync: {} customers into the last-known store in {:.1} s ({} pass)",
             summary.records, summary.seconds, summary.kind
@@ -813,7 +815,11 @@ fn cut_queue(
 /// `--from-file` of `export`, for a CRM without the list), as its worker
 /// (the worker's role and settings); tried again while the worker's own
 /// scheduled pass holds the lease.
-async fn sync_once(env: &crate::local_stack::StackEnv, export: Option<&Path>) -> anyhow::Result<report::Synced> {
+async fn sync_once(
+    env: &crate::local_stack::StackEnv,
+    export: Option<&Path>,
+    profile: Vec<(String, String)>,
+) -> anyhow::Result<report::Synced> {
     let program = crate::local_stack::program("failsoft")?;
     let vars: Vec<(String, String)> = [
         ("AWS_ENDPOINT_URL", env.get("AWS_ENDPOINT_URL")),
@@ -833,7 +839,9 @@ async fn sync_once(env: &crate::local_stack::StackEnv, export: Option<&Path>) ->
     .map(|(k, v)| {
         v.map(|v| (k.to_owned(), v.to_owned())).with_context(|| format!("the stack's environment has no {k}"))
     })
-    .collect::<anyhow::Result<_>>()?;
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    // The CRM's profile and its credentials: the sync reads its list.
+    let vars: Vec<(String, String)> = vars.into_iter().chain(profile).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let mut command = crate::local_stack::clean_command(&program);

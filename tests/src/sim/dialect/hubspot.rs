@@ -17,12 +17,20 @@
 //! - `POST /crm/v3/objects/contacts/search` and `POST
 //!   /crm/v3/objects/tickets/search` (<https://developers.hubspot.com/docs-beta/crm/search>,
 //!   <https://developers.hubspot.com/changelog/breaking-change-expanded-filtering-capabilities-and-error-messaging-in-hubspots-search-api>):
-//!   `{"filterGroups":[{"filters":[{"propertyName","operator","value"|"values"}]}],"properties":[…],"limit":N,"after":"…"}`;
+//!   `{"filterGroups":[{"filters":[{"propertyName","operator","value"|"values"}]}],"sorts":[…],"properties":[…],"limit":N,"after":"…"}`;
 //!   groups are ORed, a group's filters ANDed; at most 5 groups, 10 filters
 //!   a group and 25 in all; `limit` 1 to 200 (default 10); no
-//!   `filterGroups` lists every record. → 200
+//!   `filterGroups` lists every record. `sorts` holds at most one sort,
+//!   `{"propertyName","direction":"ASCENDING"|"DESCENDING"}` or the name
+//!   alone (ascending; `-name` descending), as the search guide has it
+//!   (<https://developers.hubspot.com/docs/api-reference/2026-03/crm/search-the-crm>).
+//!   `after` is the paging cursor, an offset as HubSpot's is. → 200
 //!   `{"total":N,"results":[{"id","properties":{…},"createdAt","updatedAt","archived":false}]}`
-//!   and `"paging":{"next":{"after","link"}}` when more results follow.
+//!   and `"paging":{"next":{"after","link"}}` when more results follow (none
+//!   on the last page). So "contacts changed since T", the pre-warm sync's
+//!   list, is a `lastmodifieddate GTE <epoch ms>` filter sorted ascending,
+//!   followed by `paging.next.after`; removed customers are not listed
+//!   (archived contacts are not searchable).
 //!   `properties` names what each result shows, besides `hs_object_id`,
 //!   `createdate` and `lastmodifieddate` (contacts) or `hs_lastmodifieddate`
 //!   (tickets), which always come; a known property without a value is
@@ -70,10 +78,16 @@
 //! and the lookup name the customer alike; its `createdAt` is its last
 //! change (the store keeps no creation time). Operators served: `EQ`, `NEQ`
 //! (a record without the property matches), `IN`, `NOT_IN`, `HAS_PROPERTY`,
-//! `NOT_HAS_PROPERTY`, all comparing strings exactly; `LT`, `LTE`, `GT`,
-//! `GTE`, `BETWEEN`, `CONTAINS_TOKEN` and `NOT_CONTAINS_TOKEN` are refused
-//! rather than evaluated, as are `query` and unknown body fields; `sorts`
-//! is ignored (contacts come by last change, tickets by creation). Any
+//! `NOT_HAS_PROPERTY`, all comparing strings exactly, and `GTE` on the date
+//! properties (`createdate`, `lastmodifieddate`, `hs_lastmodifieddate`),
+//! whose value is epoch milliseconds (or an ISO 8601 time), compared as
+//! instants; `LT`, `LTE`, `GT`, `BETWEEN`, `CONTAINS_TOKEN`,
+//! `NOT_CONTAINS_TOKEN` and `GTE` on other properties are refused rather
+//! than evaluated, as are `query` and unknown body fields. Without `sorts`,
+//! contacts come by last change and tickets by creation; a sort keeps that
+//! order among equals, compares date properties as instants and other
+//! values as text, and puts records without the property last. Search's
+//! 10,000-result ceiling is not enforced. Any
 //! property name may be filtered on (a record without it has none). New
 //! records are searchable at once (HubSpot's search lags by seconds).
 //! Ticket properties are stored as posted (numbers and booleans as text),
@@ -143,6 +157,8 @@ const CONTACT_PROPERTIES: &[&str] =
     &["hs_object_id", "createdate", "lastmodifieddate", "phone", TIER_PROPERTY, "firstname", "lastname", "email"];
 const CONTACT_DEFAULTS: &[&str] = &["createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"];
 const CONTACT_ALWAYS: &[&str] = &["hs_object_id", "createdate", "lastmodifieddate"];
+/// Properties holding a time: `GTE` compares them as instants, sorts too.
+const DATE_PROPERTIES: &[&str] = &["createdate", "lastmodifieddate", "hs_lastmodifieddate"];
 /// Standard ticket properties (shown as `null` when unset).
 const TICKET_PROPERTIES: &[&str] = &[
     "hs_object_id",
@@ -305,6 +321,8 @@ enum Operator {
     NotIn(Vec<String>),
     HasProperty,
     NotHasProperty,
+    /// At or after this instant (ms since the epoch): date properties only.
+    Gte(i64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,6 +342,39 @@ impl Filter {
             (Operator::NotIn(values), have) => have.is_none_or(|have| values.iter().all(|v| v != have)),
             (Operator::HasProperty, have) => have.is_some_and(|v| !v.is_empty()),
             (Operator::NotHasProperty, have) => have.is_none_or(str::is_empty),
+            (Operator::Gte(want), have) => have.and_then(instant).is_some_and(|at| at >= *want),
+        }
+    }
+}
+
+/// A date property's value as an instant (ms since the epoch): epoch
+/// milliseconds, or an ISO 8601 time as HubSpot writes them.
+fn instant(value: &str) -> Option<i64> {
+    if let Ok(ms) = value.trim().parse::<i64>() {
+        return Some(ms);
+    }
+    let at = time::OffsetDateTime::parse(value.trim(), &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// A search's sort: one property, ascending or descending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sort {
+    property: String,
+    descending: bool,
+}
+
+impl Sort {
+    /// How two records' values of the property place them: instants for a
+    /// date property, text otherwise; a record without it last.
+    fn order(&self, a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
+        let date = DATE_PROPERTIES.contains(&self.property.as_str());
+        let key =
+            |v: Option<&str>| v.filter(|v| !v.is_empty()).map(|v| (date.then(|| instant(v)).flatten(), v.to_owned()));
+        match (key(a), key(b)) {
+            (Some(a), Some(b)) if self.descending => b.cmp(&a),
+            (Some(a), Some(b)) => a.cmp(&b),
+            (a, b) => a.is_none().cmp(&b.is_none()),
         }
     }
 }
@@ -334,6 +385,7 @@ struct Search {
     /// ORed groups of ANDed filters; none lists everything.
     groups: Vec<Vec<Filter>>,
     properties: Option<Vec<String>>,
+    sort: Option<Sort>,
     limit: usize,
     after: usize,
 }
@@ -353,7 +405,7 @@ fn parse_search(body: &[u8]) -> Result<Search, String> {
         Ok(_) => return Err("Invalid input JSON: the search request must be a JSON object".into()),
         Err(err) => return Err(format!("Invalid input JSON on line {}, column {}: {err}", err.line(), err.column())),
     };
-    let mut search = Search { groups: Vec::new(), properties: None, limit: LIMIT_DEFAULT, after: 0 };
+    let mut search = Search { groups: Vec::new(), properties: None, sort: None, limit: LIMIT_DEFAULT, after: 0 };
     for (key, value) in &request {
         match key.as_str() {
             "filterGroups" => search.groups = parse_groups(value)?,
@@ -377,13 +429,49 @@ fn parse_search(body: &[u8]) -> Result<Search, String> {
                     .and_then(|a| a.parse().ok())
                     .ok_or_else(|| format!("Invalid input JSON: after {value} is not a paging cursor"))?;
             }
-            "sorts" => {}
+            "sorts" => search.sort = parse_sorts(value)?,
             other => {
                 return Err(format!("Invalid input JSON: the simulator does not serve the search field {other:?}"));
             }
         }
     }
     Ok(search)
+}
+
+fn parse_sorts(value: &Value) -> Result<Option<Sort>, String> {
+    let sorts = value.as_array().ok_or("Invalid input JSON: sorts must be an array")?;
+    let [sort] = &sorts[..] else {
+        return match sorts.len() {
+            0 => Ok(None),
+            n => Err(format!("Too many sorts ({n}). A search can be sorted by one property.")),
+        };
+    };
+    let (property, descending) = match sort {
+        Value::String(name) => match name.strip_prefix('-') {
+            Some(name) => (name.to_owned(), true),
+            None => (name.clone(), false),
+        },
+        Value::Object(sort) => {
+            let property =
+                sort.get("propertyName").and_then(Value::as_str).ok_or("sorts[0].propertyName is required")?;
+            let descending = match sort.get("direction").map(|d| d.as_str()) {
+                None | Some(Some("ASCENDING")) => false,
+                Some(Some("DESCENDING")) => true,
+                Some(other) => {
+                    return Err(format!(
+                        "Invalid input JSON: sorts[0].direction {} is not one of [ASCENDING, DESCENDING]",
+                        other.map_or_else(|| "null".to_owned(), |d| format!("{d:?}"))
+                    ));
+                }
+            };
+            (property.to_owned(), descending)
+        }
+        _ => return Err("Invalid input JSON: sorts[0] must be a property name or {propertyName, direction}".into()),
+    };
+    if property.is_empty() {
+        return Err("sorts[0].propertyName is required".into());
+    }
+    Ok(Some(Sort { property, descending }))
 }
 
 fn parse_groups(value: &Value) -> Result<Vec<Vec<Filter>>, String> {
@@ -448,6 +536,15 @@ fn parse_filter(filter: &Value, at: &str) -> Result<Filter, String> {
         "NOT_IN" => Operator::NotIn(values()?),
         "HAS_PROPERTY" => Operator::HasProperty,
         "NOT_HAS_PROPERTY" => Operator::NotHasProperty,
+        "GTE" if DATE_PROPERTIES.contains(&property.as_str()) => {
+            let value = value()?;
+            Operator::Gte(instant(&value).ok_or_else(|| {
+                format!("{at}.value {value:?} is not a time: epoch milliseconds or an ISO 8601 date-time")
+            })?)
+        }
+        "GTE" => {
+            return Err(format!("{at}: the simulator evaluates GTE only on date properties, not on {property:?}"));
+        }
         known if OPERATORS.contains(&known) => {
             return Err(format!("{at}: the simulator does not evaluate the operator {known}"));
         }
@@ -567,11 +664,19 @@ async fn search_contacts(State(state): Shared, headers: HeaderMap, body: Bytes) 
             let Operator::Eq(phone) = &group[0].operator else { unreachable!("matched above") };
             store.customer(phone).map(|c| contact_json(c, asked)).into_iter().collect()
         }
-        _ => store
-            .customers()
-            .filter(|c| search.matches(|name| contact_property(c, name)))
-            .map(|c| contact_json(c, asked))
-            .collect(),
+        _ => {
+            let mut contacts: Vec<&Customer> =
+                store.customers().filter(|c| search.matches(|name| contact_property(c, name))).collect();
+            if let Some(sort) = &search.sort {
+                contacts.sort_by(|a, b| {
+                    sort.order(
+                        contact_property(a, &sort.property).as_deref(),
+                        contact_property(b, &sort.property).as_deref(),
+                    )
+                });
+            }
+            contacts.into_iter().map(|c| contact_json(c, asked)).collect()
+        }
     };
     drop(store);
     page(results, &search)
@@ -588,13 +693,22 @@ async fn search_tickets(State(state): Shared, headers: HeaderMap, body: Bytes) -
     };
     let ref_property = state.settings.hubspot_ref_property.as_str();
     let store = state.sim.store.lock().await;
-    let results: Vec<Value> = store
+    let mut tickets: Vec<(usize, &Case)> = store
         .ledger()
         .iter()
         .enumerate()
         .filter(|(i, case)| search.matches(|name| ticket_property(case, *i, name)))
-        .map(|(i, case)| ticket_json(case, i, search.properties.as_deref(), ref_property))
         .collect();
+    if let Some(sort) = &search.sort {
+        tickets.sort_by(|(i, a), (j, b)| {
+            sort.order(
+                ticket_property(a, *i, &sort.property).as_deref(),
+                ticket_property(b, *j, &sort.property).as_deref(),
+            )
+        });
+    }
+    let results: Vec<Value> =
+        tickets.into_iter().map(|(i, case)| ticket_json(case, i, search.properties.as_deref(), ref_property)).collect();
     drop(store);
     page(results, &search)
 }
@@ -705,7 +819,7 @@ async fn read_ticket(State(state): Shared, Path(id): Path<String>, headers: Head
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Served, profile, seed, send, serve};
+    use super::super::testing::{Served, list_all, profile, seed, seed_at, send, serve};
     use super::super::{Dialect, Settings};
     use super::*;
     use crate::sim::limit::{HeaderStyle, RateLimit};
@@ -1010,6 +1124,108 @@ mod tests {
         assert!(served.sim.store.lock().await.ledger().is_empty());
     }
 
+    /// The pre-warm sync's search: contacts changed at or after `since`.
+    fn changed_since(since: &str, after: Option<&str>, limit: usize) -> Value {
+        let mut body = json!({
+            "filterGroups": [{"filters": [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": since}]}],
+            "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+            "properties": ["phone", TIER_PROPERTY, "lastmodifieddate"],
+            "limit": limit,
+        });
+        if let Some(after) = after {
+            body["after"] = json!(after);
+        }
+        body
+    }
+
+    /// A whole second an hour ago, on a fresh simulator: contacts changed
+    /// before it, `n` at it and after it (a millisecond apart, in the
+    /// store's phone order backwards), one removed after it.
+    async fn changes(n: u64) -> (Served, u64) {
+        let served = serve(Dialect::HubSpot, Settings::default()).await;
+        let since = (clock::unix_ms() / 1000 - 3600) * 1000;
+        seed_at(&served.sim, json!([{"phone": "+15559999", "customerId": "C-old"}]), since - 1).await;
+        for k in 0..n {
+            let customer =
+                json!([{"phone": format!("+1555{:04}", n - k), "customerId": format!("C-{k}"), "tier": "gold"}]);
+            seed_at(&served.sim, customer, since + k).await;
+        }
+        seed_at(&served.sim, json!([{"phone": "+15558888", "customerId": "C-gone"}]), since).await;
+        served.sim.store.lock().await.remove_customers(&["+15558888".to_owned()], since + n + 1);
+        (served, since)
+    }
+
+    #[tokio::test]
+    async fn hubspot_lists_contacts_changed_since_by_search() {
+        let (served, since) = changes(5).await;
+        let mut ids = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let (status, _, body) =
+                post(&served, CONTACT_SEARCH, changed_since(&since.to_string(), after.as_deref(), 2)).await;
+            assert_eq!((status, body["total"].clone()), (200, json!(5)), "{body}");
+            pages += 1;
+            for contact in body["results"].as_array().expect("results") {
+                ids.push(contact["id"].as_str().expect("id").to_owned());
+                let properties = contact["properties"].as_object().expect("properties");
+                assert_eq!(properties["lastmodifieddate"], contact["updatedAt"]);
+                assert_eq!(properties[TIER_PROPERTY], "gold");
+                assert!(properties["phone"].as_str().is_some_and(|p| p.starts_with("+1555")));
+            }
+            match body.get("paging") {
+                Some(paging) => after = paging["next"]["after"].as_str().map(str::to_owned),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3, "5 contacts, 2 a page");
+        assert_eq!(
+            ids,
+            ["C-0", "C-1", "C-2", "C-3", "C-4"],
+            "changed at or after `since`, oldest first; not the removed"
+        );
+        let first = json!(super::iso8601(since));
+        let (_, _, body) = post(&served, CONTACT_SEARCH, changed_since(&since.to_string(), None, 1)).await;
+        assert_eq!(
+            (body["results"][0]["updatedAt"].clone(), body["paging"]["next"]["after"].clone()),
+            (first, json!("1"))
+        );
+
+        // An ISO 8601 value names the same instant; DESCENDING reverses.
+        let mut iso = changed_since(&super::iso8601(since + 3), None, 10);
+        iso["sorts"][0]["direction"] = json!("DESCENDING");
+        let (_, _, body) = post(&served, CONTACT_SEARCH, iso).await;
+        let ids: Vec<&str> =
+            body["results"].as_array().expect("results").iter().filter_map(|c| c["id"].as_str()).collect();
+        assert_eq!((ids, body.get("paging")), (vec!["C-4", "C-3"], None));
+        let (_, _, body) = post(&served, CONTACT_SEARCH, json!({"sorts": ["-phone"], "limit": 2})).await;
+        assert_eq!(
+            (body["results"][0]["id"].clone(), body["results"][1]["id"].clone()),
+            (json!("C-old"), json!("C-0"))
+        );
+
+        // An invalid cursor, GTE where the simulator does not evaluate it, bad sorts.
+        let mut bad_after = changed_since(&since.to_string(), None, 2);
+        bad_after["after"] = json!("not-a-cursor");
+        let gte_phone =
+            json!({"filterGroups": [{"filters": [{"propertyName": "phone", "operator": "GTE", "value": "1"}]}]});
+        for (body, needle) in [
+            (bad_after, "not a paging cursor"),
+            (gte_phone, "GTE only on date properties"),
+            (changed_since("yesterday", None, 2), "not a time"),
+            (json!({"sorts": ["phone", "createdate"]}), "one property"),
+            (json!({"sorts": [{"propertyName": "phone", "direction": "UP"}]}), "ASCENDING, DESCENDING"),
+            (changed_since(&since.to_string(), None, 201), "less than or equal to 200"),
+        ] {
+            let (status, _, refusal) = post(&served, CONTACT_SEARCH, body.clone()).await;
+            assert_eq!((status, refusal["category"].clone()), (400, json!("VALIDATION_ERROR")), "{body}");
+            assert!(refusal["message"].as_str().is_some_and(|m| m.contains(needle)), "{refusal}");
+        }
+        // A cursor past the end is an empty last page.
+        let (status, _, body) = post(&served, CONTACT_SEARCH, changed_since("0", Some("50"), 2)).await;
+        assert_eq!((status, body["results"].clone(), body.get("paging")), (200, json!([]), None));
+    }
+
     #[tokio::test]
     async fn hubspot_unknown_paths_and_classification() {
         let served = served().await;
@@ -1072,6 +1288,28 @@ mod tests {
         );
         let stats = served.sim.stats.snapshot();
         assert_eq!((stats.lookups, stats.creates, stats.case_queries), (2, 2, 1));
+    }
+
+    /// The shipped profile's customer list, 100 a page (its `limit`),
+    /// followed by `paging.next.after` to the last page.
+    #[tokio::test]
+    async fn hubspot_serves_the_shipped_profile_list() {
+        let (served, since) = changes(250).await;
+        let mapping = profile("hubspot", &[("FAILSOFT_CRM_API_TOKEN", TOKEN)]);
+        let pages = list_all(&served.http, &mapping, &served.base, since, 100, None).await;
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
+        let listed: Vec<_> = pages.into_iter().flatten().collect();
+        let ids: Vec<String> = listed.iter().filter_map(|c| c.customer_id.clone()).collect();
+        let want: Vec<String> = (0..250).map(|k| format!("C-{k}")).collect();
+        assert_eq!(ids, want, "each contact changed at or after `since` once, oldest first");
+        assert!(listed.iter().all(|c| !c.deleted && c.tier.as_deref() == Some("gold")));
+        assert_eq!(listed[0].phone.as_deref(), Some("+15550250"));
+        assert_eq!(listed[0].updated_at.as_deref(), Some(super::iso8601(since).as_str()));
+        assert!(!listed.iter().any(|c| c.phone.as_deref() == Some("+15558888")), "archived: not searchable");
+        // A full pass lists the older contact too.
+        let all = list_all(&served.http, &mapping, &served.base, 0, 100, None).await;
+        assert_eq!(all.into_iter().flatten().count(), 251);
+        assert_eq!(served.sim.stats.snapshot().lookups, 3 + 3, "HubSpot's list is its search: counted as lookups");
     }
 
     #[test]

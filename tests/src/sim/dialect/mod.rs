@@ -116,16 +116,43 @@ impl Settings {
     }
 }
 
+/// How the dialects page their lists, besides [`Settings`]: what
+/// `--salesforce-batch-size` sets. Not yet wired: `config.rs` (which builds
+/// `Settings` field by field) has no such flag, and `sim::run` calls
+/// [`router`], so `crm-sim` serves the default; wiring it is a `u64` flag
+/// (1..=2000) and [`router_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging {
+    /// The most records one Salesforce query answer holds (1 to 2,000,
+    /// Salesforce's default batch).
+    pub salesforce_batch_size: usize,
+}
+
+impl Default for Paging {
+    fn default() -> Self {
+        Self { salesforce_batch_size: salesforce::BATCH_SIZE_DEFAULT }
+    }
+}
+
 /// What a dialect's handlers share.
 #[derive(Debug)]
 pub struct DialectState {
     pub sim: Arc<Sim>,
     pub settings: Settings,
+    /// The salesforce dialect's query batches and open query cursors.
+    pub salesforce: salesforce::QueryPaging,
 }
 
 /// The API router for `dialect`, behind the failure-mode middleware.
 pub fn router(sim: Arc<Sim>, dialect: Dialect, contract: Contract, settings: Settings) -> Router {
-    let state = Arc::new(DialectState { sim: Arc::clone(&sim), settings });
+    router_with(sim, dialect, contract, settings, Paging::default())
+}
+
+/// [`router`] with `paging` rather than the vendors' defaults (a batch
+/// size outside 1 to 2,000 is taken as the nearest bound).
+pub fn router_with(sim: Arc<Sim>, dialect: Dialect, contract: Contract, settings: Settings, paging: Paging) -> Router {
+    let salesforce = salesforce::QueryPaging::new(paging.salesforce_batch_size);
+    let state = Arc::new(DialectState { sim: Arc::clone(&sim), settings, salesforce });
     match dialect {
         Dialect::Generic => api::router(sim, contract),
         Dialect::Salesforce => api::guarded(salesforce::routes(), sim, dialect).with_state(state),
@@ -341,8 +368,12 @@ pub(crate) mod testing {
     }
 
     pub async fn serve(dialect: Dialect, settings: Settings) -> Served {
+        serve_with(dialect, settings, Paging::default()).await
+    }
+
+    pub async fn serve_with(dialect: Dialect, settings: Settings, paging: Paging) -> Served {
         let sim = Arc::new(Sim::new());
-        let app = router(Arc::clone(&sim), dialect, Contract::Full, settings);
+        let app = router_with(Arc::clone(&sim), dialect, Contract::Full, settings, paging);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let base = format!("http://{}", listener.local_addr().expect("bound address"));
         let task = tokio::spawn(async move {
@@ -354,8 +385,13 @@ pub(crate) mod testing {
 
     /// Loads customers as `POST /admin/customers` would.
     pub async fn seed(sim: &Sim, customers: serde_json::Value) {
+        seed_at(sim, customers, super::super::clock::unix_ms()).await;
+    }
+
+    /// Loads customers changed at `ms` (since the epoch).
+    pub async fn seed_at(sim: &Sim, customers: serde_json::Value, ms: u64) {
         let customers = serde_json::from_value(customers).expect("customers");
-        sim.store.lock().await.upsert_customers(customers, super::super::clock::unix_ms());
+        sim.store.lock().await.upsert_customers(customers, ms);
     }
 
     /// The shipped mapping profile `name` (`deploy/crm/<name>.toml`), as a
@@ -364,6 +400,39 @@ pub(crate) mod testing {
         let from = failsoft_shared::mapping::Settings { profile: Some(name), ..Default::default() };
         let secret = |wanted: &str| secrets.iter().find(|(n, _)| *n == wanted).map(|(_, v)| (*v).to_owned());
         failsoft_shared::mapping::load_text(from, &secret).unwrap_or_else(|e| panic!("profile {name}: {e}"))
+    }
+
+    /// Pages through `mapping`'s customer list of changes since `since_ms`,
+    /// following each page's next page: every page's customers, in order.
+    pub async fn list_all(
+        http: &reqwest::Client,
+        mapping: &failsoft_shared::mapping::Mapping,
+        base: &str,
+        since_ms: u64,
+        page_size: u32,
+        token: Option<&str>,
+    ) -> Vec<Vec<failsoft_shared::sync::ListedCustomer>> {
+        use failsoft_shared::mapping::{ListPage, NextPage};
+        let mut pages = Vec::new();
+        let mut next: Option<NextPage> = None;
+        loop {
+            let page = match &next {
+                None => ListPage::First,
+                Some(NextPage::Cursor(cursor)) => ListPage::Cursor(cursor),
+                Some(NextPage::Url(url)) => ListPage::Url(url),
+            };
+            let request = mapping.list_customers(base, Some(since_ms), page_size, page, token).expect("a list");
+            let (status, body) = send(http, request.expect("rendered")).await;
+            assert_eq!(status, 200, "page {}: {}", pages.len() + 1, String::from_utf8_lossy(&body));
+            let listed = mapping.read_list(base, &body).expect("a list page");
+            assert!(listed.unreadable.is_empty(), "unreadable items: {}", String::from_utf8_lossy(&body));
+            pages.push(listed.customers.into_iter().map(|(_, customer)| customer).collect());
+            match listed.next {
+                None => return pages,
+                more => next = more,
+            }
+            assert!(pages.len() < 1_000, "the list ends");
+        }
     }
 
     /// Sends a request a mapping built; its status and body.

@@ -20,14 +20,32 @@
 //!   (<https://developer.salesforce.com/docs/atlas.en-us.api_meta.meta/api_meta/meta_error_handling_session_exp.htm>).
 //! - `GET /services/data/vNN.N/query?q=<SOQL>`
 //!   (<https://developer.salesforce.com/docs/platform/api-rest/guide/resources-query.md>):
-//!   `SELECT <fields> FROM Contact|Case [WHERE …] [LIMIT n]`, parsed and
-//!   evaluated by [`super::soql`] → 200 `{"totalSize","done":true,"records":[{"attributes":{"type","url"},<requested fields>}]}`.
-//!   Contact fields: `Id Name Phone Tier__c LastModifiedDate`; Case fields:
+//!   `SELECT <fields> FROM Contact|Case [WHERE …] [ORDER BY …] [LIMIT n]`,
+//!   parsed and evaluated by [`super::soql`] (dateTime fields compared with
+//!   unquoted dateTime literals by `= != < <= > >=`) → 200
+//!   `{"totalSize","done","records":[{"attributes":{"type","url"},<requested fields>}]}`.
+//!   Contact fields: `Id Name Phone Tier__c LastModifiedDate` (the store's
+//!   last change, as `2026-12-07T10:00:00.000+0000`); Case fields:
 //!   `Id CaseNumber Status CreatedDate Subject Description Origin Priority
 //!   SuppliedPhone ContactId Type Reason`, the external-ref field and any
 //!   `__c` field. Refusals, 400: `MALFORMED_QUERY` (syntax, or no `q`),
-//!   `INVALID_TYPE` (another object), `INVALID_FIELD` (another field, or a
-//!   date field compared with a quoted value).
+//!   `INVALID_TYPE` (another object), `INVALID_FIELD` (another field, a
+//!   dateTime field compared with a quoted value or a text field with a
+//!   dateTime). Removed customers are not Contacts any more: `query` does
+//!   not return them (only `queryAll` would, which is not served).
+//! - Paging, as the query resource documents it: an answer holds at most
+//!   `--salesforce-batch-size` records (default 2,000, Salesforce's batch);
+//!   while more remain it says `"done":false` and
+//!   `"nextRecordsUrl":"/services/data/vNN.N/query/<queryLocator>-<offset>"`,
+//!   and `GET` on that path (a session required) answers the next batch in
+//!   the same shape. The locator names a server-side cursor over the result
+//!   as it was when the query ran (18 characters, prefix `0r8`; kept two
+//!   days, <https://developer.salesforce.com/docs/platform/salesforce-app-limits-cheatsheet/guide/salesforce-app-limits-platform-apicursors.html>);
+//!   any offset within it may be asked for. An unknown or expired locator, or
+//!   an offset past the end: 400
+//!   `[{"message":"invalid query locator","errorCode":"INVALID_QUERY_LOCATOR"}]`
+//!   (<https://help.salesforce.com/s/articleView?id=000384958&type=1>; the
+//!   message as real answers quote it, restforce/restforce#67).
 //! - `POST /services/data/vNN.N/sobjects/Case/` (with or without the slash;
 //!   <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api/dome_sobject_create.htm>):
 //!   a JSON object of fields → 201 `{"id":"500…","success":true,"errors":[]}`.
@@ -52,13 +70,17 @@
 //! (`--client-id`/`--client-secret`); the token's `signature` is opaque, not
 //! an HMAC a client could verify; the allowance resets per `--rate-window-secs`
 //! window rather than rolling over 24 hours, and the token endpoint is not
-//! counted; queries return every match in one batch (`done` is always
-//! true, no `nextRecordsUrl`); Case ids are 18-character ids counting up
-//! (`500SIM000000001…`), `CaseNumber` is the ledger position; field values
-//! are not type-checked, and a Case's `Status` defaults to `New`.
+//! counted; at most 100 query cursors are kept (the oldest is released
+//! first: Salesforce no longer limits them, the simulator bounds its
+//! memory), and the `Sforce-Query-Options` batch size header is ignored;
+//! the locator's offset counts records, not Salesforce's own encoding; Case
+//! ids are 18-character ids counting up (`500SIM000000001…`), `CaseNumber`
+//! is the ledger position; field values are not type-checked, and a Case's
+//! `Status` defaults to `New`.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -70,7 +92,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
 
-use super::soql::{self, Cond, Literal, SoqlError};
+use super::soql::{self, Cond, Datum, Literal, Op, SoqlError};
 use super::{DialectState, Quota, base_url, basic_credentials, bearer_token, form_pairs, header, query_value};
 use crate::sim::clock;
 use crate::sim::route::Route;
@@ -97,6 +119,7 @@ pub fn routes() -> Router<Arc<DialectState>> {
         .route(TOKEN_PATH, post(token))
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/", get(query))
+        .route("/services/data/{version}/query/{locator}", get(query_more))
         .route("/services/data/{version}/sobjects/{object}", post(create))
         .route("/services/data/{version}/sobjects/{object}/", post(create))
         .fallback(|| async { not_found() })
@@ -115,17 +138,33 @@ pub fn classify(method: &Method, uri: &Uri) -> Route {
     let mut parts = rest.trim_end_matches('/').split('/').skip(1);
     match (method, parts.next(), parts.next(), parts.next()) {
         (&Method::GET, Some("query"), None, None) => {
-            match query_value(uri, "q").and_then(|q| soql::object_of(&q)).as_deref().map(str::to_ascii_lowercase) {
+            let q = query_value(uri, "q").unwrap_or_default();
+            match soql::object_of(&q).as_deref().map(str::to_ascii_lowercase) {
+                Some(object) if object == "contact" && is_list(&q) => Route::ListCustomers,
                 Some(object) if object == "contact" => Route::Lookup,
                 Some(object) if object == "case" => Route::FindCases,
                 _ => Route::Other,
             }
         }
+        // The next batch of a query: the pre-warm sync's list pages.
+        (&Method::GET, Some("query"), Some(_), None) => Route::ListCustomers,
         (&Method::POST, Some("sobjects"), Some(object), None) if object.eq_ignore_ascii_case("case") => {
             Route::CreateCase
         }
         _ => Route::Other,
     }
+}
+
+/// Whether a query lists Contacts changed since a time (it compares
+/// `LastModifiedDate`) rather than looking one up.
+fn is_list(q: &str) -> bool {
+    soql::parse(q).is_ok_and(|parsed| {
+        parsed
+            .filter
+            .iter()
+            .flat_map(Cond::comparisons)
+            .any(|(field, _)| field.name.eq_ignore_ascii_case("LastModifiedDate"))
+    })
 }
 
 /// Salesforce's error envelope: an array of `{message, errorCode[, fields]}`.
@@ -150,6 +189,82 @@ pub fn limit_exceeded() -> Response {
 
 pub fn write_quota(quota: Quota, headers: &mut HeaderMap) {
     headers.insert("sforce-limit-info", header(&format!("api-usage={}/{}", quota.used, quota.limit)));
+}
+
+/// Salesforce's batch: the most records one query answer holds.
+pub const BATCH_SIZE_DEFAULT: usize = 2_000;
+/// How long a query cursor stays (two days since the query ran).
+const CURSOR_LIFETIME: Duration = Duration::from_secs(2 * 24 * 60 * 60);
+/// The most query cursors kept; opening another releases the oldest.
+const MAX_CURSORS: usize = 100;
+
+/// The query resource's paging: the batch size and the open query cursors
+/// (server-side, each the whole result as it was when its query ran).
+#[derive(Debug)]
+pub struct QueryPaging {
+    batch_size: usize,
+    cursors: Mutex<Cursors>,
+}
+
+#[derive(Debug, Default)]
+struct Cursors {
+    /// Locators issued so far (the next one's number).
+    issued: u64,
+    /// Open cursors, oldest first: locator, records, when the query ran.
+    open: VecDeque<(String, Arc<Vec<Value>>, Instant)>,
+}
+
+impl QueryPaging {
+    /// Paging by batches of `batch_size` records (1 to 2,000).
+    pub fn new(batch_size: usize) -> Self {
+        Self { batch_size: batch_size.clamp(1, BATCH_SIZE_DEFAULT), cursors: Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cursors> {
+        self.cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `records` behind a new locator.
+    fn open(&self, records: Arc<Vec<Value>>, now: Instant) -> String {
+        let mut cursors = self.lock();
+        cursors.open.retain(|(_, _, opened)| now.duration_since(*opened) < CURSOR_LIFETIME);
+        while cursors.open.len() >= MAX_CURSORS {
+            cursors.open.pop_front();
+        }
+        cursors.issued += 1;
+        let locator = salesforce_id("0r8", cursors.issued);
+        cursors.open.push_back((locator.clone(), records, now));
+        locator
+    }
+
+    /// The records behind `locator`, if it is open.
+    fn records(&self, locator: &str, now: Instant) -> Option<Arc<Vec<Value>>> {
+        let cursors = self.lock();
+        let (_, records, opened) = cursors.open.iter().find(|(id, _, _)| id == locator)?;
+        (now.duration_since(*opened) < CURSOR_LIFETIME).then(|| Arc::clone(records))
+    }
+
+    /// The answer holding `records[offset..]`'s first batch: `done`, or the
+    /// `nextRecordsUrl` of the rest.
+    fn batch(&self, version: &str, locator: Option<&str>, records: &Arc<Vec<Value>>, offset: usize) -> Response {
+        let end = offset.saturating_add(self.batch_size).min(records.len());
+        let batch = &records[offset.min(end)..end];
+        let mut body = json!({"totalSize": records.len(), "done": end == records.len(), "records": batch});
+        if end < records.len() {
+            let locator = match locator {
+                Some(locator) => locator.to_owned(),
+                None => self.open(Arc::clone(records), Instant::now()),
+            };
+            body["nextRecordsUrl"] = Value::from(format!("/services/data/{version}/query/{locator}-{end}"));
+        }
+        super::json(StatusCode::OK, body)
+    }
+}
+
+impl Default for QueryPaging {
+    fn default() -> Self {
+        Self::new(BATCH_SIZE_DEFAULT)
+    }
 }
 
 /// `vNN.N`, as every API version is named.
@@ -223,8 +338,15 @@ fn sf_datetime(ms: u64) -> String {
 /// An 18-character Case id: the 15-character id counting up and the
 /// 3-character suffix that encodes its capitals.
 fn case_id(index: usize) -> String {
+    salesforce_id("500", index as u64 + 1)
+}
+
+/// An 18-character id of the kind `prefix` names (`500` a Case, `0r8` a
+/// query locator): the 15-character id `<prefix>SIM<n>` and the
+/// 3-character suffix that encodes its capitals.
+fn salesforce_id(prefix: &str, n: u64) -> String {
     const SUFFIX: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
-    let id = format!("500SIM{:09}", index + 1);
+    let id = format!("{prefix}SIM{n:09}");
     let suffix: String = id
         .as_bytes()
         .chunks(5)
@@ -309,6 +431,22 @@ fn as_text(value: Value) -> Option<String> {
     }
 }
 
+/// A Contact's field value as SOQL compares and sorts it.
+fn contact_datum(customer: &Customer, field: &str) -> Option<Datum> {
+    if field.eq_ignore_ascii_case("LastModifiedDate") {
+        return Some(Datum::DateTime(i64::try_from(customer.updated_at_ms).unwrap_or(i64::MAX)));
+    }
+    as_text(contact_value(customer, field)).map(Datum::Text)
+}
+
+/// A Case's field value as SOQL compares and sorts it.
+fn case_datum(case: &Case, index: usize, field: &str) -> Option<Datum> {
+    if field.eq_ignore_ascii_case("CreatedDate") {
+        return Some(Datum::DateTime(i64::try_from(case.created_at).unwrap_or(i64::MAX)));
+    }
+    as_text(case_value(case, index, field)).map(Datum::Text)
+}
+
 /// `GET /services/data/vNN.N/query?q=`.
 async fn query(State(state): Shared, Path(version): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
     if !is_version(&version) {
@@ -354,11 +492,18 @@ async fn query(State(state): Shared, Path(version): Path<String>, headers: Heade
         let Some(field) = object.field(&ident.name, ref_field) else {
             return no_such(ident);
         };
-        if DATE_FIELDS.contains(&field.as_str()) && matches!(literal, Literal::Text(_)) {
-            let detail = format!(
-                "value of filter criterion for field '{field}' must be of type dateTime and should not be enclosed in quotes"
-            );
-            return refused(SoqlError::at("INVALID_FIELD", &q, ident.at, &detail));
+        let is_date = DATE_FIELDS.contains(&field.as_str());
+        let expected = match literal {
+            Literal::Text(_) if is_date => "dateTime and should not be enclosed in quotes",
+            Literal::DateTime(_) if !is_date => "string and should be enclosed in quotes",
+            _ => continue,
+        };
+        let detail = format!("value of filter criterion for field '{field}' must be of type {expected}");
+        return refused(SoqlError::at("INVALID_FIELD", &q, ident.at, &detail));
+    }
+    for key in &parsed.order {
+        if object.field(&key.field.name, ref_field).is_none() {
+            return no_such(&key.field);
         }
     }
     let limit = parsed.limit.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -369,41 +514,90 @@ async fn query(State(state): Shared, Path(version): Path<String>, headers: Heade
         out.extend(values);
         Value::Object(out)
     };
+    // Stable: records equal by every key keep their own order (Contacts by
+    // last change, Cases by creation).
+    let sort = |datum: &dyn Fn(usize, &str) -> Option<Datum>, rows: &mut Vec<usize>| {
+        rows.sort_by(|&a, &b| {
+            parsed
+                .order
+                .iter()
+                .map(|key| {
+                    let name = key.field.name.as_str();
+                    soql::order(datum(a, name).as_ref(), datum(b, name).as_ref(), key.descending)
+                })
+                .find(|ordering| ordering.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    };
     let store = state.sim.store.lock().await;
     let records: Vec<Value> = match object {
         Object::Contact => {
-            let pick = |c: &Customer| {
-                record(&c.customer_id, fields.iter().map(|f| (f.clone(), contact_value(c, f))).collect())
-            };
-            let matches = |c: &&Customer| {
-                parsed.filter.as_ref().is_none_or(|cond| cond.matches(&|f| as_text(contact_value(c, f))))
-            };
-            match exact_phone(parsed.filter.as_ref()) {
+            let contacts: Vec<&Customer> = match exact_phone(parsed.filter.as_ref()) {
                 // `Phone = '<E.164>'`: the store's index answers it (no letters, so case does not matter).
-                Some(phone) => store.customer(phone).iter().take(limit).map(|c| pick(c)).collect(),
-                None => store.customers().filter(matches).take(limit).map(pick).collect(),
-            }
+                Some(phone) => store.customer(phone).into_iter().collect(),
+                None => store
+                    .customers()
+                    .filter(|c| parsed.filter.as_ref().is_none_or(|cond| cond.matches(&|f| contact_datum(c, f))))
+                    .collect(),
+            };
+            let mut rows: Vec<usize> = (0..contacts.len()).collect();
+            sort(&|i, f| contact_datum(contacts[i], f), &mut rows);
+            rows.into_iter()
+                .take(limit)
+                .map(|i| {
+                    let c = contacts[i];
+                    record(&c.customer_id, fields.iter().map(|f| (f.clone(), contact_value(c, f))).collect())
+                })
+                .collect()
         }
-        Object::Case => store
-            .ledger()
-            .iter()
-            .enumerate()
-            .filter(|(i, case)| {
-                parsed.filter.as_ref().is_none_or(|cond| cond.matches(&|f| as_text(case_value(case, *i, f))))
-            })
-            .take(limit)
-            .map(|(i, case)| {
-                record(&case.case_id, fields.iter().map(|f| (f.clone(), case_value(case, i, f))).collect())
-            })
-            .collect(),
+        Object::Case => {
+            let ledger = store.ledger();
+            let mut rows: Vec<usize> = (0..ledger.len())
+                .filter(|&i| parsed.filter.as_ref().is_none_or(|cond| cond.matches(&|f| case_datum(&ledger[i], i, f))))
+                .collect();
+            sort(&|i, f| case_datum(&ledger[i], i, f), &mut rows);
+            rows.into_iter()
+                .take(limit)
+                .map(|i| {
+                    let case = &ledger[i];
+                    record(&case.case_id, fields.iter().map(|f| (f.clone(), case_value(case, i, f))).collect())
+                })
+                .collect()
+        }
     };
-    super::json(StatusCode::OK, json!({"totalSize": records.len(), "done": true, "records": records}))
+    drop(store);
+    state.salesforce.batch(&version, None, &Arc::new(records), 0)
+}
+
+/// `GET /services/data/vNN.N/query/<queryLocator>-<offset>`: the next batch.
+async fn query_more(
+    State(state): Shared,
+    Path((version, locator)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !is_version(&version) {
+        return not_found();
+    }
+    if let Some(refusal) = unauthorized(&state, &headers) {
+        return refusal;
+    }
+    let invalid = || error(StatusCode::BAD_REQUEST, "invalid query locator", "INVALID_QUERY_LOCATOR");
+    let Some((id, offset)) = locator.rsplit_once('-') else {
+        return invalid();
+    };
+    let Some(records) = state.salesforce.records(id, Instant::now()) else {
+        return invalid();
+    };
+    match offset.parse::<usize>() {
+        Ok(offset) if offset <= records.len() => state.salesforce.batch(&version, Some(id), &records, offset),
+        _ => invalid(),
+    }
 }
 
 /// The phone of a filter that is exactly `Phone = '<value without letters>'`.
 fn exact_phone(filter: Option<&Cond>) -> Option<&str> {
     match filter? {
-        Cond::Compare { field, negated: false, value: Literal::Text(phone) }
+        Cond::Compare { field, op: Op::Eq, value: Literal::Text(phone) }
             if field.name.eq_ignore_ascii_case("Phone")
                 && !phone.is_empty()
                 && !phone.chars().any(char::is_alphabetic) =>
@@ -497,10 +691,11 @@ async fn create(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Served, seed, serve};
-    use super::super::{Dialect, Settings};
+    use super::super::testing::{Served, list_all, profile, seed, seed_at, send, serve, serve_with};
+    use super::super::{Dialect, Paging, Settings};
     use super::*;
     use crate::sim::limit::{HeaderStyle, RateLimit};
+    use failsoft_shared::mapping::LookupAnswer;
 
     const CONTACT_Q: &str = "SELECT Id, Phone, Tier__c FROM Contact WHERE Phone = ";
 
@@ -763,6 +958,192 @@ mod tests {
         assert_eq!(served.sim.stats.snapshot().throttled, 1);
     }
 
+    /// The shipped profile's list query, changes since `since`.
+    fn list_q(since: &str) -> String {
+        format!(
+            "SELECT Id, Phone, Tier__c, LastModifiedDate FROM Contact WHERE LastModifiedDate >= {since} AND Phone != \
+             null ORDER BY LastModifiedDate"
+        )
+    }
+
+    /// A whole second an hour ago: contacts changed before it, at it and
+    /// after it (a second apart, newest first in the store's phone order),
+    /// one removed after it and one without a phone.
+    async fn changes(served: &Served) -> u64 {
+        let since = (clock::unix_ms() / 1000 - 3600) * 1000;
+        seed_at(&served.sim, json!([{"phone": "+15550000", "customerId": "C-0"}]), since - 60_000).await;
+        seed_at(&served.sim, json!([{"phone": "+15550009", "customerId": "C-9"}]), since - 1).await;
+        for (k, customer) in ["C-5", "C-4", "C-3", "C-2", "C-1"].iter().enumerate() {
+            let phone = format!("+1555000{}", &customer[2..]);
+            let at = since + k as u64 * 1000;
+            seed_at(&served.sim, json!([{"phone": phone, "customerId": customer, "tier": "gold"}]), at).await;
+        }
+        seed_at(&served.sim, json!([{"phone": "+15550008", "customerId": "C-8"}]), since).await;
+        served.sim.store.lock().await.remove_customers(&["+15550008".to_owned()], since + 10_000);
+        seed_at(&served.sim, json!([{"phone": "", "customerId": "C-blank"}]), since + 20_000).await;
+        since
+    }
+
+    async fn get(served: &Served, token: &str, path: &str) -> (u16, Value) {
+        let answer = served.http.get(format!("{}{path}", served.base)).bearer_auth(token).send().await.expect("get");
+        (answer.status().as_u16(), answer.json().await.expect("json"))
+    }
+
+    #[tokio::test]
+    async fn salesforce_pages_contacts_changed_since_by_query_locator() {
+        let served = serve_with(Dialect::Salesforce, Settings::default(), Paging { salesforce_batch_size: 2 }).await;
+        let since = changes(&served).await;
+        let token = token(&served).await;
+        let (status, first) = soql(&served, &token, &list_q(&sf_datetime(since).replace(".000+0000", "Z"))).await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!((first["totalSize"].clone(), first["done"].clone()), (json!(5), json!(false)));
+        let next = first["nextRecordsUrl"].as_str().expect("a next batch").to_owned();
+        let locator = next.strip_prefix("/services/data/v60.0/query/").expect("the query resource");
+        let (id, offset) = locator.rsplit_once('-').expect("<locator>-<offset>");
+        let id = id.to_owned();
+        assert!(id.len() == 18 && id.starts_with("0r8") && offset == "2", "{next}");
+        assert_eq!(
+            first["records"][0],
+            json!({"attributes": {"type": "Contact", "url": "/services/data/v60.0/sobjects/Contact/C-5"},
+                "Id": "C-5", "Phone": "+15550005", "Tier__c": "gold", "LastModifiedDate": sf_datetime(since)})
+        );
+        let mut ids: Vec<Value> =
+            first["records"].as_array().expect("records").iter().map(|r| r["Id"].clone()).collect();
+        let mut url = Some(next.clone());
+        let mut batches = 1;
+        while let Some(path) = url.take() {
+            let (status, batch) = get(&served, &token, &path).await;
+            assert_eq!((status, batch["totalSize"].clone()), (200, json!(5)), "{batch}");
+            ids.extend(batch["records"].as_array().expect("records").iter().map(|r| r["Id"].clone()));
+            url = batch["nextRecordsUrl"].as_str().map(str::to_owned);
+            assert_eq!(batch["done"], json!(url.is_none()));
+            batches += 1;
+        }
+        assert_eq!(batches, 3, "5 records, 2 a batch");
+        assert_eq!(
+            ids,
+            ["C-5", "C-4", "C-3", "C-2", "C-1"],
+            "changed at or after `since`, oldest first; not the removed"
+        );
+
+        // The cursor is the result as it was: a later change does not move it.
+        seed(&served.sim, json!([{"phone": "+15550005", "customerId": "C-5", "tier": "vip"}])).await;
+        let (_, again) = get(&served, &token, &format!("/services/data/v60.0/query/{id}-0")).await;
+        assert_eq!(
+            (again["records"][0]["Id"].clone(), again["records"][0]["Tier__c"].clone()),
+            (json!("C-5"), json!("gold"))
+        );
+        let (_, end) = get(&served, &token, &format!("/services/data/v61.0/query/{id}-5")).await;
+        assert_eq!(end, json!({"totalSize": 5, "done": true, "records": []}));
+        // Unknown locators, offsets past the end, no session.
+        let invalid = json!([{"message": "invalid query locator", "errorCode": "INVALID_QUERY_LOCATOR"}]);
+        for path in [format!("{id}-6"), format!("{id}-x"), id.clone(), "0r8SIM000000099AAA-2".to_owned()] {
+            assert_eq!(
+                get(&served, &token, &format!("/services/data/v60.0/query/{path}")).await,
+                (400, invalid.clone())
+            );
+        }
+        let anonymous = served.http.get(format!("{}/services/data/v60.0/query/{id}-2", served.base)).send().await;
+        assert_eq!(anonymous.expect("get").status(), 401);
+        // A query that fits one batch opens no cursor.
+        let (_, one) = soql(&served, &token, &format!("{CONTACT_Q}'+15550001'")).await;
+        assert_eq!((one["done"].clone(), one.get("nextRecordsUrl")), (json!(true), None));
+        let stats = served.sim.stats.snapshot();
+        assert_eq!((stats.lists, stats.lookups), (10, 1), "the list and its batches are the sync's list");
+    }
+
+    #[tokio::test]
+    async fn salesforce_compares_and_orders_by_last_modified_date() {
+        let served = serve(Dialect::Salesforce, Settings::default()).await;
+        let since = changes(&served).await;
+        let token = token(&served).await;
+        let ids = |body: &Value| -> Vec<String> {
+            body["records"]
+                .as_array()
+                .expect("records")
+                .iter()
+                .filter_map(|r| r["Id"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let at = |ms: u64| sf_datetime(ms).replace(".000+0000", "Z");
+        let q = |where_: &str| format!("SELECT Id FROM Contact WHERE {where_} ORDER BY LastModifiedDate DESC, Id");
+        let (status, body) = soql(&served, &token, &q(&format!("LastModifiedDate > {}", at(since + 2000)))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(ids(&body), ["C-blank", "C-1", "C-2"], "newest first");
+        let (_, body) = soql(&served, &token, &q(&format!("LastModifiedDate < {}", at(since)))).await;
+        assert_eq!(ids(&body), ["C-9", "C-0"]);
+        let (_, body) = soql(&served, &token, &q(&format!("LastModifiedDate <= {}", at(since)))).await;
+        assert_eq!(ids(&body), ["C-5", "C-9", "C-0"]);
+        // An offset names the same instant; fractional seconds count.
+        let local = super::super::utc(since).to_offset(time::UtcOffset::from_hms(-5, -30, 0).expect("offset"));
+        let west = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.001-05:30",
+            local.year(),
+            u8::from(local.month()),
+            local.day(),
+            local.hour(),
+            local.minute(),
+            local.second()
+        );
+        let (status, body) = soql(&served, &token, &q(&format!("LastModifiedDate >= {west} AND Phone != null"))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(ids(&body), ["C-1", "C-2", "C-3", "C-4"], "after the first millisecond of `since`");
+        let (_, body) =
+            soql(&served, &token, "SELECT Id FROM Contact WHERE Phone != null ORDER BY Phone DESC LIMIT 2").await;
+        assert_eq!(ids(&body), ["C-9", "C-5"]);
+        // Refusals: a dateTime in quotes or against text, an unknown sort field, a bad literal.
+        let (status, body) = soql(&served, &token, "SELECT Id FROM Contact WHERE Phone = 2026-12-07T00:00:00Z").await;
+        assert_eq!((status, body[0]["errorCode"].clone()), (400, json!("INVALID_FIELD")));
+        assert!(body[0]["message"].as_str().is_some_and(|m| m.contains("must be of type string")), "{body}");
+        let (_, body) = soql(&served, &token, "SELECT Id FROM Contact WHERE LastModifiedDate = '2026-12-07'").await;
+        assert!(body[0]["message"].as_str().is_some_and(|m| m.contains("must be of type dateTime")), "{body}");
+        let (_, body) = soql(&served, &token, "SELECT Id FROM Contact ORDER BY Email").await;
+        assert_eq!(body[0]["errorCode"], "INVALID_FIELD");
+        let (_, body) =
+            soql(&served, &token, "SELECT Id FROM Contact WHERE LastModifiedDate > 2026-02-30T00:00:00Z").await;
+        assert_eq!(body[0]["errorCode"], "MALFORMED_QUERY");
+    }
+
+    /// The shipped profile `deploy/crm/salesforce.toml`, unmodified: its
+    /// token, lookup, and the whole customer list a page at a time.
+    #[tokio::test]
+    async fn salesforce_serves_the_shipped_profile() {
+        let served = serve_with(Dialect::Salesforce, Settings::default(), Paging { salesforce_batch_size: 2 }).await;
+        let since = changes(&served).await;
+        let mapping = profile(
+            "salesforce",
+            &[
+                ("FAILSOFT_CRM_CLIENT_ID", "failsoft-test-client"),
+                ("FAILSOFT_CRM_CLIENT_SECRET", "failsoft-test-secret"),
+            ],
+        );
+        let (status, body) = send(&served.http, mapping.token_request(&served.base).expect("oauth")).await;
+        assert_eq!(status, 200);
+        let token = mapping.read_token(&body, clock::unix_secs()).expect("a token").access_token;
+        let lookup = mapping.lookup(&served.base, "+15550001", "corr-1", Some(&token)).expect("lookup");
+        let (_, body) = send(&served.http, lookup).await;
+        match mapping.read_customer(&body, "standard") {
+            LookupAnswer::Found(record) => {
+                assert_eq!((record.customer_id.as_str(), record.tier.as_str()), ("C-1", "gold"))
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let pages = list_all(&served.http, &mapping, &served.base, since, 500, Some(&token)).await;
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1], "batches of --salesforce-batch-size");
+        let listed: Vec<_> = pages.into_iter().flatten().collect();
+        let ids: Vec<&str> = listed.iter().filter_map(|c| c.customer_id.as_deref()).collect();
+        assert_eq!(ids, ["C-5", "C-4", "C-3", "C-2", "C-1"], "each changed contact once, none before `since`");
+        assert!(listed.iter().all(|c| !c.deleted && c.tier.as_deref() == Some("gold")));
+        assert_eq!(listed[0].phone.as_deref(), Some("+15550005"));
+        assert_eq!(listed[0].updated_at.as_deref(), Some(sf_datetime(since).as_str()));
+        assert!(listed.iter().all(|c| c.phone.as_deref() != Some("+15550008")), "query does not list removals");
+        // A pass from the epoch lists everyone with a phone.
+        let all = list_all(&served.http, &mapping, &served.base, 0, 500, Some(&token)).await;
+        assert_eq!(all.into_iter().flatten().count(), 7);
+        assert_eq!(served.sim.stats.snapshot().lists, 3 + 4);
+    }
+
     #[tokio::test]
     async fn salesforce_unknown_paths_and_classification() {
         let served = served().await;
@@ -785,6 +1166,13 @@ mod tests {
         );
         assert_eq!(classify(&Method::POST, &uri("/services/data/v60.0/sobjects/Case/")), Route::CreateCase);
         assert_eq!(classify(&Method::POST, &uri("/services/oauth2/token")), Route::Other);
+        let list =
+            format!("/services/data/v60.0/query?q={}", super::super::form_component(&list_q("2026-12-07T00:00:00Z")));
+        assert_eq!(classify(&Method::GET, &uri(&list)), Route::ListCustomers);
+        assert_eq!(
+            classify(&Method::GET, &uri("/services/data/v60.0/query/0r8SIM000000001AAA-2000")),
+            Route::ListCustomers
+        );
         assert!(is_version("v60.0") && !is_version("60.0") && !is_version("v60") && !is_version("vx.0"));
         assert_eq!(case_id(0), "500SIM000000001YBA");
     }

@@ -5,10 +5,13 @@
 //! Grammar (keywords in any case, as in SOQL):
 //!
 //! ```text
-//! query   := SELECT field {, field} FROM object [WHERE cond] [LIMIT digits]
-//! cond    := unary {AND unary} | unary {OR unary}   (mixing needs parentheses, as in SOQL)
-//! unary   := NOT unary | ( cond ) | field (= | != | <>) (string | NULL)
-//! string  := ' ... '   with the escapes of "Quoted String Escape Sequences"
+//! query    := SELECT field {, field} FROM object [WHERE cond]
+//!             [ORDER BY field [ASC|DESC] {, field [ASC|DESC]}] [LIMIT digits]
+//! cond     := unary {AND unary} | unary {OR unary}   (mixing needs parentheses, as in SOQL)
+//! unary    := NOT unary | ( cond ) | field (= | != | <>) (string | NULL | datetime)
+//!           | field (< | <= | > | >=) datetime
+//! string   := ' ... '   with the escapes of "Quoted String Escape Sequences"
+//! datetime := YYYY-MM-DDThh:mm:ss[.fff](Z | +hh:mm | -hh:mm)   (unquoted)
 //! ```
 //!
 //! String literals follow
@@ -23,13 +26,24 @@
 //! Salesforce runs on) say backspace. `\_` and `\%` belong to `LIKE`, which
 //! is not served, so they are refused here.
 //!
-//! Comparisons are case-insensitive and an empty string is the same as
-//! `null`, as Salesforce stores text fields (so `Phone = ''` matches records
-//! without a phone, and `Phone != ''` those with one). Not served (refused
-//! `MALFORMED_QUERY`): `LIKE`, `IN`, `<`/`>`, date literals, relationship
-//! fields (`Account.Name`), functions, `ORDER BY`, `GROUP BY`, `OFFSET`,
-//! subqueries, bind variables.
+//! dateTime literals follow "Date Formats and Date Literals"
+//! (<https://developer.salesforce.com/docs/atlas.en-us.soql_sosl.meta/soql_sosl/sforce_api_calls_soql_select_dateformats.htm>):
+//! unquoted, `YYYY-MM-DDThh:mm:ssZ` or with a `+hh:mm`/`-hh:mm` offset, here
+//! also with fractional seconds (to the millisecond; further digits are
+//! dropped). An impossible date or time is refused `MALFORMED_QUERY`.
+//!
+//! Comparisons of text are case-insensitive and an empty string is the same
+//! as `null`, as Salesforce stores text fields (so `Phone = ''` matches
+//! records without a phone, and `Phone != ''` those with one). dateTime
+//! values compare as instants. `ORDER BY` sorts text without case and
+//! dateTimes by instant, nulls first when ascending and last when descending
+//! (SOQL's defaults); ties keep the records' own order. Not served (refused
+//! `MALFORMED_QUERY`): `LIKE`, `IN`, `<`/`>` on anything but a dateTime
+//! literal, date-only literals (`YYYY-MM-DD`) and date literals such as
+//! `TODAY`, `NULLS FIRST|LAST`, relationship fields (`Account.Name`),
+//! functions, `GROUP BY`, `OFFSET`, subqueries, bind variables.
 
+use std::cmp::Ordering;
 use std::fmt;
 
 /// A refusal: Salesforce's `errorCode` and `message`.
@@ -76,15 +90,52 @@ pub struct Ident {
 pub enum Literal {
     Text(String),
     Null,
+    /// An unquoted dateTime literal: milliseconds since the epoch.
+    DateTime(i64),
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    /// `!=` or `<>`.
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Op {
+    /// Whether `actual` compared with the literal (`actual.cmp(literal)`)
+    /// satisfies the operator.
+    fn holds(self, ordering: Ordering) -> bool {
+        match self {
+            Self::Eq => ordering == Ordering::Equal,
+            Self::Ne => ordering != Ordering::Equal,
+            Self::Lt => ordering == Ordering::Less,
+            Self::Le => ordering != Ordering::Greater,
+            Self::Gt => ordering == Ordering::Greater,
+            Self::Ge => ordering != Ordering::Less,
+        }
+    }
+}
+
+/// A record's field value, as the evaluator compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datum {
+    Text(String),
+    /// A dateTime field's instant: milliseconds since the epoch.
+    DateTime(i64),
 }
 
 /// A `WHERE` clause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cond {
-    /// `field = value`, or `field != value` when `negated`.
+    /// `field <op> value`.
     Compare {
         field: Ident,
-        negated: bool,
+        op: Op,
         value: Literal,
     },
     All(Vec<Cond>),
@@ -95,16 +146,9 @@ pub enum Cond {
 impl Cond {
     /// Whether a record matches; `value_of` gives a field's value by its
     /// name as written (`None` for null).
-    pub fn matches(&self, value_of: &dyn Fn(&str) -> Option<String>) -> bool {
+    pub fn matches(&self, value_of: &dyn Fn(&str) -> Option<Datum>) -> bool {
         match self {
-            Self::Compare { field, negated, value } => {
-                let actual = value_of(&field.name).unwrap_or_default();
-                let wanted = match value {
-                    Literal::Text(text) => text.as_str(),
-                    Literal::Null => "",
-                };
-                (actual.to_lowercase() == wanted.to_lowercase()) != *negated
-            }
+            Self::Compare { field, op, value } => compare(value_of(&field.name), *op, value),
             Self::All(parts) => parts.iter().all(|part| part.matches(value_of)),
             Self::Any(parts) => parts.iter().any(|part| part.matches(value_of)),
             Self::Not(inner) => !inner.matches(value_of),
@@ -121,12 +165,59 @@ impl Cond {
     }
 }
 
+/// One comparison: text without case (empty is null), dateTimes as
+/// instants; a null compared with a dateTime satisfies only `!=`.
+fn compare(actual: Option<Datum>, op: Op, wanted: &Literal) -> bool {
+    match (wanted, actual) {
+        (Literal::DateTime(want), Some(Datum::DateTime(have))) => op.holds(have.cmp(want)),
+        (Literal::DateTime(_), _) => op == Op::Ne,
+        (Literal::Null, actual) => {
+            let null = match actual {
+                None => true,
+                Some(Datum::Text(text)) => text.is_empty(),
+                Some(Datum::DateTime(_)) => false,
+            };
+            op.holds(if null { Ordering::Equal } else { Ordering::Greater })
+        }
+        (Literal::Text(want), actual) => {
+            let have = match actual {
+                None => String::new(),
+                Some(Datum::Text(text)) => text,
+                Some(Datum::DateTime(ms)) => ms.to_string(),
+            };
+            op.holds(have.to_lowercase().cmp(&want.to_lowercase()))
+        }
+    }
+}
+
+/// How `ORDER BY` places two values of one field: text without case,
+/// dateTimes by instant, nulls first (then `descending` reverses it all,
+/// putting nulls last, as SOQL does by default).
+pub fn order(a: Option<&Datum>, b: Option<&Datum>, descending: bool) -> Ordering {
+    let rank = |d: Option<&Datum>| match d {
+        None => (0, None, String::new()),
+        Some(Datum::Text(text)) if text.is_empty() => (0, None, String::new()),
+        Some(Datum::DateTime(ms)) => (1, Some(*ms), String::new()),
+        Some(Datum::Text(text)) => (2, None, text.to_lowercase()),
+    };
+    let ordering = rank(a).cmp(&rank(b));
+    if descending { ordering.reverse() } else { ordering }
+}
+
+/// One `ORDER BY` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderBy {
+    pub field: Ident,
+    pub descending: bool,
+}
+
 /// A parsed query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
     pub fields: Vec<Ident>,
     pub object: Ident,
     pub filter: Option<Cond>,
+    pub order: Vec<OrderBy>,
     pub limit: Option<u64>,
 }
 
@@ -158,7 +249,7 @@ pub fn is_identifier(text: &str) -> bool {
 
 const KEYWORDS: &[&str] = &[
     "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "LIMIT", "NULL", "ORDER", "GROUP", "BY", "HAVING", "OFFSET", "LIKE",
-    "IN", "INCLUDES", "EXCLUDES", "WITH", "FOR", "USING", "TRUE", "FALSE",
+    "IN", "INCLUDES", "EXCLUDES", "WITH", "FOR", "USING", "TRUE", "FALSE", "ASC", "DESC", "NULLS",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +262,12 @@ enum Tok {
     Close,
     Eq,
     Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// A dateTime literal: its instant (ms) and its text.
+    DateTime(i64, String),
     Other(char),
     End,
 }
@@ -184,13 +281,17 @@ struct Token {
 impl Tok {
     fn shown(&self) -> String {
         match self {
-            Self::Word(w) | Self::Digits(w) => w.clone(),
+            Self::Word(w) | Self::Digits(w) | Self::DateTime(_, w) => w.clone(),
             Self::Text(t) => format!("'{}'", escape(t)),
             Self::Comma => ",".into(),
             Self::Open => "(".into(),
             Self::Close => ")".into(),
             Self::Eq => "=".into(),
             Self::Ne => "!=".into(),
+            Self::Lt => "<".into(),
+            Self::Le => "<=".into(),
+            Self::Gt => ">".into(),
+            Self::Ge => ">=".into(),
             Self::Other(c) => c.to_string(),
             Self::End => "<EOF>".into(),
         }
@@ -215,9 +316,19 @@ fn lex(query: &str) -> Result<Vec<Token>, SoqlError> {
                 chars.next();
                 Tok::Ne
             }
-            '<' if chars.peek().is_some_and(|&(_, n)| n == '>') => {
-                chars.next();
-                Tok::Ne
+            '<' | '>' => {
+                let next = chars.peek().map(|&(_, n)| n);
+                let (tok, two) = match (c, next) {
+                    ('<', Some('>')) => (Tok::Ne, true),
+                    ('<', Some('=')) => (Tok::Le, true),
+                    ('<', _) => (Tok::Lt, false),
+                    (_, Some('=')) => (Tok::Ge, true),
+                    _ => (Tok::Gt, false),
+                };
+                if two {
+                    chars.next();
+                }
+                tok
             }
             '\'' => Tok::Text(string_literal(query, at, &mut chars)?),
             c if c.is_ascii_alphabetic() || c == '_' => {
@@ -228,20 +339,109 @@ fn lex(query: &str) -> Result<Vec<Token>, SoqlError> {
                 }
                 Tok::Word(word)
             }
-            c if c.is_ascii_digit() => {
-                let mut digits = String::from(c);
-                while let Some(&(_, n)) = chars.peek().filter(|&&(_, n)| n.is_ascii_alphanumeric()) {
-                    digits.push(n);
-                    chars.next();
+            c if c.is_ascii_digit() => match datetime_literal(&query[at..]) {
+                Some(Ok((len, ms))) => {
+                    while chars.peek().is_some_and(|&(i, _)| i < at + len) {
+                        chars.next();
+                    }
+                    Tok::DateTime(ms, query[at..at + len].to_owned())
                 }
-                Tok::Digits(digits)
-            }
+                Some(Err(detail)) => {
+                    let end = query[at..].find(|c: char| c.is_whitespace() || c == ')').map_or(query.len(), |i| at + i);
+                    let text = &query[at..end];
+                    return Err(SoqlError::malformed(
+                        query,
+                        at,
+                        &format!("invalid dateTime literal '{text}': {detail}"),
+                    ));
+                }
+                None => {
+                    let mut digits = String::from(c);
+                    while let Some(&(_, n)) = chars.peek().filter(|&&(_, n)| n.is_ascii_alphanumeric()) {
+                        digits.push(n);
+                        chars.next();
+                    }
+                    Tok::Digits(digits)
+                }
+            },
             other => Tok::Other(other),
         };
         tokens.push(Token { tok, at });
     }
     tokens.push(Token { tok: Tok::End, at: query.len() });
     Ok(tokens)
+}
+
+/// A dateTime literal at the start of `text`: its length in bytes and its
+/// instant (ms since the epoch). `None` when `text` does not begin like one
+/// (`YYYY-MM-DDT`), the reason when it begins like one but is not.
+fn datetime_literal(text: &str) -> Option<Result<(usize, i64), &'static str>> {
+    let b = text.as_bytes();
+    let number = |from: usize, len: usize| -> Option<u32> {
+        let digits = b.get(from..from + len)?;
+        digits.iter().all(u8::is_ascii_digit).then(|| digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    let (year, month, day) = (number(0, 4)?, number(5, 2)?, number(8, 2)?);
+    if !(at(4, b'-') && at(7, b'-') && at(10, b'T')) {
+        return None;
+    }
+    Some((|| {
+        let (Some(hour), Some(minute), Some(second)) = (number(11, 2), number(14, 2), number(17, 2)) else {
+            return Err("the time must be hh:mm:ss");
+        };
+        if !(at(13, b':') && at(16, b':')) {
+            return Err("the time must be hh:mm:ss");
+        }
+        let mut end = 19;
+        let mut millis = 0;
+        if at(end, b'.') {
+            let start = end + 1;
+            end = start;
+            while b.get(end).is_some_and(u8::is_ascii_digit) {
+                end += 1;
+            }
+            if end == start {
+                return Err("fractional seconds need digits");
+            }
+            // Milliseconds: the first three digits, padded with zeros.
+            millis = (start..start + 3).fold(0, |n, i| n * 10 + if i < end { u32::from(b[i] - b'0') } else { 0 });
+        }
+        let offset = match b.get(end) {
+            Some(b'Z') => {
+                end += 1;
+                time::UtcOffset::UTC
+            }
+            Some(&sign @ (b'+' | b'-')) => {
+                let (Some(h), Some(m)) = (number(end + 1, 2), number(end + 4, 2)) else {
+                    return Err("the offset must be +hh:mm or -hh:mm");
+                };
+                if !at(end + 3, b':') {
+                    return Err("the offset must be +hh:mm or -hh:mm");
+                }
+                end += 6;
+                let sign = if sign == b'-' { -1 } else { 1 };
+                let (Ok(h), Ok(m)) = (i8::try_from(h), i8::try_from(m)) else {
+                    return Err("the offset is out of range");
+                };
+                time::UtcOffset::from_hms(h * sign, m * sign, 0).map_err(|_| "the offset is out of range")?
+            }
+            _ => return Err("a time zone is required: Z, +hh:mm or -hh:mm"),
+        };
+        if b.get(end).is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b':' | b'-' | b'+')) {
+            return Err("unexpected characters after the time zone");
+        }
+        let month = u8::try_from(month).ok().and_then(|m| time::Month::try_from(m).ok()).ok_or("no such month")?;
+        let year = i32::try_from(year).map_err(|_| "no such year")?;
+        let day = u8::try_from(day).map_err(|_| "no such day")?;
+        let date = time::Date::from_calendar_date(year, month, day).map_err(|_| "no such date")?;
+        let [hour, minute, second] = [hour, minute, second].map(|n| u8::try_from(n).unwrap_or(u8::MAX));
+        let millis = u16::try_from(millis).unwrap_or(u16::MAX);
+        let clock = time::Time::from_hms_milli(hour, minute, second, millis).map_err(|_| "no such time")?;
+        let instant = time::PrimitiveDateTime::new(date, clock).assume_offset(offset);
+        let ms = i64::try_from(instant.unix_timestamp_nanos() / 1_000_000).map_err(|_| "out of range")?;
+        Ok((end, ms))
+    })())
 }
 
 /// Reads a literal whose opening quote is at `start`.
@@ -356,6 +556,22 @@ impl Parser<'_> {
         self.keyword("FROM")?;
         let object = self.name()?;
         let filter = if self.eat_keyword("WHERE") { Some(self.cond()?) } else { None };
+        let mut order = Vec::new();
+        if self.eat_keyword("ORDER") {
+            self.keyword("BY")?;
+            loop {
+                let field = self.name()?;
+                let descending = self.eat_keyword("DESC");
+                if !descending {
+                    self.eat_keyword("ASC");
+                }
+                order.push(OrderBy { field, descending });
+                if self.peek().tok != Tok::Comma {
+                    break;
+                }
+                self.advance();
+            }
+        }
         let limit = if self.eat_keyword("LIMIT") {
             let token = self.advance();
             match &token.tok {
@@ -369,7 +585,7 @@ impl Parser<'_> {
         if end.tok != Tok::End {
             return Err(self.unexpected(&end));
         }
-        Ok(Query { fields, object, filter, limit })
+        Ok(Query { fields, object, filter, order, limit })
     }
 
     fn cond(&mut self) -> Result<Cond, SoqlError> {
@@ -405,18 +621,23 @@ impl Parser<'_> {
         }
         let field = self.name()?;
         let operator = self.advance();
-        let negated = match operator.tok {
-            Tok::Eq => false,
-            Tok::Ne => true,
+        let op = match operator.tok {
+            Tok::Eq => Op::Eq,
+            Tok::Ne => Op::Ne,
+            Tok::Lt => Op::Lt,
+            Tok::Le => Op::Le,
+            Tok::Gt => Op::Gt,
+            Tok::Ge => Op::Ge,
             _ => return Err(self.unexpected(&operator)),
         };
         let token = self.advance();
-        let value = match &token.tok {
-            Tok::Text(text) => Literal::Text(text.clone()),
-            tok if tok.is_keyword("NULL") => Literal::Null,
+        let value = match (&token.tok, op) {
+            (Tok::DateTime(ms, _), _) => Literal::DateTime(*ms),
+            (Tok::Text(text), Op::Eq | Op::Ne) => Literal::Text(text.clone()),
+            (tok, Op::Eq | Op::Ne) if tok.is_keyword("NULL") => Literal::Null,
             _ => return Err(self.unexpected(&token)),
         };
-        Ok(Cond::Compare { field, negated, value })
+        Ok(Cond::Compare { field, op, value })
     }
 }
 
@@ -442,13 +663,18 @@ pub fn object_of(query: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn value_of<'a>(record: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    fn value_of<'a>(record: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<Datum> + 'a {
         move |name| {
             record
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| (*v).to_owned())
                 .filter(|v| !v.is_empty())
+                .map(|v| match v.parse::<i64>() {
+                    // A `…Date` field holds an instant (ms) here.
+                    Ok(ms) if name.ends_with("Date") => Datum::DateTime(ms),
+                    _ => Datum::Text(v),
+                })
         }
     }
 
@@ -458,11 +684,131 @@ mod tests {
         assert_eq!(q.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["Id", "Phone", "Tier__c"]);
         assert_eq!(q.object.name, "Contact");
         assert_eq!(q.limit, Some(1));
-        let Some(Cond::Compare { field, negated: false, value: Literal::Text(v) }) = q.filter else {
+        let Some(Cond::Compare { field, op: Op::Eq, value: Literal::Text(v) }) = q.filter else {
             panic!("one comparison")
         };
         assert_eq!((field.name.as_str(), v.as_str()), ("Phone", "+15550001"));
         assert!(parse("SELECT Id FROM Case").is_ok_and(|q| q.filter.is_none() && q.limit.is_none()));
+    }
+
+    /// The shipped profile's list query: an unquoted dateTime, `!= null`
+    /// and `ORDER BY`.
+    #[test]
+    fn parses_datetime_comparisons_and_order_by() {
+        let q = parse(
+            "SELECT Id, Phone, Tier__c, LastModifiedDate FROM Contact WHERE LastModifiedDate >= 2026-12-07T00:00:00Z \
+             AND Phone != null ORDER BY LastModifiedDate",
+        )
+        .expect("valid");
+        let Some(Cond::All(parts)) = &q.filter else { panic!("an AND") };
+        assert_eq!(
+            parts[0],
+            Cond::Compare {
+                field: Ident { name: "LastModifiedDate".into(), at: 63 },
+                op: Op::Ge,
+                value: Literal::DateTime(1_796_601_600_000),
+            }
+        );
+        assert!(matches!(&parts[1], Cond::Compare { op: Op::Ne, value: Literal::Null, .. }));
+        assert_eq!(q.order.len(), 1);
+        assert_eq!((q.order[0].field.name.as_str(), q.order[0].descending), ("LastModifiedDate", false));
+        assert_eq!(q.limit, None);
+        let q = parse("SELECT Id FROM Contact ORDER BY Name DESC, LastModifiedDate ASC LIMIT 5").expect("valid");
+        let keys: Vec<(&str, bool)> = q.order.iter().map(|o| (o.field.name.as_str(), o.descending)).collect();
+        assert_eq!((keys, q.limit), (vec![("Name", true), ("LastModifiedDate", false)], Some(5)));
+        for (op, want) in [("<", Op::Lt), ("<=", Op::Le), (">", Op::Gt), (">=", Op::Ge), ("=", Op::Eq), ("<>", Op::Ne)]
+        {
+            let q = parse(&format!("SELECT Id FROM Contact WHERE CreatedDate {op} 2026-12-07T00:00:00Z")).expect(op);
+            assert!(matches!(q.filter, Some(Cond::Compare { op, .. }) if op == want), "{op}");
+        }
+    }
+
+    #[test]
+    fn datetime_literals_follow_the_soql_formats() {
+        let at = |literal: &str| match parse(&format!("SELECT Id FROM Contact WHERE CreatedDate > {literal}")) {
+            Ok(Query { filter: Some(Cond::Compare { value: Literal::DateTime(ms), .. }), .. }) => Ok(ms),
+            Ok(other) => panic!("{other:?}"),
+            Err(err) => Err(err),
+        };
+        // `date -u -d 2026-12-07T00:00:00Z +%s` is 1796601600.
+        assert_eq!(at("2026-12-07T00:00:00Z"), Ok(1_796_601_600_000));
+        assert_eq!(at("2026-12-07T01:30:00+01:30"), Ok(1_796_601_600_000), "an offset east of UTC");
+        assert_eq!(at("2026-12-06T19:00:00-05:00"), Ok(1_796_601_600_000), "an offset west of UTC");
+        assert_eq!(at("2026-12-07T00:00:00.123Z"), Ok(1_796_601_600_123));
+        assert_eq!(at("2026-12-07T00:00:00.5Z"), Ok(1_796_601_600_500));
+        assert_eq!(at("2026-12-07T00:00:00.123456+00:00"), Ok(1_796_601_600_123), "beyond the ms, dropped");
+        assert_eq!(at("1969-12-31T23:59:59Z"), Ok(-1_000));
+        assert_eq!(at("2024-02-29T00:00:00Z"), Ok(1_709_164_800_000), "a leap day");
+        for bad in [
+            "2026-12-07T00:00:00",
+            "2026-12-07T00:00Z",
+            "2026-13-07T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-12-07T24:00:00Z",
+            "2026-12-07T00:00:00+0100",
+            "2026-12-07T00:00:00.Z",
+            "2026-12-07T00:00:00ZZ",
+            "2026-12-07T00:00:00+26:00",
+        ] {
+            let err = at(bad).expect_err(bad);
+            assert_eq!(err.code, "MALFORMED_QUERY", "{bad}");
+            assert!(err.message.contains("invalid dateTime literal"), "{bad}: {}", err.message);
+        }
+        // A date alone, a quoted dateTime or a dateTime in a string comparison is not one.
+        for query in [
+            "SELECT Id FROM Contact WHERE CreatedDate > 2026-12-07",
+            "SELECT Id FROM Contact WHERE CreatedDate > '2026-12-07T00:00:00Z'",
+            "SELECT Id FROM Contact WHERE CreatedDate > null",
+        ] {
+            assert_eq!(parse(query).expect_err(query).code, "MALFORMED_QUERY", "{query}");
+        }
+    }
+
+    #[test]
+    fn evaluates_datetime_comparisons_and_orders() {
+        let record = [("LastModifiedDate", "1000"), ("Phone", "+1")];
+        let matches = |where_: &str| {
+            let q = parse(&format!("SELECT Id FROM Contact WHERE {where_}")).expect(where_);
+            q.filter.expect("a filter").matches(&value_of(&record))
+        };
+        let at = |ms: i64| super::super::utc(u64::try_from(ms).expect("after the epoch"));
+        let literal = |ms: i64| {
+            let t = at(ms);
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            )
+        };
+        for (op, below, equal, above) in [
+            (">=", true, true, false),
+            (">", true, false, false),
+            ("<", false, false, true),
+            ("<=", false, true, true),
+            ("=", false, true, false),
+            ("!=", true, false, true),
+        ] {
+            assert_eq!(matches(&format!("LastModifiedDate {op} {}", literal(999))), below, "{op} below");
+            assert_eq!(matches(&format!("LastModifiedDate {op} {}", literal(1000))), equal, "{op} equal");
+            assert_eq!(matches(&format!("LastModifiedDate {op} {}", literal(1001))), above, "{op} above");
+        }
+        assert!(!matches(&format!("CreatedDate >= {}", literal(0))), "a null dateTime is before nothing");
+        assert!(matches(&format!("CreatedDate != {}", literal(0))));
+        assert!(matches("LastModifiedDate != null") && !matches("LastModifiedDate = null"));
+        assert!(matches(&format!("LastModifiedDate >= {} AND Phone != null", literal(1000))));
+
+        let t = |text: &str| Some(Datum::Text(text.into()));
+        assert_eq!(order(t("a").as_ref(), t("B").as_ref(), false), Ordering::Less, "without case");
+        assert_eq!(order(None, t("a").as_ref(), false), Ordering::Less, "nulls first ascending");
+        assert_eq!(order(None, t("a").as_ref(), true), Ordering::Greater, "nulls last descending");
+        let d = |ms: i64| Some(Datum::DateTime(ms));
+        assert_eq!(order(d(2).as_ref(), d(10).as_ref(), false), Ordering::Less, "instants, not text");
+        assert_eq!(order(d(2).as_ref(), d(2).as_ref(), true), Ordering::Equal);
     }
 
     #[test]
@@ -492,7 +838,10 @@ mod tests {
             "SELECT Id FROM Contact WHERE Phone = 1",
             "SELECT Id FROM Contact WHERE Phone = \"1\"",
             "SELECT Account.Name FROM Contact",
-            "SELECT Id FROM Contact ORDER BY Id",
+            "SELECT Id FROM Contact ORDER Id",
+            "SELECT Id FROM Contact ORDER BY",
+            "SELECT Id FROM Contact ORDER BY Id NULLS FIRST",
+            "SELECT Id FROM Contact LIMIT 1 ORDER BY Id",
             "SELECT Id FROM Contact LIMIT x",
             "SELECT Id FROM Contact WHERE Phone = '1' AND Name = 'a' OR Name = 'b'",
             "SELECT Id FROM Contact WHERE (Phone = '1'",

@@ -49,6 +49,27 @@
 //!   `GET /api/v2/tickets/{id}.json` → `{"ticket":…}` or 404
 //!   `{"error":"RecordNotFound","description":"Not found"}`. Every path
 //!   works with or without `.json`.
+//! - `GET /api/v2/incremental/users/cursor.json?start_time=<unix secs>[&per_page=N]`,
+//!   then `?cursor=<after_cursor>`: the cursor-based incremental user export
+//!   (<https://developer.zendesk.com/api-reference/ticketing/ticket-management/incremental_exports/>,
+//!   <https://developer.zendesk.com/documentation/ticketing/managing-tickets/using-the-incremental-export-api>)
+//!   → 200 `{"users":[…],"after_cursor","after_url","before_cursor":null,"before_url":null,"end_of_stream"}`:
+//!   the users changed at or after `start_time`, in change order, `per_page`
+//!   at a time (default and most 1,000; a cursor keeps the first request's),
+//!   each as the search shows it (without `result_type`), `updated_at` the
+//!   change's time. A removed customer is a user with `"active": false`
+//!   (its phone kept, `external_id` null, its `id` from the phone: the store
+//!   forgets the customer id). `end_of_stream` is true on the page that
+//!   reaches the present; `after_cursor` and `after_url` (on the request's
+//!   `Host`) are always there, so a later request with them gets what
+//!   changed since. Refusals: no `start_time` (and no cursor), one that is
+//!   not a number or one in the future, 422
+//!   `{"error":"InvalidValue","description":…}` (the future's text begins
+//!   "Too recent start_time.", as real answers quote it, e.g. in
+//!   treasure-data/embulk-input-zendesk; the rest is the simulator's); a
+//!   cursor this API did not give or a `per_page` that is not a number from
+//!   1, 400 `{"error":"InvalidPaginationParameter",…}` (the name Zendesk
+//!   uses for a bad cursor, dust-tt/dust#8702; the text is the simulator's).
 //! - Every answer but the token endpoint's carries `X-Rate-Limit: <limit>` and
 //!   `X-Rate-Limit-Remaining: <n>`
 //!   (<https://developer.zendesk.com/api-reference/introduction/rate-limits/>);
@@ -70,7 +91,13 @@
 //! text is unverified). A ticket's fields are echoed as posted, without
 //! Zendesk's validation of statuses, tags or custom fields; `requester`
 //! becomes a stable `requester_id`. The window is `--rate-window-secs`
-//! rather than a minute, and the token endpoint is not counted.
+//! rather than a minute, and the token endpoint is not counted. The
+//! incremental export includes changes of the last minute (Zendesk leaves
+//! them for the next request), is open to the agent's credentials rather
+//! than an admin's only, and has no limit of its own (Zendesk allows 10
+//! requests a minute); two changes in one millisecond are ordered by phone,
+//! so one made in the millisecond of a page's last user but ordered before
+//! it would not reach a cursor already past it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,7 +116,9 @@ use super::{
 };
 use crate::sim::clock;
 use crate::sim::route::Route;
-use crate::sim::store::{Case, Customer, IdempotencyPolicy, LedgerFull};
+use crate::sim::store::{Case, Customer, IdempotencyPolicy, LedgerFull, ListPosition};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 type Shared = State<Arc<DialectState>>;
 
@@ -98,6 +127,9 @@ const TOKEN_PATH: &str = "/oauth/tokens";
 const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(2 * 60 * 60);
 const LOOKUP_HEADER: &str = "x-idempotency-lookup";
 const PER_PAGE_MAX: usize = 100;
+/// The incremental export's page size: its default and most.
+const EXPORT_PER_PAGE_MAX: usize = 1_000;
+const USER_EXPORT: &str = "/api/v2/incremental/users/cursor.json";
 /// `expires_in` bounds of the token endpoint, exclusive.
 const EXPIRES_IN: (u64, u64) = (300, 172_800);
 
@@ -109,6 +141,8 @@ pub fn routes() -> Router<Arc<DialectState>> {
         .route("/api/v2/tickets.json", get(list_tickets).post(create_ticket))
         .route("/api/v2/tickets", get(list_tickets).post(create_ticket))
         .route("/api/v2/tickets/{id}", get(show_ticket))
+        .route(USER_EXPORT, get(export_users))
+        .route("/api/v2/incremental/users/cursor", get(export_users))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "InvalidEndpoint", "Not found") })
 }
 
@@ -116,13 +150,14 @@ pub fn is_token_path(path: &str) -> bool {
     path == TOKEN_PATH
 }
 
-/// A user search is a lookup; a ticket create a case creation; reading
-/// tickets a case query.
+/// A user search is a lookup; the user export the customer list; a ticket
+/// create a case creation; reading tickets a case query.
 pub fn classify(method: &Method, uri: &Uri) -> Route {
     let path = uri.path();
     let path = path.strip_suffix(".json").unwrap_or(path);
     match (method, path) {
         (&Method::GET, "/api/v2/search") => Route::Lookup,
+        (&Method::GET, "/api/v2/incremental/users/cursor") => Route::ListCustomers,
         (&Method::POST, "/api/v2/tickets") => Route::CreateCase,
         (&Method::GET, "/api/v2/tickets") => Route::FindCases,
         (&Method::GET, p) if p.strip_prefix("/api/v2/tickets/").is_some_and(|id| id.parse::<u64>().is_ok()) => {
@@ -335,7 +370,40 @@ fn user_json(customer: &Customer, base: &str) -> Value {
         "active": customer.status == "active",
         "suspended": false,
         "user_fields": {"tier": customer.tier},
-        "result_type": "user",
+    })
+}
+
+/// A customer as a search result: the user and its `result_type`.
+fn search_result(customer: &Customer, base: &str) -> Value {
+    let mut user = user_json(customer, base);
+    user["result_type"] = Value::from("user");
+    user
+}
+
+/// A removed customer as the incremental export shows it: an inactive
+/// user, changed when it was removed.
+fn removed_user_json(phone: &str, removed_ms: u64, base: &str) -> Value {
+    let id = stable_id(phone);
+    let at = iso8601(removed_ms);
+    json!({
+        "id": id,
+        "url": format!("{base}/api/v2/users/{id}.json"),
+        "name": format!("Caller {phone}"),
+        "email": null,
+        "created_at": at,
+        "updated_at": at,
+        "time_zone": "UTC",
+        "phone": phone,
+        "shared_phone_number": false,
+        "locale": "en-US",
+        "organization_id": null,
+        "role": "end-user",
+        "verified": false,
+        "external_id": null,
+        "tags": [],
+        "active": false,
+        "suspended": false,
+        "user_fields": {"tier": null},
     })
 }
 
@@ -361,14 +429,111 @@ async fn search(State(state): Shared, headers: HeaderMap, uri: Uri) -> Response 
             .filter_map(|phone| store.customer(phone))
             .filter(matches)
             .take(1)
-            .map(|c| user_json(c, &base))
+            .map(|c| search_result(c, &base))
             .collect(),
-        _ => store.customers().filter(matches).map(|c| user_json(c, &base)).collect(),
+        _ => store.customers().filter(matches).map(|c| search_result(c, &base)).collect(),
     };
     let count = results.len();
     super::json(
         StatusCode::OK,
         json!({"results": results, "facets": null, "next_page": null, "previous_page": null, "count": count}),
+    )
+}
+
+/// Where the incremental export goes on: from a time on (a first request's
+/// `start_time`), or after the last user a page showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ExportFrom {
+    /// Changes at or after this time, ms.
+    Since(u64),
+    /// Changes after this one.
+    After(ListPosition),
+}
+
+/// An `after_cursor`: where the export goes on and its page size, as
+/// base64 text (opaque to the client, as Zendesk's are).
+fn encode_export_cursor(from: &ExportFrom, per_page: usize) -> String {
+    let plain = match from {
+        ExportFrom::Since(ms) => format!("s{ms}|{per_page}"),
+        ExportFrom::After(ListPosition(ms, phone)) => format!("a{ms}|{per_page}|{phone}"),
+    };
+    BASE64.encode(plain)
+}
+
+fn decode_export_cursor(cursor: &str) -> Option<(ExportFrom, usize)> {
+    // A `+` the client left unencoded arrives as a space.
+    let bytes = BASE64.decode(cursor.trim().replace(' ', "+")).ok()?;
+    let plain = String::from_utf8(bytes).ok()?;
+    let (kind, rest) = plain.split_at_checked(1)?;
+    let mut parts = rest.splitn(3, '|');
+    let ms = parts.next()?.parse().ok()?;
+    let per_page = parts.next()?.parse().ok().filter(|n| (1..=EXPORT_PER_PAGE_MAX).contains(n))?;
+    let from = match (kind, parts.next()) {
+        ("s", None) => ExportFrom::Since(ms),
+        ("a", Some(phone)) => ExportFrom::After(ListPosition(ms, phone.to_owned())),
+        _ => return None,
+    };
+    Some((from, per_page))
+}
+
+/// `GET /api/v2/incremental/users/cursor.json?start_time=|cursor=[&per_page=]`.
+async fn export_users(State(state): Shared, headers: HeaderMap, uri: Uri) -> Response {
+    if let Some(refusal) = unauthenticated(&state, &headers) {
+        return refusal;
+    }
+    let bad_page = |description: &str| error(StatusCode::BAD_REQUEST, "InvalidPaginationParameter", description);
+    let asked = match query_value(&uri, "per_page").map(|n| n.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) if n >= 1 => Some(n.min(EXPORT_PER_PAGE_MAX)),
+        Some(_) => return bad_page("per_page must be a number from 1 to 1000"),
+    };
+    let invalid = |description: &str| error(StatusCode::UNPROCESSABLE_ENTITY, "InvalidValue", description);
+    let (from, per_page) = match query_value(&uri, "cursor") {
+        Some(cursor) => match decode_export_cursor(&cursor) {
+            Some((from, per_page)) => (from, asked.unwrap_or(per_page)),
+            None => return bad_page("cursor is not one this export gave"),
+        },
+        None => match query_value(&uri, "start_time").map(|t| t.trim().parse::<u64>()) {
+            None => return invalid("start_time is required: a Unix epoch time in seconds"),
+            Some(Err(_)) => return invalid("start_time must be a Unix epoch time in seconds"),
+            Some(Ok(secs)) if secs > clock::unix_secs() => {
+                return invalid("Too recent start_time. Use a start_time in the past");
+            }
+            Some(Ok(secs)) => (ExportFrom::Since(secs.saturating_mul(1000)), asked.unwrap_or(EXPORT_PER_PAGE_MAX)),
+        },
+    };
+    let base = base_url(&headers);
+    let page = {
+        let store = state.sim.store.lock().await;
+        match &from {
+            ExportFrom::Since(ms) => store.list(*ms, None, per_page),
+            ExportFrom::After(position) => store.list(0, Some(position), per_page),
+        }
+    };
+    let users: Vec<Value> = page
+        .customers
+        .iter()
+        .map(|listed| match &listed.customer {
+            Some(customer) => user_json(customer, &base),
+            None => removed_user_json(&listed.phone, listed.updated_at_ms, &base),
+        })
+        .collect();
+    let after = match page.customers.last() {
+        Some(last) => ExportFrom::After(ListPosition(last.updated_at_ms, last.phone.clone())),
+        None => from,
+    };
+    let after_cursor = encode_export_cursor(&after, per_page);
+    let after_url = format!("{base}{USER_EXPORT}?cursor={}", form_component(&after_cursor));
+    super::json(
+        StatusCode::OK,
+        json!({
+            "users": users,
+            "after_cursor": after_cursor,
+            "after_url": after_url,
+            "before_cursor": null,
+            "before_url": null,
+            "end_of_stream": page.next.is_none(),
+        }),
     )
 }
 
@@ -591,10 +756,11 @@ async fn show_ticket(State(state): Shared, Path(id): Path<String>, headers: Head
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Served, seed, serve};
+    use super::super::testing::{Served, list_all, profile, seed, seed_at, send, serve};
     use super::super::{Dialect, Settings};
     use super::*;
     use crate::sim::limit::{HeaderStyle, RateLimit};
+    use failsoft_shared::mapping::LookupAnswer;
 
     const AGENT: (&str, &str) = ("agent@example.com/token", "failsoft-test-token");
 
@@ -860,6 +1026,176 @@ mod tests {
         assert_eq!(served.sim.stats.snapshot().throttled, 1);
     }
 
+    /// A whole second an hour ago, on a fresh simulator: a customer changed
+    /// before it, five at it and after it (a second apart), one removed
+    /// after it and one removed before it.
+    async fn changes() -> (Served, u64) {
+        let served = serve(Dialect::Zendesk, Settings::default()).await;
+        let since = (clock::unix_ms() / 1000 - 3600) * 1000;
+        let one = |phone: &str, id: &str| json!([{"phone": phone, "customerId": id, "tier": "gold"}]);
+        seed_at(&served.sim, one("+15550000", "C-0"), since - 1000).await;
+        seed_at(&served.sim, one("+15550007", "C-7"), since - 2000).await;
+        for k in 1..=5_u64 {
+            seed_at(&served.sim, one(&format!("+1555000{k}"), &format!("C-{k}")), since + (k - 1) * 1000).await;
+        }
+        seed_at(&served.sim, one("+15550006", "C-6"), since).await;
+        let mut store = served.sim.store.lock().await;
+        store.remove_customers(&["+15550006".to_owned()], since + 10_000);
+        store.remove_customers(&["+15550007".to_owned()], since - 500);
+        drop(store);
+        (served, since)
+    }
+
+    async fn export(served: &Served, url: &str) -> (u16, Value) {
+        let answer = served.http.get(url).basic_auth(AGENT.0, Some(AGENT.1)).send().await.expect("export");
+        (answer.status().as_u16(), answer.json().await.expect("json"))
+    }
+
+    #[tokio::test]
+    async fn zendesk_exports_users_changed_since_by_cursor() {
+        let (served, since) = changes().await;
+        let start = format!("{}{USER_EXPORT}?start_time={}&per_page=2", served.base, since / 1000);
+        let (status, first) = export(&served, &start).await;
+        assert_eq!(status, 200, "{first}");
+        assert_eq!((first["before_cursor"].clone(), first["before_url"].clone()), (Value::Null, Value::Null));
+        assert_eq!(first["end_of_stream"], false);
+        let cursor = first["after_cursor"].as_str().expect("a cursor");
+        assert_eq!(
+            first["after_url"],
+            format!("{}{USER_EXPORT}?cursor={}", served.base, form_component(cursor)).as_str()
+        );
+        let user = &first["users"][0];
+        assert_eq!(
+            (user["external_id"].clone(), user["phone"].clone(), user["active"].clone(), user["user_fields"].clone()),
+            (json!("C-1"), json!("+15550001"), json!(true), json!({"tier": "gold"}))
+        );
+        assert_eq!(user["updated_at"], iso8601(since).as_str());
+        assert_eq!(user["id"], stable_id("C-1"));
+        assert!(user.get("result_type").is_none(), "a search's field only");
+
+        let mut users: Vec<Value> = first["users"].as_array().expect("users").clone();
+        let mut next = first["after_url"].as_str().map(str::to_owned);
+        let mut pages = 1;
+        let mut last = Value::Null;
+        while let Some(url) = next.take() {
+            let (status, page) = export(&served, &url).await;
+            assert_eq!(status, 200, "{page}");
+            users.extend(page["users"].as_array().expect("users").iter().cloned());
+            pages += 1;
+            if page["end_of_stream"] == false {
+                next = page["after_url"].as_str().map(str::to_owned);
+            }
+            last = page;
+        }
+        assert_eq!(pages, 3, "6 users, 2 a page");
+        let seen: Vec<(&str, bool)> =
+            users.iter().map(|u| (u["phone"].as_str().unwrap_or(""), u["active"] == true)).collect();
+        assert_eq!(seen, expected_order(), "each change at or after `since` once, in change order");
+        assert!(last["after_url"].is_string() && last["after_cursor"].is_string(), "present at the end too");
+
+        // The last cursor goes on from there: a later change, and only it.
+        let end = last["after_url"].as_str().expect("after_url").to_owned();
+        assert_eq!(export(&served, &end).await.1["users"], json!([]));
+        seed(&served.sim, json!([{"phone": "+15550002", "customerId": "C-2", "tier": "vip"}])).await;
+        let (_, later) = export(&served, &end).await;
+        assert_eq!(later["users"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            (later["users"][0]["external_id"].clone(), later["end_of_stream"].clone()),
+            (json!("C-2"), json!(true))
+        );
+        // A start_time of the epoch exports everyone, the removed included.
+        let (_, all) = export(&served, &format!("{}{USER_EXPORT}?start_time=0", served.base)).await;
+        assert_eq!((all["users"].as_array().map(Vec::len), all["end_of_stream"].clone()), (Some(8), json!(true)));
+        assert_eq!(served.sim.stats.snapshot().lists, 6);
+    }
+
+    /// Each changed customer once, in change order: the removal of +15550006
+    /// comes after the others' changes.
+    fn expected_order() -> Vec<(&'static str, bool)> {
+        vec![
+            ("+15550001", true),
+            ("+15550002", true),
+            ("+15550003", true),
+            ("+15550004", true),
+            ("+15550005", true),
+            ("+15550006", false),
+        ]
+    }
+
+    #[tokio::test]
+    async fn zendesk_export_refuses_bad_start_times_cursors_and_page_sizes() {
+        let (served, since) = changes().await;
+        let url = |query: &str| format!("{}{USER_EXPORT}?{query}", served.base);
+        for query in ["", "per_page=10", "start_time=yesterday", &format!("start_time={}", clock::unix_secs() + 3600)] {
+            let (status, body) = export(&served, &url(query)).await;
+            assert_eq!((status, body["error"].clone()), (422, json!("InvalidValue")), "{query}: {body}");
+        }
+        let (_, future) = export(&served, &url(&format!("start_time={}", clock::unix_secs() + 3600))).await;
+        assert!(future["description"].as_str().is_some_and(|d| d.starts_with("Too recent start_time.")));
+        let forged = BASE64.encode("a1|5000|+1");
+        for query in ["cursor=nope", "cursor=bm9wZQ%3D%3D", &format!("cursor={}", form_component(&forged))] {
+            let (status, body) = export(&served, &url(query)).await;
+            assert_eq!((status, body["error"].clone()), (400, json!("InvalidPaginationParameter")), "{query}");
+        }
+        for per_page in ["0", "x", "-1"] {
+            let (status, _) = export(&served, &url(&format!("start_time=0&per_page={per_page}"))).await;
+            assert_eq!(status, 400, "{per_page}");
+        }
+        let (status, big) = export(&served, &url(&format!("start_time={}&per_page=5000", since / 1000))).await;
+        assert_eq!((status, big["users"].as_array().map(Vec::len)), (200, Some(6)), "at most 1000 a page");
+        // The cursor keeps its page size; a per_page beside it changes it.
+        let (_, first) = export(&served, &url(&format!("start_time={}&per_page=4", since / 1000))).await;
+        let cursor = form_component(first["after_cursor"].as_str().expect("cursor"));
+        assert_eq!(
+            export(&served, &url(&format!("cursor={cursor}"))).await.1["users"].as_array().map(Vec::len),
+            Some(2)
+        );
+        let (_, one) = export(&served, &url(&format!("cursor={cursor}&per_page=1"))).await;
+        assert_eq!((one["users"].as_array().map(Vec::len), one["end_of_stream"].clone()), (Some(1), json!(false)));
+        let anonymous = served.http.get(url("start_time=0")).send().await.expect("export");
+        assert_eq!(anonymous.status(), 401);
+        assert_eq!(
+            decode_export_cursor(&encode_export_cursor(&ExportFrom::Since(5), 7)),
+            Some((ExportFrom::Since(5), 7))
+        );
+        let after = ExportFrom::After(ListPosition(9, "+1|2".into()));
+        assert_eq!(decode_export_cursor(&encode_export_cursor(&after, 1)), Some((after, 1)));
+    }
+
+    /// The shipped profile `deploy/crm/zendesk.toml`, unmodified: a lookup,
+    /// and the incremental export followed to the end of the stream.
+    #[tokio::test]
+    async fn zendesk_serves_the_shipped_profile() {
+        let (served, since) = changes().await;
+        let mapping = profile(
+            "zendesk",
+            &[("FAILSOFT_CRM_USERNAME", "agent@example.com"), ("FAILSOFT_CRM_API_TOKEN", "failsoft-test-token")],
+        );
+        let (status, body) =
+            send(&served.http, mapping.lookup(&served.base, "+15550003", "corr-1", None).expect("lookup")).await;
+        assert_eq!(status, 200);
+        match mapping.read_customer(&body, "standard") {
+            LookupAnswer::Found(record) => {
+                assert_eq!((record.customer_id.as_str(), record.tier.as_str()), ("C-3", "gold"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let pages = list_all(&served.http, &mapping, &served.base, since, 2, None).await;
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 2], "per_page is the page size");
+        let listed: Vec<_> = pages.into_iter().flatten().collect();
+        let seen: Vec<(&str, bool)> = listed.iter().map(|c| (c.phone.as_deref().unwrap_or(""), c.deleted)).collect();
+        let want: Vec<(&str, bool)> = expected_order().into_iter().map(|(p, active)| (p, !active)).collect();
+        assert_eq!(seen, want, "each change at or after `since` once; the removal as one");
+        assert_eq!(listed[0].customer_id.as_deref(), Some("C-1"));
+        assert_eq!(listed[0].tier.as_deref(), Some("gold"));
+        assert_eq!(listed[0].updated_at.as_deref(), Some(iso8601(since).as_str()));
+        // From the epoch: everyone once, both removals among them.
+        let all: Vec<_> =
+            list_all(&served.http, &mapping, &served.base, 0, 1000, None).await.into_iter().flatten().collect();
+        assert_eq!((all.len(), all.iter().filter(|c| c.deleted).count()), (8, 2));
+        assert_eq!(served.sim.stats.snapshot().lists, 3 + 1);
+    }
+
     #[tokio::test]
     async fn zendesk_unknown_paths_and_classification() {
         let served = served().await;
@@ -875,6 +1211,10 @@ mod tests {
         assert_eq!(classify(&Method::GET, &uri("/api/v2/tickets?external_id=R")), Route::FindCases);
         assert_eq!(classify(&Method::GET, &uri("/api/v2/tickets/12.json")), Route::FindCases);
         assert_eq!(classify(&Method::POST, &uri("/oauth/tokens")), Route::Other);
+        assert_eq!(
+            classify(&Method::GET, &uri("/api/v2/incremental/users/cursor.json?cursor=x")),
+            Route::ListCustomers
+        );
     }
 
     #[test]
