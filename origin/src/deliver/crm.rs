@@ -173,13 +173,12 @@ impl Crm {
         let Some(request) = self.mapping.token_request(&self.base) else {
             return Err(Reply::failed(ErrorClass::Transient, false));
         };
-        let response = match build(&self.http, request).timeout(deadline).send().await {
-            Ok(response) => response,
-            Err(e) => return Err(Reply::failed(ErrorClass::Transient, !e.is_connect())),
-        };
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        let token = (200..300).contains(&status).then(|| self.mapping.read_token(&body, now_s)).flatten();
+        // Whatever went wrong, the call that needed the token failed for a
+        // reason time may fix (or an operator will: the fault below).
+        let transient = &|_: Attempt<'_>, _: &[u8]| Verdict::Failed(ErrorClass::Transient);
+        let reply = exchange(build(&self.http, request), deadline, transient).await;
+        let Some(status) = reply.status else { return Err(reply) };
+        let token = (200..300).contains(&status).then(|| self.mapping.read_token(&reply.body, now_s)).flatten();
         match token {
             Some(token) => {
                 let access = token.access_token.clone();
@@ -194,9 +193,7 @@ impl Crm {
                 {
                     tracing::error!(status, "{detail}");
                 }
-                let mut reply = Reply::failed(ErrorClass::Transient, true);
-                reply.status = Some(status);
-                Err(reply)
+                Err(Reply { body: Vec::new(), ..reply })
             }
         }
     }
@@ -229,34 +226,27 @@ async fn send_mapped(
     request: CrmRequest,
     deadline: Duration,
 ) -> Reply {
-    let response = match build(http, request).timeout(deadline).send().await {
-        Ok(response) => response,
-        Err(e) if e.is_connect() => return Reply::failed(ErrorClass::Transient, false),
-        Err(_) => return Reply::failed(ErrorClass::Transient, true),
-    };
-    let status = response.status().as_u16();
-    let headers = response.headers();
-    let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let quota = rate_limit::read(|name| headers.get(name).and_then(|v| v.to_str().ok()), crate::clock::now_ms() / 1000);
-    let body = match response.bytes().await {
-        Ok(body) => body.to_vec(),
-        Err(_) => return Reply::failed(ErrorClass::Transient, true),
-    };
-    let verdict = mapping.classify(op, Attempt::Status { code: status, retry_after: retry_after.as_deref() }, &body);
-    Reply { verdict, status: Some(status), body, maybe_reached: true, quota }
+    exchange(build(http, request), deadline, &|attempt, body| mapping.classify(op, attempt, body)).await
 }
 
-/// Sends one request with its deadline, classified as `op`, and times it.
+/// Sends one request with its deadline, classified as `op`, and times it
+/// (a call outside the mapping: the events endpoint).
 pub(crate) async fn send(request: reqwest::RequestBuilder, op: Operation, deadline: Duration) -> Reply {
     let started = std::time::Instant::now();
-    let reply = exchange(request, op, deadline).await;
+    let reply = exchange(request, deadline, &|attempt, _| classify(op, attempt)).await;
     crate::telemetry::crm_call(op, started.elapsed());
     reply
 }
 
-async fn exchange(request: reqwest::RequestBuilder, op: Operation, deadline: Duration) -> Reply {
+/// One exchange within `deadline`: the status, body and quota of the
+/// answer, or how it failed, classified by `classify`.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    deadline: Duration,
+    classify: &(dyn Fn(Attempt<'_>, &[u8]) -> Verdict + Sync),
+) -> Reply {
     let failed = |attempt: Attempt<'_>, maybe_reached| Reply {
-        verdict: classify(op, attempt),
+        verdict: classify(attempt, b""),
         status: None,
         body: Vec::new(),
         maybe_reached,
@@ -277,7 +267,7 @@ async fn exchange(request: reqwest::RequestBuilder, op: Operation, deadline: Dur
         Err(e) if e.is_timeout() => return failed(Attempt::Timeout, true),
         Err(_) => return failed(Attempt::Connect, true),
     };
-    let verdict = classify(op, Attempt::Status { code: status, retry_after: retry_after.as_deref() });
+    let verdict = classify(Attempt::Status { code: status, retry_after: retry_after.as_deref() }, &body);
     Reply { verdict, status: Some(status), body, maybe_reached: true, quota }
 }
 
