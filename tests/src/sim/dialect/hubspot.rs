@@ -285,17 +285,7 @@ fn unauthenticated(state: &DialectState, headers: &HeaderMap) -> Option<Response
 
 /// ISO 8601 in UTC to the millisecond, as HubSpot's timestamps are.
 fn iso8601(ms: u64) -> String {
-    let at = super::utc(ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
+    super::utc_text(ms, "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z")
 }
 
 fn ticket_id(index: usize) -> String {
@@ -819,7 +809,7 @@ async fn read_ticket(State(state): Shared, Path(id): Path<String>, headers: Head
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Served, list_all, profile, seed, seed_at, send, serve};
+    use super::super::testing::{Served, list_all, profile, seed_at, send, serve};
     use super::super::{Dialect, Settings};
     use super::*;
     use crate::sim::limit::{HeaderStyle, RateLimit};
@@ -828,17 +818,16 @@ mod tests {
     const TOKEN: &str = "failsoft-test-hubspot-token";
 
     async fn served() -> Served {
-        let served = serve(Dialect::HubSpot, Settings::default()).await;
-        seed(
-            &served.sim,
+        super::super::testing::serve_seeded(
+            Dialect::HubSpot,
+            Settings::default(),
             json!([
                 {"phone": "+15550001", "customerId": "C-1", "tier": "gold", "name": "Ann Lee"},
                 {"phone": "+15550002", "customerId": "C-2", "tier": "vip"},
                 {"phone": "+15550003", "customerId": "C-3"},
             ]),
         )
-        .await;
-        served
+        .await
     }
 
     async fn post(served: &Served, path: &str, body: Value) -> (u16, HeaderMap, Value) {

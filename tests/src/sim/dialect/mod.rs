@@ -336,6 +336,13 @@ pub fn utc(ms: u64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
+/// `ms` in UTC as a vendor writes it: `pattern` is a `time` format
+/// description, e.g. `[year]-[month]-[day]T[hour]:[minute]:[second]Z`.
+pub fn utc_text(ms: u64, pattern: &str) -> String {
+    let format = time::format_description::parse_borrowed::<2>(pattern).expect("a valid format description");
+    utc(ms).format(&format).unwrap_or_default()
+}
+
 /// A stable integer id for `text` (FNV-1a), in 10^12..10^13 as Zendesk's
 /// ids are, and well inside JSON's exact integers.
 pub fn stable_id(text: &str) -> u64 {
@@ -384,6 +391,25 @@ pub(crate) mod testing {
     }
 
     /// Loads customers as `POST /admin/customers` would.
+    /// A dialect's API with `customers` loaded.
+    pub async fn serve_seeded(dialect: Dialect, settings: Settings, customers: serde_json::Value) -> Served {
+        let served = serve(dialect, settings).await;
+        seed(&served.sim, customers).await;
+        served
+    }
+
+    /// A form-encoded `POST` to `path` (a token endpoint), as a client sends it.
+    pub async fn post_form(served: &Served, path: &str, form: &str) -> reqwest::Response {
+        served
+            .http
+            .post(format!("{}{path}", served.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned())
+            .send()
+            .await
+            .expect("a form POST")
+    }
+
     pub async fn seed(sim: &Sim, customers: serde_json::Value) {
         seed_at(sim, customers, super::super::clock::unix_ms()).await;
     }

@@ -322,17 +322,7 @@ async fn token(State(state): Shared, headers: HeaderMap, body: Bytes) -> Respons
 
 /// Salesforce's dateTime as records show it: `2024-01-31T09:05:00.000+0000`.
 fn sf_datetime(ms: u64) -> String {
-    let at = super::utc(ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+0000",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
+    super::utc_text(ms, "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000")
 }
 
 /// An 18-character Case id: the 15-character id counting up and the
@@ -700,28 +690,20 @@ mod tests {
     const CONTACT_Q: &str = "SELECT Id, Phone, Tier__c FROM Contact WHERE Phone = ";
 
     async fn served() -> Served {
-        let served = serve(Dialect::Salesforce, Settings::default()).await;
-        seed(
-            &served.sim,
+        super::super::testing::serve_seeded(
+            Dialect::Salesforce,
+            Settings::default(),
             json!([
                 {"phone": "+15550001", "customerId": "C-1", "tier": "gold", "name": "Ann"},
                 {"phone": "+15550002", "customerId": "C-2", "tier": "vip"},
                 {"phone": "+1555'0003\\", "customerId": "C-3"},
             ]),
         )
-        .await;
-        served
+        .await
     }
 
     async fn token_with(served: &Served, form: &str) -> reqwest::Response {
-        served
-            .http
-            .post(format!("{}/services/oauth2/token", served.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.to_owned())
-            .send()
-            .await
-            .expect("token request")
+        super::super::testing::post_form(served, "/services/oauth2/token", form).await
     }
 
     async fn token(served: &Served) -> String {

@@ -284,16 +284,7 @@ async fn token(State(state): Shared, headers: HeaderMap, body: Bytes) -> Respons
 
 /// ServiceNow's date and time in UTC: `2016-01-19 04:52:04`.
 fn sn_datetime(ms: u64) -> String {
-    let at = super::utc(ms);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    super::utc_text(ms, "[year]-[month]-[day] [hour]:[minute]:[second]")
 }
 
 /// A 32-hex-digit sys_id for the incident at ledger position `index`.
@@ -813,7 +804,7 @@ async fn create(State(state): Shared, Path(name): Path<String>, headers: HeaderM
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{Served, profile, seed, send, serve};
+    use super::super::testing::{Served, profile, send};
     use super::super::{Dialect, Settings};
     use super::*;
     use crate::sim::limit::HeaderStyle;
@@ -824,17 +815,16 @@ mod tests {
         "grant_type=client_credentials&client_id=failsoft-test-client&client_secret=failsoft-test-secret";
 
     async fn served_with(settings: Settings) -> Served {
-        let served = serve(Dialect::ServiceNow, settings).await;
-        seed(
-            &served.sim,
+        super::super::testing::serve_seeded(
+            Dialect::ServiceNow,
+            settings,
             json!([
                 {"phone": "+15550001", "customerId": "C-1", "tier": "gold", "name": "Ann Lee"},
                 {"phone": "+15550002", "customerId": "C-2", "tier": "vip"},
                 {"phone": "+15550003", "customerId": "C-3", "status": "inactive"},
             ]),
         )
-        .await;
-        served
+        .await
     }
 
     async fn served() -> Served {
@@ -842,14 +832,7 @@ mod tests {
     }
 
     async fn token_with(served: &Served, form: &str) -> reqwest::Response {
-        served
-            .http
-            .post(format!("{}{TOKEN_PATH}", served.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.to_owned())
-            .send()
-            .await
-            .expect("token request")
+        super::super::testing::post_form(served, TOKEN_PATH, form).await
     }
 
     async fn token(served: &Served) -> String {

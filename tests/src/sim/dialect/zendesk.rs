@@ -270,16 +270,7 @@ async fn token(State(state): Shared, headers: HeaderMap, body: Bytes) -> Respons
 
 /// ISO 8601 in UTC to the second, as Zendesk's timestamps are.
 fn iso8601(ms: u64) -> String {
-    let at = super::utc(ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    super::utc_text(ms, "[year]-[month]-[day]T[hour]:[minute]:[second]Z")
 }
 
 /// A search term the simulator evaluates.
@@ -765,16 +756,15 @@ mod tests {
     const AGENT: (&str, &str) = ("agent@example.com/token", "failsoft-test-token");
 
     async fn served() -> Served {
-        let served = serve(Dialect::Zendesk, Settings::default()).await;
-        seed(
-            &served.sim,
+        super::super::testing::serve_seeded(
+            Dialect::Zendesk,
+            Settings::default(),
             json!([
                 {"phone": "+15550001", "customerId": "C-1", "tier": "gold", "name": "Ann"},
                 {"phone": "+15550002", "customerId": "C-2", "tier": "vip"},
             ]),
         )
-        .await;
-        served
+        .await
     }
 
     async fn oauth(served: &Served, body: Value) -> reqwest::Response {
