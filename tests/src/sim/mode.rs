@@ -237,6 +237,7 @@ mod tests {
         assert_eq!(parse("error"), Ok(FailureMode::Error { status: 500 }));
         assert_eq!(parse("reject"), Ok(FailureMode::Reject { status: 422 }));
         assert_eq!(parse("slow"), Ok(FailureMode::Slow { latency_ms: 1_000 }));
+        assert_eq!(parse("late"), Ok(FailureMode::Late { latency_ms: 15_000 }), "longer than any deadline");
         assert_eq!(parse("throttle"), Ok(FailureMode::Throttle { retry_after_secs: 1 }));
         assert_eq!(parse("flap"), Ok(FailureMode::Flap { period_ms: 1_000 }));
     }
