@@ -430,7 +430,9 @@ impl Syncer {
     async fn wait_for_breaker(&self, stop: &watch::Receiver<bool>) -> Result<(), SyncError> {
         let Some(delivery) = &self.breaker else { return Ok(()) };
         let mut logged = false;
-        while matches!(delivery.breaker_mode(), Mode::Open { .. }) {
+        // Half-open too: then the probe alone may call the CRM, and a page
+        // sent beside it would be a second call to a CRM not yet known back.
+        while !matches!(delivery.breaker_mode(), Mode::Closed) {
             if !logged {
                 tracing::info!("sync paused: the worker's breaker is open");
                 logged = true;
