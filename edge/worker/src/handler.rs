@@ -11,6 +11,7 @@ use failsoft_edge::sqs::{SqsOr, SqsSettings};
 use failsoft_shared::config::ConfigError;
 use worker::{Context, Env, Headers, event};
 
+use crate::memo;
 use crate::outbox::{OUTBOX_BINDING, WorkerForwarder};
 use crate::{FetchDownstream, JsClock, WorkersKv, log};
 
@@ -45,7 +46,7 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, ConfigError> {
         .kv(KV_BINDING)
         .map_err(|e| ConfigError::new(KV_BINDING, format!("the KV namespace binding is missing ({e})")))?;
     let clock = JsClock;
-    let kv = WorkersKv::new(store, clock);
+    let kv = WorkersKv::new(store, clock, memo_ms(lookup("FAILSOFT_KV_MEMO_MS"))?);
     if sqs.is_none() {
         tracing::warn!("FAILSOFT_QUEUE_URL is unset: refreshes are dropped and failed writes not accepted");
     }
@@ -63,6 +64,16 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, ConfigError> {
         .with_breaker_sharing(BreakerSharing::Transitions);
     let isolate = Rc::new(Isolate { facade, kv });
     Ok(ISOLATE.with(|cell| cell.get_or_init(|| isolate).clone()))
+}
+
+/// `FAILSOFT_KV_MEMO_MS`: how long the isolate remembers a KV read, up to
+/// KV's own minute of eventual consistency; 0 turns it off.
+fn memo_ms(setting: Option<String>) -> Result<u64, ConfigError> {
+    let Some(text) = setting.filter(|t| !t.trim().is_empty()) else { return Ok(memo::DEFAULT_MEMO_MS) };
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms <= 60_000 => Ok(ms),
+        _ => Err(ConfigError::new("FAILSOFT_KV_MEMO_MS", format!("must be 0 to 60000 milliseconds, not {text:?}"))),
+    }
 }
 
 #[event(fetch)]

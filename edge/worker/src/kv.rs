@@ -10,6 +10,9 @@
 //!   `ctx.wait_until`, after the response. The pacing is per isolate: two
 //!   isolates writing one key in the same second (the shared breaker at a
 //!   trip) may still meet a 429, which the core logs and survives.
+//! - A read is remembered for a second ([`Memo`]), so a caller asked again
+//!   and again costs one KV read a second, not one per request; the
+//!   isolate's own writes replace what it remembers.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -19,6 +22,7 @@ use failsoft_edge::ports::{Clock, Kv, PortError};
 use worker::{Delay, KvStore};
 
 use crate::clock::JsClock;
+use crate::memo::Memo;
 use crate::pacing::WritePacer;
 
 /// KV's shortest expiry.
@@ -36,17 +40,20 @@ struct Pacing {
     flushing: bool,
 }
 
-/// A KV namespace with this isolate's write pacing. Clones share the pacing.
+/// A KV namespace with this isolate's write pacing and memory of reads.
+/// Clones share both.
 #[derive(Clone)]
 pub struct WorkersKv {
     store: KvStore,
     clock: JsClock,
     pacing: Rc<RefCell<Pacing>>,
+    memo: Rc<RefCell<Memo>>,
 }
 
 impl WorkersKv {
-    pub fn new(store: KvStore, clock: JsClock) -> Self {
-        Self { store, clock, pacing: Rc::default() }
+    /// `memo_ms`: how long a read is remembered (0: never).
+    pub fn new(store: KvStore, clock: JsClock, memo_ms: u64) -> Self {
+        Self { store, clock, pacing: Rc::default(), memo: Rc::new(RefCell::new(Memo::new(memo_ms))) }
     }
 
     /// Whether writes wait for [`flush`](Self::flush).
@@ -88,15 +95,26 @@ impl WorkersKv {
     }
 
     async fn write(&self, key: &str, write: Write) -> Result<(), PortError> {
-        let result = match write {
-            Write::Put { value, ttl_secs } => match self.store.put(key, value) {
-                Ok(put) => put.expiration_ttl(ttl_secs.max(MIN_TTL_SECS)).execute().await,
-                Err(e) => Err(e),
+        let (result, written) = match write {
+            Write::Put { value, ttl_secs } => match self.store.put(key, value.as_str()) {
+                Ok(put) => (put.expiration_ttl(ttl_secs.max(MIN_TTL_SECS)).execute().await, Some(value)),
+                Err(e) => (Err(e), None),
             },
-            Write::Delete => self.store.delete(key).await,
+            Write::Delete => (self.store.delete(key).await, None),
         };
-        self.pacing.borrow_mut().pacer.finished(key, self.clock.now_ms());
-        result.map_err(|e| PortError(format!("KV: {e}")))
+        let now = self.clock.now_ms();
+        self.pacing.borrow_mut().pacer.finished(key, now);
+        let mut memo = self.memo.borrow_mut();
+        match result {
+            Ok(()) => {
+                memo.remember(key, written.as_deref(), now);
+                Ok(())
+            }
+            Err(e) => {
+                memo.forget(key);
+                Err(PortError(format!("KV: {e}")))
+            }
+        }
     }
 }
 
@@ -114,7 +132,14 @@ impl Kv for WorkersKv {
         match deferred {
             Some(Write::Put { value, .. }) => Ok(Some(value)),
             Some(Write::Delete) => Ok(None),
-            None => self.store.get(key).text().await.map_err(|e| PortError(format!("KV: {e}"))),
+            None => {
+                if let Some(held) = self.memo.borrow().get(key, self.clock.now_ms()) {
+                    return Ok(held.map(str::to_owned));
+                }
+                let value = self.store.get(key).text().await.map_err(|e| PortError(format!("KV: {e}")))?;
+                self.memo.borrow_mut().remember(key, value.as_deref(), self.clock.now_ms());
+                Ok(value)
+            }
         }
     }
 

@@ -14,9 +14,11 @@
 //! first request an isolate serves, and the facade is kept for the
 //! isolate's lifetime (isolates serve many requests, interleaved).
 //!
-//! Only [`pacing`] (KV's one-write-per-second rule, pure logic) builds on
-//! the host, where its tests run; the rest is `wasm32-unknown-unknown` only.
+//! Only [`pacing`] (KV's one-write-per-second rule) and [`memo`] (the
+//! isolate's memory of KV reads), pure logic, build on the host, where
+//! their tests run; the rest is `wasm32-unknown-unknown` only.
 
+pub mod memo;
 pub mod pacing;
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
