@@ -37,6 +37,11 @@ const MAX_BATCH: i32 = 10;
 const MIN_HEAD_DELAY_SECS: u64 = failsoft_shared::queue_fit::MIN_HAND_BACK_SECS;
 /// Pause after a failed receive, so an unreachable queue is not hammered.
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// While deliveries run, the next receive waits this long at most for more
+/// of them to finish, so one receive fetches several messages instead of
+/// one per delivery ended (a receive costs the worker as much CPU as a
+/// delivery's other calls together). An idle worker receives at once.
+const RECEIVE_LINGER: Duration = Duration::from_millis(20);
 
 type Held = (Received, OwnedSemaphorePermit);
 type Groups = Arc<Mutex<HashMap<String, VecDeque<Held>>>>;
@@ -114,13 +119,7 @@ impl Consumer {
                 _ = stop.wait_for(|s| *s) => break,
             };
             let Ok(first) = first else { break };
-            let mut permits = vec![first];
-            while permits.len() < MAX_BATCH as usize {
-                match Arc::clone(&self.slots).try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
+            let mut permits = gather(&self.slots, self.concurrency, first, RECEIVE_LINGER).await;
             let receive = self
                 .sqs
                 .receive_message()
@@ -316,5 +315,88 @@ fn count(outcome: &Outcome) {
             metrics::counter!(telemetry::DELIVERIES, "outcome" => why.error_class).increment(1);
         }
         Outcome::Defer { why, .. } => metrics::counter!(telemetry::DEFERRED, "why" => *why).increment(1),
+    }
+}
+
+/// The slots for one receive: `first` and up to [`MAX_BATCH`] in all. What
+/// is free is taken at once; while other deliveries hold slots, it waits up
+/// to `linger` for them to end rather than receive one message at a time.
+async fn gather(
+    slots: &Arc<Semaphore>,
+    concurrency: usize,
+    first: OwnedSemaphorePermit,
+    linger: Duration,
+) -> Vec<OwnedSemaphorePermit> {
+    let until = tokio::time::Instant::now() + linger;
+    let mut permits = vec![first];
+    while permits.len() < MAX_BATCH as usize {
+        if let Ok(p) = Arc::clone(slots).try_acquire_owned() {
+            permits.push(p);
+            continue;
+        }
+        let others_running = concurrency - slots.available_permits() > permits.len();
+        if !others_running {
+            break;
+        }
+        match tokio::time::timeout_at(until, Arc::clone(slots).acquire_owned()).await {
+            Ok(Ok(p)) => permits.push(p),
+            _ => break,
+        }
+    }
+    permits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `concurrency` slots of which `held` are taken by running deliveries.
+    fn slots_with(concurrency: usize, held: usize) -> (Arc<Semaphore>, Vec<OwnedSemaphorePermit>) {
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let running = (0..held).map(|_| Arc::clone(&slots).try_acquire_owned().unwrap()).collect();
+        (slots, running)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_worker_receives_at_once_with_what_is_free() {
+        let (slots, _none) = slots_with(32, 0);
+        let first = Arc::clone(&slots).try_acquire_owned().unwrap();
+        let started = tokio::time::Instant::now();
+        let permits = gather(&slots, 32, first, Duration::from_secs(5)).await;
+        assert_eq!(permits.len(), MAX_BATCH as usize, "a full batch is free");
+        assert_eq!(started.elapsed(), Duration::ZERO, "nothing waited");
+
+        let (slots, _running) = slots_with(3, 2);
+        let first = Arc::clone(&slots).try_acquire_owned().unwrap();
+        let permits = gather(&slots, 3, first, Duration::from_secs(5)).await;
+        assert_eq!(permits.len(), 1);
+        // Two deliveries run, yet the lone free slot waited for them: the
+        // linger bounds it.
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_worker_waits_briefly_so_one_receive_fetches_several() {
+        let (slots, mut running) = slots_with(32, 31);
+        let first = Arc::clone(&slots).try_acquire_owned().unwrap();
+        // Deliveries end one every 2 ms.
+        let ending = tokio::spawn(async move {
+            while let Some(permit) = running.pop() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                drop(permit);
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let permits = gather(&slots, 32, first, Duration::from_millis(20)).await;
+        assert_eq!(permits.len(), MAX_BATCH as usize, "nine more ended within the linger");
+        assert_eq!(started.elapsed(), Duration::from_millis(18), "and it stopped waiting once full");
+        ending.abort();
+
+        let (slots, running) = slots_with(32, 31);
+        let first = Arc::clone(&slots).try_acquire_owned().unwrap();
+        let permits = gather(&slots, 32, first, Duration::from_millis(20)).await;
+        assert_eq!(permits.len(), 1, "none ended: one message, after the linger");
+        assert_eq!(started.elapsed(), Duration::from_millis(38));
+        drop(running);
     }
 }
