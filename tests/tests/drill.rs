@@ -352,15 +352,6 @@ fn drill_native_hang_at_the_default_rates_drains_a_backlog_of_a_thousand() {
     let _ = std::fs::remove_dir_all(d.dir.parent().unwrap_or(&d.dir));
 }
 
-/// With the Worker's path to SQS hanging for the first half of the CRM's
-/// outage: its Durable Object outbox keeps those writes.
-#[test]
-fn drill_worker_down_keeps_every_promise() {
-    let d = drill("worker", "down", "30s", &["--queue-outage", "15s"]);
-    assert_outbox_kept_writes(&d);
-    assert_kept_compressed(&d, "down");
-}
-
 /// The Spin component under `wasmtime serve`, its path to SQS refused for
 /// the first half of the CRM's outage: its key-value outbox keeps those
 /// writes, and later responses and the origin's drain call send them on.
@@ -385,12 +376,15 @@ fn found_before_create(drill: &Drill) -> usize {
     log.matches("case found by externalRef; not creating another").count()
 }
 
-/// Salesforce (no idempotency key) answering late: every create the edge
-/// gave up on was made, and the worker finds each by its reference before
-/// it would create it again. The Worker host, with its token in KV.
+/// Salesforce (no idempotency key) answering late, on the Worker host with
+/// its token in KV: every create the edge gave up on was made, and the
+/// worker finds each by its reference before it would create it again. The
+/// Worker's path to SQS also hangs for the first half of the CRM's outage:
+/// its Durable Object outbox keeps those writes.
 #[test]
-fn drill_worker_late_finds_abandoned_writes_with_salesforce() {
-    let d = drill("worker", "late", "30s", &["--crm-contract", "salesforce"]);
+fn drill_worker_late_keeps_every_promise_with_salesforce_and_its_outbox() {
+    let d = drill("worker", "late", "30s", &["--crm-contract", "salesforce", "--queue-outage", "15s"]);
+    assert_outbox_kept_writes(&d);
     let found = found_before_create(&d);
     assert_kept_compressed(&d, "late");
     assert!(found >= 1, "the worker found the edge's abandoned creates by their reference: {found}");
