@@ -93,23 +93,20 @@ bench-moto: setup
 # The pre-warm sync's records/s and the worker's memory: `failsoft sync
 # --once --full` of CUSTOMERS generated customers (default 1000000) into
 # the native edge and moto's DynamoDB (README, "Performance").
-# DYNAMO=dynalite: dynalite (npm, pinned, under .local/bench) instead of
-# moto, a faster stand-in for throughput.
-DYNALITE_VERSION := 4.0.0
+# DYNAMO=dynalite: dynalite (npm, pinned in origin/bench/install-fauxqs.sh,
+# under .local/bench) instead of moto, a faster stand-in for throughput.
 .PHONY: bench-sync
 bench-sync: setup
 	$(CARGO) build --profile drill -p failsoft-origin -p failsoft-edge -p failsoft-tests \
 		--bin failsoft --bin failsoft-edge --bin crm-sim
-	if [[ "$(DYNAMO)" == dynalite && ! -x .local/bench/node_modules/.bin/dynalite ]]; then \
-		mkdir -p .local/bench && cd .local/bench && npm install --no-save --no-audit --no-fund dynalite@$(DYNALITE_VERSION); \
-	fi
+	$(if $(filter dynalite,$(DYNAMO)),bash origin/bench/install-fauxqs.sh)
 	CARGO_TARGET_DIR=$(or $(CARGO_TARGET_DIR),$(CURDIR)/target) BENCH_PROFILE=drill \
 		$(if $(filter dynalite,$(DYNAMO)),DYNALITE=$(CURDIR)/.local/bench/node_modules/.bin/dynalite) \
 		.venv/bin/python tests/lab/sync_bench.py $(or $(CUSTOMERS),1000000) $(or $(RATE),50) $(or $(PAGE),1000)
 
 # The origin worker's messages/s and CPU per message on a fast local SQS
-# (fauxqs, with Node 22; both installed under .local/bench) and moto's
-# DynamoDB. BENCH_ARGS: --messages N --groups N --concurrency N.
+# (fauxqs) and DynamoDB (dynalite), both on Node 22 under .local/bench.
+# BENCH_ARGS: --messages N --groups N --concurrency N --dynamodb moto.
 .PHONY: bench-worker
 bench-worker: setup
 	bash origin/bench/bench-worker.sh $(BENCH_ARGS)

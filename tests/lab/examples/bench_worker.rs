@@ -1,17 +1,19 @@
 //! The worker's throughput and CPU cost per message, on a fast local SQS.
 //!
-//! Starts fauxqs (an SQS emulator on Node 22) for the queues, moto's server
-//! for DynamoDB, the CRM simulator, preloads `--messages` case creations in
+//! Starts fauxqs (an SQS emulator on Node 22) for the queues, dynalite (a
+//! DynamoDB emulator on Node 22; `--dynamodb moto` for moto's server) for
+//! the tables, the CRM simulator, preloads `--messages` case creations (or,
+//! with `--kind refresh`, cache refreshes of customers the CRM has) in
 //! `--groups` FIFO groups, then starts one `failsoft worker` and times it
-//! until the CRM has every case. Reports messages per second (wall clock)
-//! and the worker process's own CPU time per message (user + system, from
-//! /proc), so the emulators' cost is not counted.
+//! until every message is delivered. Reports messages per second (wall
+//! clock) and the worker process's own CPU time per message (user +
+//! system, from /proc), so the emulators' cost is not counted.
 //!
-//! Run through `make bench-worker` (it installs fauxqs and Node 22 under
-//! .local/bench and builds the binaries in release mode):
+//! Run through `make bench-worker` (it installs fauxqs, dynalite and Node 22
+//! under .local/bench and builds the binaries in the drill profile):
 //!
 //! ```text
-//! cargo run --release --example bench_worker -- --messages 2000 --groups 200
+//! make bench-worker BENCH_ARGS="--messages 10000 --groups 1000 --kind refresh"
 //! ```
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,7 +21,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use failsoft_lab::moto::MotoServer;
 use failsoft_lab::process::Service;
 use serde_json::{Value, json};
@@ -29,6 +31,13 @@ struct Args {
     groups: usize,
     concurrency: usize,
     fauxqs: PathBuf,
+    dynalite: PathBuf,
+    /// `dynalite` (default) or `moto`: what serves the worker's DynamoDB
+    /// calls. The stack is made from the template in moto either way.
+    dynamodb: String,
+    /// `write` (default: case creations) or `refresh` (cache refreshes of
+    /// customers the CRM has).
+    kind: String,
     node: PathBuf,
 }
 
@@ -38,6 +47,9 @@ fn args() -> Args {
         groups: 200,
         concurrency: 32,
         fauxqs: PathBuf::from(".local/bench/node_modules/fauxqs/dist/cli.js"),
+        dynalite: PathBuf::from(".local/bench/node_modules/dynalite/cli.js"),
+        dynamodb: "dynalite".to_owned(),
+        kind: "write".to_owned(),
         node: PathBuf::from(".local/bench/node_modules/.bin/node"),
     };
     let mut it = std::env::args().skip(1);
@@ -48,6 +60,9 @@ fn args() -> Args {
             "--groups" => a.groups = value.parse().expect("--groups N"),
             "--concurrency" => a.concurrency = value.parse().expect("--concurrency N"),
             "--fauxqs" => a.fauxqs = value.into(),
+            "--dynalite" => a.dynalite = value.into(),
+            "--dynamodb" if value == "moto" || value == "dynalite" => a.dynamodb = value,
+            "--kind" if value == "write" || value == "refresh" => a.kind = value,
             "--node" => a.node = value.into(),
             other => panic!("unknown flag {other}"),
         }
@@ -77,6 +92,16 @@ fn wait_listening(port: u16) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("nothing listens on {port}");
+}
+
+/// A process's peak resident memory (VmHWM of /proc/PID/status), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// User + system CPU seconds of a process, from /proc/PID/stat.
@@ -124,10 +149,32 @@ async fn main() {
         .expect("the stack is created from the template");
     let (queue_url, dlq_url) =
         failsoft_lab::aws_stack::mirror_queues(&stack, &sqs_endpoint).await.expect("fauxqs queues");
+    // moto's server closes every connection after one answer (werkzeug's),
+    // so each DynamoDB call would cost the worker a TCP connect that
+    // DynamoDB's kept-open connections never ask; dynalite keeps them open.
+    let mut _dynalite = None;
+    let dynamodb_endpoint = if a.dynamodb == "dynalite" {
+        let port = free_port();
+        _dynalite = Some(Killed(
+            Command::new(&a.node)
+                .arg(&a.dynalite)
+                .args(["--port", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dynalite starts (make bench-worker installs it)"),
+        ));
+        wait_listening(port);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        failsoft_lab::aws_stack::mirror_tables(&stack, &endpoint).await.expect("dynalite tables");
+        endpoint
+    } else {
+        moto.endpoint.clone()
+    };
     let worker = stack.worker().expect("the worker's key");
     let aws_env = vec![
         ("AWS_ENDPOINT_URL_SQS", sqs_endpoint.clone()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", moto.endpoint.clone()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint.clone()),
         ("AWS_REGION", "us-east-1".to_owned()),
         ("AWS_ACCESS_KEY_ID", worker.key.clone()),
         ("AWS_SECRET_ACCESS_KEY", worker.secret.clone()),
@@ -141,6 +188,17 @@ async fn main() {
         .load()
         .await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let refreshes = a.kind == "refresh";
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    if refreshes {
+        let generated = http
+            .post(format!("{}/admin/customers/generate", sim.url("admin")))
+            .json(&json!({"count": a.messages}))
+            .send()
+            .await
+            .unwrap();
+        assert!(generated.status().is_success(), "crm-sim generates customers: {}", generated.status());
+    }
     let loading = Instant::now();
     for chunk in (0..a.messages).collect::<Vec<_>>().chunks(10) {
         let entries = chunk.iter().map(|i| {
@@ -148,8 +206,14 @@ async fn main() {
             let group = format!("{:064x}", i % a.groups);
             let case = json!({"phone": "+442079460000", "subject": "bench", "description": null,
                               "conversationId": null, "externalRef": id});
-            let body = json!({"v": 1, "kind": "write", "correlationId": id, "entityKey": group,
-                              "payload": {"operation": "create_case", "case": case}, "submittedAt": now_ms()});
+            let payload = if refreshes {
+                // The simulator's generated customer number i.
+                json!({"phone": format!("+1555{i:07}")})
+            } else {
+                json!({"operation": "create_case", "case": case})
+            };
+            let body = json!({"v": 1, "kind": a.kind, "correlationId": id, "entityKey": group,
+                              "payload": payload, "submittedAt": now_ms()});
             SendMessageBatchRequestEntry::builder()
                 .id(format!("m{i}"))
                 .message_body(body.to_string())
@@ -164,7 +228,7 @@ async fn main() {
 
     let mut worker_env: Vec<(&str, String)> = aws_env.clone();
     worker_env.extend([
-        ("FAILSOFT_QUEUE_URL", queue_url),
+        ("FAILSOFT_QUEUE_URL", queue_url.clone()),
         ("FAILSOFT_DLQ_URL", dlq_url),
         ("FAILSOFT_CRM_URL", sim.url("api").to_owned()),
         ("FAILSOFT_INTERNAL_SECRET", "bench-internal-secret-000000".to_owned()),
@@ -176,34 +240,56 @@ async fn main() {
         ("FAILSOFT_REPLAY_RATE_MAX", "1000000".to_owned()),
         ("FAILSOFT_LOG", "warn".to_owned()),
     ]);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let started = Instant::now();
     let worker = Service::start("failsoft", &["worker"], &worker_env).expect("the worker starts");
     let cpu_at_start = cpu_secs(worker.pid());
     let stats = format!("{}/admin/stats", sim.url("admin"));
     let deadline = Instant::now() + Duration::from_secs(1_800);
+    // A write is delivered when the CRM has its case; a refresh when its
+    // message has left the queue (recorded in DynamoDB, then deleted).
     loop {
-        let created =
-            http.get(&stats).send().await.unwrap().json::<Value>().await.unwrap()["casesCreated"].as_u64().unwrap_or(0);
-        if created as usize >= a.messages {
+        let done = if refreshes {
+            let left = sqs
+                .get_queue_attributes()
+                .queue_url(&queue_url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap_or_default()
+                .values()
+                .map(|v| v.parse::<usize>().unwrap_or(usize::MAX))
+                .fold(0, usize::saturating_add);
+            a.messages.saturating_sub(left)
+        } else {
+            let stats = http.get(&stats).send().await.unwrap().json::<Value>().await.unwrap();
+            stats["casesCreated"].as_u64().unwrap_or(0) as usize
+        };
+        if done >= a.messages {
             break;
         }
-        assert!(Instant::now() < deadline, "only {created} of {} delivered in 30 minutes", a.messages);
+        assert!(Instant::now() < deadline, "only {done} of {} delivered in 30 minutes", a.messages);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let wall = started.elapsed();
     let cpu = cpu_secs(worker.pid()) - cpu_at_start;
     let n = a.messages as f64;
-    println!(
-        "worker benchmark: {} case creations in {} FIFO groups, concurrency {}",
-        a.messages, a.groups, a.concurrency
-    );
-    println!("  SQS: fauxqs (Node {}), DynamoDB: moto, CRM: crm-sim", node_version(&a.node));
-    println!("  per message: receive (batches of 10), claim + COMPLETE (DynamoDB), look-up + create (CRM), delete");
+    let what = if refreshes { "cache refreshes" } else { "case creations" };
+    println!("worker benchmark: {} {what} in {} FIFO groups, concurrency {}", a.messages, a.groups, a.concurrency);
+    println!("  SQS: fauxqs (Node {}), DynamoDB: {}, CRM: crm-sim", node_version(&a.node), a.dynamodb);
+    let calls = if refreshes {
+        "look-up (CRM), last-known + record (DynamoDB, batched)"
+    } else {
+        "claim + COMPLETE (DynamoDB), create (CRM, with Idempotency-Key)"
+    };
+    println!("  per message: receive (batches of 10), {calls}, delete");
     println!("  wall time          {:>10.2} s", wall.as_secs_f64());
     println!("  throughput         {:>10.1} messages/s", n / wall.as_secs_f64());
     println!("  worker CPU         {:>10.2} s (user + system)", cpu);
     println!("  CPU per message    {:>10.3} ms", cpu * 1000.0 / n);
+    println!("  worker RSS (max)   {:>10.1} MiB", peak_rss_kib(worker.pid()) as f64 / 1024.0);
     drop(worker);
     drop(fauxqs);
 }

@@ -304,3 +304,61 @@ pub async fn mirror_queues(stack: &AwsStack, sqs_endpoint: &str) -> Result<(Stri
     }
     Ok((copied[1].clone(), copied[0].clone()))
 }
+
+/// Makes the stack's two tables in another DynamoDB (dynalite, for
+/// `make bench-worker`) with the key schema the template gave them in moto,
+/// and waits (at most 30 s) until both are active. dynalite checks no IAM
+/// and keeps connections open, as DynamoDB does; moto closes each one.
+pub async fn mirror_tables(stack: &AwsStack, dynamodb_endpoint: &str) -> Result<(), AwsStackError> {
+    let client = |endpoint: &str| {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_sdk_dynamodb::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                &stack.admin.key,
+                &stack.admin.secret,
+                None,
+                None,
+                "failsoft-lab",
+            ))
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    };
+    let (moto, other) = (client(&stack.endpoint), client(dynamodb_endpoint));
+    let fail = |what: &str, e: &dyn std::fmt::Display| AwsStackError::Create {
+        template: template_path().display().to_string(),
+        message: format!("{what}: {e}"),
+    };
+    for name in [stack.results_table()?, stack.last_known_table()?] {
+        let table = moto
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| fail("DescribeTable", &aws_sdk_dynamodb::error::DisplayErrorContext(e)))?
+            .table
+            .ok_or_else(|| AwsStackError::Missing(format!("table {name}")))?;
+        other
+            .create_table()
+            .table_name(name)
+            .set_attribute_definitions(table.attribute_definitions)
+            .set_key_schema(table.key_schema)
+            .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| fail("CreateTable", &aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    }
+    for _ in 0..300 {
+        let mut active = 0;
+        for name in [stack.results_table()?, stack.last_known_table()?] {
+            let status = other.describe_table().table_name(name).send().await.ok().and_then(|o| o.table?.table_status);
+            active += usize::from(status == Some(aws_sdk_dynamodb::types::TableStatus::Active));
+        }
+        if active == 2 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(fail("CreateTable", &"the tables are not active after 30 s"))
+}
