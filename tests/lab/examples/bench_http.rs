@@ -48,10 +48,12 @@ struct Args {
     worker_c: usize,
     keys: usize,
     worker: bool,
+    /// The Rust Worker's `FAILSOFT_KV_MEMO_MS` (its default when unset).
+    kv_memo_ms: Option<usize>,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { secs: 10, rounds: 2, native_c: 32, worker_c: 16, keys: 100_000, worker: true };
+    let mut a = Args { secs: 10, rounds: 2, native_c: 32, worker_c: 16, keys: 100_000, worker: true, kv_memo_ms: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--no-worker" {
@@ -66,7 +68,10 @@ fn args() -> anyhow::Result<Args> {
             "--native-c" => a.native_c = number()?.max(1),
             "--worker-c" => a.worker_c = number()?.max(1),
             "--keys" => a.keys = number()?,
-            other => bail!("unknown flag {other} (--secs, --rounds, --native-c, --worker-c, --keys, --no-worker)"),
+            "--kv-memo-ms" => a.kv_memo_ms = Some(number()?),
+            other => bail!(
+                "unknown flag {other} (--secs, --rounds, --native-c, --worker-c, --keys, --kv-memo-ms, --no-worker)"
+            ),
         }
     }
     Ok(a)
@@ -140,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
         "wrk {} s per round, {} rounds, reference first; one warmed caller; ratio = our mean req/s over the reference's\n",
         args.secs, args.rounds
     )?;
+    if let Some(ms) = args.kv_memo_ms {
+        writeln!(report, "the Rust Worker with FAILSOFT_KV_MEMO_MS={ms}\n")?;
+    }
     writeln!(report, "{:<8} {:<22} {:>5} {:>12} {:>10} {:>10}", "host", "server", "conns", "req/s", "p50", "p99")?;
 
     let cpu_before = cpu_ticks(edge.pid())?;
@@ -392,7 +400,11 @@ async fn worker_pair(
     std::fs::create_dir_all(&rust_dir)?;
     let config = rust_dir.join("wrangler.toml");
     std::fs::write(&config, worker_config(root, &[]).context("the built Worker (make worker)")?)?;
-    let rust = start_wrangler(root, &config, &rust_dir, edge_settings(crm_url))?;
+    let mut settings = edge_settings(crm_url);
+    if let Some(ms) = args.kv_memo_ms {
+        settings.push(("FAILSOFT_KV_MEMO_MS", ms.to_string()));
+    }
+    let rust = start_wrangler(root, &config, &rust_dir, settings)?;
 
     let js_dir = work.join("js-worker");
     let _ = std::fs::remove_dir_all(&js_dir);
