@@ -107,7 +107,7 @@ impl WorkersKv {
         let mut memo = self.memo.borrow_mut();
         match result {
             Ok(()) => {
-                memo.remember(key, written.as_deref(), now);
+                memo.remember_write(key, written.as_deref(), now);
                 Ok(())
             }
             Err(e) => {
@@ -133,11 +133,15 @@ impl Kv for WorkersKv {
             Some(Write::Put { value, .. }) => Ok(Some(value)),
             Some(Write::Delete) => Ok(None),
             None => {
-                if let Some(held) = self.memo.borrow().get(key, self.clock.now_ms()) {
-                    return Ok(held.map(str::to_owned));
-                }
+                let start = {
+                    let memo = self.memo.borrow();
+                    if let Some(held) = memo.get(key, self.clock.now_ms()) {
+                        return Ok(held.map(str::to_owned));
+                    }
+                    memo.read_start()
+                };
                 let value = self.store.get(key).text().await.map_err(|e| PortError(format!("KV: {e}")))?;
-                self.memo.borrow_mut().remember(key, value.as_deref(), self.clock.now_ms());
+                self.memo.borrow_mut().remember_read(start, key, value.as_deref(), self.clock.now_ms());
                 Ok(value)
             }
         }

@@ -31,11 +31,39 @@ pub struct Memo {
     ttl_ms: u64,
     /// A key's value (`None`: KV has none) and when it is forgotten.
     held: HashMap<String, (Option<String>, u64)>,
+    /// Writes finished so far: a read that was under way while one
+    /// finished may have fetched what that write replaced.
+    writes: u64,
 }
+
+/// Taken before a read from KV (see [`Memo::remember_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStart(u64);
 
 impl Memo {
     pub fn new(ttl_ms: u64) -> Self {
-        Self { ttl_ms, held: HashMap::new() }
+        Self { ttl_ms, held: HashMap::new(), writes: 0 }
+    }
+
+    /// Marks the start of a read from KV.
+    pub fn read_start(&self) -> ReadStart {
+        ReadStart(self.writes)
+    }
+
+    /// Remembers what a read started at `start` fetched, unless a write of
+    /// this isolate finished meanwhile: the read may then hold what that
+    /// write replaced (a cache entry the webhook just invalidated), and
+    /// remembering it would serve it on for the memo time.
+    pub fn remember_read(&mut self, start: ReadStart, key: &str, value: Option<&str>, now: u64) {
+        if start.0 == self.writes {
+            self.remember(key, value, now);
+        }
+    }
+
+    /// Remembers what this isolate's write left in KV.
+    pub fn remember_write(&mut self, key: &str, value: Option<&str>, now: u64) {
+        self.writes += 1;
+        self.remember(key, value, now);
     }
 
     /// What KV held for `key` less than the memo's time ago, if remembered.
@@ -46,10 +74,9 @@ impl Memo {
         }
     }
 
-    /// Remembers what KV held (a read) or now holds (this isolate's write).
-    /// A full memory first forgets what has expired; if none has, the key
-    /// is not remembered (and any older value of it is forgotten).
-    pub fn remember(&mut self, key: &str, value: Option<&str>, now: u64) {
+    /// Remembers what KV holds for `key`. A full memory first forgets what
+    /// has expired; if none has, the key is not remembered.
+    fn remember(&mut self, key: &str, value: Option<&str>, now: u64) {
         if self.ttl_ms == 0 {
             return;
         }
@@ -64,6 +91,7 @@ impl Memo {
 
     /// Forgets `key`: a write to it failed, so what KV holds is unknown.
     pub fn forget(&mut self, key: &str) {
+        self.writes += 1;
         self.held.remove(key);
     }
 
@@ -84,8 +112,9 @@ mod tests {
     fn a_read_is_remembered_for_the_memo_time_and_no_longer() {
         let mut memo = Memo::new(1_000);
         assert_eq!(memo.get("k", 0), None, "nothing read yet");
-        memo.remember("k", Some("v"), 10_000);
-        memo.remember("absent", None, 10_000);
+        let start = memo.read_start();
+        memo.remember_read(start, "k", Some("v"), 10_000);
+        memo.remember_read(start, "absent", None, 10_000);
         assert_eq!(memo.get("k", 10_999), Some(Some("v")));
         assert_eq!(memo.get("absent", 10_500), Some(None), "KV had none: remembered too");
         assert_eq!(memo.get("k", 11_000), None, "forgotten after the memo time");
@@ -94,19 +123,35 @@ mod tests {
     #[test]
     fn the_isolates_own_write_replaces_what_it_remembers() {
         let mut memo = Memo::new(1_000);
-        memo.remember("k", Some("old"), 0);
-        memo.remember("k", Some("new"), 100);
+        memo.remember_read(memo.read_start(), "k", Some("old"), 0);
+        memo.remember_write("k", Some("new"), 100);
         assert_eq!(memo.get("k", 1_050), Some(Some("new")), "and its time starts again");
-        memo.remember("k", None, 200);
+        memo.remember_write("k", None, 200);
         assert_eq!(memo.get("k", 300), Some(None), "a delete is remembered as none");
         memo.forget("k");
         assert_eq!(memo.get("k", 300), None);
     }
 
     #[test]
+    fn a_read_overtaken_by_a_write_is_not_remembered() {
+        let mut memo = Memo::new(1_000);
+        memo.remember_read(memo.read_start(), "k", Some("cached"), 0);
+        // A lookup's read leaves for KV; the webhook's delete of the same
+        // key finishes before the read comes back with the old entry.
+        let start = memo.read_start();
+        memo.remember_write("k", None, 10);
+        memo.remember_read(start, "k", Some("cached"), 20);
+        assert_eq!(memo.get("k", 30), Some(None), "the delete stands, not the overtaken read");
+        let start = memo.read_start();
+        memo.forget("other");
+        memo.remember_read(start, "k2", Some("v"), 40);
+        assert_eq!(memo.get("k2", 50), None, "a failed write counts as well");
+    }
+
+    #[test]
     fn zero_turns_it_off() {
         let mut memo = Memo::new(0);
-        memo.remember("k", Some("v"), 0);
+        memo.remember_write("k", Some("v"), 0);
         assert_eq!(memo.get("k", 0), None);
         assert!(memo.is_empty());
     }
@@ -115,14 +160,14 @@ mod tests {
     fn a_full_memory_forgets_the_expired_and_never_grows_past_its_bound() {
         let mut memo = Memo::new(1_000);
         for i in 0..MAX_KEYS {
-            memo.remember(&format!("k{i}"), Some("v"), 0);
+            memo.remember_write(&format!("k{i}"), Some("v"), 0);
         }
-        memo.remember("late", Some("v"), 500);
+        memo.remember_write("late", Some("v"), 500);
         assert_eq!(memo.len(), MAX_KEYS, "bounded");
         assert_eq!(memo.get("late", 500), None, "nothing had expired, so it was not remembered");
-        memo.remember("k0", Some("w"), 600);
+        memo.remember_write("k0", Some("w"), 600);
         assert_eq!(memo.get("k0", 600), Some(Some("w")), "a key already held is still replaced");
-        memo.remember("later", Some("v"), 1_000);
+        memo.remember_write("later", Some("v"), 1_000);
         assert_eq!(memo.get("later", 1_000), Some(Some("v")), "the expired made room");
         assert_eq!(memo.len(), 2, "k0 (renewed) and later");
     }
