@@ -8,7 +8,7 @@ use failsoft_edge::config::EdgeConfig;
 use failsoft_edge::facade::{BreakerSharing, Facade};
 use failsoft_edge::http::{Request, Response, misconfigured, read_capped};
 use failsoft_edge::sqs::{SqsOr, SqsSettings};
-use failsoft_shared::config::ConfigError;
+use failsoft_shared::config::{self, ConfigError};
 use worker::{Context, Env, Headers, event};
 
 use crate::memo;
@@ -46,7 +46,7 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, ConfigError> {
         .kv(KV_BINDING)
         .map_err(|e| ConfigError::new(KV_BINDING, format!("the KV namespace binding is missing ({e})")))?;
     let clock = JsClock;
-    let kv = WorkersKv::new(store, clock, memo_ms(lookup("FAILSOFT_KV_MEMO_MS"))?);
+    let kv = WorkersKv::new(store, clock, memo_ms(&lookup)?);
     if sqs.is_none() {
         tracing::warn!("FAILSOFT_QUEUE_URL is unset: refreshes are dropped and failed writes not accepted");
     }
@@ -68,11 +68,11 @@ fn isolate(env: &Env) -> Result<Rc<Isolate>, ConfigError> {
 
 /// `FAILSOFT_KV_MEMO_MS`: how long the isolate remembers a KV read, up to
 /// KV's own minute of eventual consistency; 0 turns it off.
-fn memo_ms(setting: Option<String>) -> Result<u64, ConfigError> {
-    let Some(text) = setting.filter(|t| !t.trim().is_empty()) else { return Ok(memo::DEFAULT_MEMO_MS) };
-    match text.trim().parse::<u64>() {
-        Ok(ms) if ms <= 60_000 => Ok(ms),
-        _ => Err(ConfigError::new("FAILSOFT_KV_MEMO_MS", format!("must be 0 to 60000 milliseconds, not {text:?}"))),
+fn memo_ms(lookup: &impl Fn(&str) -> Option<String>) -> Result<u64, ConfigError> {
+    const SETTING: &str = "FAILSOFT_KV_MEMO_MS";
+    match config::number(lookup, SETTING, memo::DEFAULT_MEMO_MS)? {
+        ms if ms <= 60_000 => Ok(ms),
+        _ => Err(ConfigError::new(SETTING, "must be at most 60000 (ms)")),
     }
 }
 
